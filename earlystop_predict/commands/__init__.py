@@ -1,0 +1,1 @@
+"""Sub-commands of the ``earlystop-predict`` CLI, one module each (see ``cli.py``)."""

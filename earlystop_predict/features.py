@@ -1,0 +1,226 @@
+"""Canonical keys and feature encoding shared by every accModel.
+
+Hyperparameters and meta data arrive under many names (``lr``,
+``learning-rate``, ``train_batch_size``...) and in many spellings
+(``"AdamW"``, ``"CosineAnnealingLR"``). This module maps them to the canonical
+keys of RUN_RECORD.md and encodes them as fixed-length vectors with a mask per
+value: a missing value is masked, never zero-filled.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .record import RunRecord
+
+# --------------------------------------------------------------------------- aliases
+HPARAM_ALIASES: dict[str, str] = {
+    "lr": "learning_rate", "learning-rate": "learning_rate", "learningrate": "learning_rate",
+    "learning_rate_init": "learning_rate", "base_lr": "learning_rate", "eta": "learning_rate",
+    "bs": "batch_size", "batch-size": "batch_size", "batchsize": "batch_size",
+    "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "wd": "weight_decay", "weight-decay": "weight_decay", "l2": "weight_decay",
+    "optim": "optimizer", "opt": "optimizer", "optimiser": "optimizer",
+    "beta1": "momentum", "beta_1": "momentum", "adam_beta1": "momentum",
+    "drop": "dropout", "dropout_rate": "dropout", "max_dropout": "dropout", "p_dropout": "dropout",
+    "layers": "num_layers", "n_layers": "num_layers", "depth": "num_layers",
+    "num_hidden_layers": "num_layers",
+    "units": "width", "hidden_size": "width", "max_units": "width", "hidden_units": "width",
+    "n_units": "width",
+    "schedule": "lr_schedule", "scheduler": "lr_schedule", "lr_scheduler": "lr_schedule",
+    "lr_scheduler_type": "lr_schedule",
+    "warmup": "warmup_fraction", "warmup_ratio": "warmup_fraction",
+}
+META_ALIASES: dict[str, str] = {
+    "n_train": "train_size", "num_train": "train_size", "num_samples": "train_size",
+    "n_classes": "num_classes", "classes": "num_classes", "num_labels": "num_classes",
+    "n_features": "num_features", "input_dim": "num_features",
+    "n_params": "num_params", "params": "num_params", "parameters": "num_params",
+    "epochs": "max_epochs", "num_epochs": "max_epochs", "num_train_epochs": "max_epochs",
+    "n_epochs": "max_epochs",
+}
+METRIC_ALIASES: dict[str, str] = {
+    "val_acc": "val_accuracy", "valid_accuracy": "val_accuracy", "valid_acc": "val_accuracy",
+    "eval_accuracy": "val_accuracy", "eval_acc": "val_accuracy",
+    "validation_accuracy": "val_accuracy", "val/acc": "val_accuracy",
+    "val/accuracy": "val_accuracy", "val_sparse_categorical_accuracy": "val_accuracy",
+    "val_categorical_accuracy": "val_accuracy", "val_binary_accuracy": "val_accuracy",
+    "eval_loss": "val_loss", "valid_loss": "val_loss", "validation_loss": "val_loss",
+    "val/loss": "val_loss",
+    "accuracy": "train_accuracy", "acc": "train_accuracy", "train_acc": "train_accuracy",
+    "sparse_categorical_accuracy": "train_accuracy", "categorical_accuracy": "train_accuracy",
+    "binary_accuracy": "train_accuracy", "train/acc": "train_accuracy",
+    "loss": "train_loss", "train/loss": "train_loss",
+    "epoch_time": "time",
+}
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "other")
+SCHEDULES = ("constant", "cosine", "linear", "step", "other")
+FRAMEWORKS = ("torch", "keras", "other")
+HPARAM_KEYS = ("learning_rate", "batch_size", "optimizer", "momentum", "weight_decay",
+               "dropout", "num_layers", "width", "lr_schedule", "warmup_fraction")
+META_KEYS = ("train_size", "num_classes", "num_features", "num_params", "max_epochs",
+             "framework")
+
+
+def _norm_key(key: str) -> str:
+    return str(key).strip().lower()
+
+
+def canonical_metric(name: str) -> str:
+    """Canonical metric name: ``eval_accuracy -> val_accuracy``, ``loss -> train_loss``."""
+    return METRIC_ALIASES.get(_norm_key(name), name)
+
+
+def canonical_optimizer(value: Any) -> str:
+    """Map an optimizer name or class name to sgd | adam | adamw | rmsprop | other."""
+    n = re.sub(r"[^a-z]", "", str(value).lower())
+    if n.startswith("adamw") or n == "adamweightdecay":
+        return "adamw"
+    if n.startswith("adam") or n == "nadam" or n == "lazyadam":
+        return "adam"
+    if n.startswith("rmsprop"):
+        return "rmsprop"
+    if n.startswith("sgd") or n == "momentum":
+        return "sgd"
+    return "other"
+
+
+def canonical_schedule(value: Any) -> str:
+    """Map a schedule or scheduler class name to constant | cosine | linear | step | other."""
+    if value is None:
+        return "constant"
+    n = re.sub(r"[^a-z]", "", str(value).lower())
+    if not n or n in ("none", "constant", "constantlr", "fixed"):
+        return "constant"
+    if "cos" in n:
+        return "cosine"
+    if "linear" in n or "polynomial" in n:
+        return "linear"
+    if "step" in n or "exponential" in n or "piecewise" in n or "multiplicative" in n:
+        return "step"
+    return "other"
+
+
+def canonical_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Rename aliases to canonical keys and normalise categorical values.
+
+    Unknown keys are kept as they are. Example:
+        >>> canonical_hparams({"lr": 0.1, "optim": "AdamW"})
+        {'learning_rate': 0.1, 'optimizer': 'adamw'}
+    """
+    out: dict[str, Any] = {}
+    for key, value in (hparams or {}).items():
+        canon = HPARAM_ALIASES.get(_norm_key(key), key)
+        if canon in out and canon != key:
+            continue  # an explicit canonical key wins over an alias
+        out[canon] = value
+    if "optimizer" in out and out["optimizer"] is not None:
+        out["optimizer"] = canonical_optimizer(out["optimizer"])
+    if "lr_schedule" in out:
+        out["lr_schedule"] = canonical_schedule(out["lr_schedule"])
+    return out
+
+
+def canonical_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Rename meta aliases to canonical keys (unknown keys kept)."""
+    out: dict[str, Any] = {}
+    for key, value in (meta or {}).items():
+        canon = META_ALIASES.get(_norm_key(key), key)
+        if canon in out and canon != key:
+            continue
+        out[canon] = value
+    return out
+
+
+def canonical_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename metric aliases (``eval_loss``, ``val_acc``, ``loss``...) to canonical names."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        canon = canonical_metric(key)
+        if canon in out and canon != key:
+            continue
+        out[canon] = value
+    return out
+
+
+# --------------------------------------------------------------------------- encoding
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _log(value: Any, floor: float = 1e-12) -> float | None:
+    f = _num(value)
+    return None if f is None or f <= 0 else math.log(max(f, floor))
+
+
+# (name, transform) of every numeric static feature; each gets a value and a mask slot.
+_NUMERIC: tuple[tuple[str, str], ...] = (
+    ("learning_rate", "log"), ("batch_size", "log"), ("momentum", "lin"),
+    ("weight_decay", "log"), ("dropout", "lin"), ("num_layers", "lin"), ("width", "log"),
+    ("warmup_fraction", "lin"),
+    ("train_size", "log"), ("num_classes", "log"), ("num_features", "log"),
+    ("num_params", "log"), ("max_epochs", "log"),
+)
+_META_NUMERIC = {"train_size", "num_classes", "num_features", "num_params", "max_epochs"}
+# Rough centring so raw features sit near [-2, 2].
+_CENTER = {"learning_rate": (-5.0, 2.0), "batch_size": (4.5, 1.0), "momentum": (0.5, 0.3),
+           "weight_decay": (-6.0, 3.0), "dropout": (0.3, 0.3), "num_layers": (3.0, 1.5),
+           "width": (5.5, 1.0), "warmup_fraction": (0.05, 0.1), "train_size": (8.0, 2.0),
+           "num_classes": (1.5, 1.0), "num_features": (4.0, 2.0), "num_params": (11.0, 3.0),
+           "max_epochs": (3.5, 0.7)}
+STATIC_NAMES: tuple[str, ...] = tuple(
+    [n for n, _ in _NUMERIC] + [f"{n}_mask" for n, _ in _NUMERIC]
+    + [f"optimizer={o}" for o in OPTIMIZERS] + [f"lr_schedule={s}" for s in SCHEDULES]
+    + [f"framework={f}" for f in FRAMEWORKS]
+)
+STATIC_DIM = len(STATIC_NAMES)
+
+
+def encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.ndarray:
+    """Hyperparameters and meta as a float32 vector of ``STATIC_DIM`` with masks.
+
+    Numeric values are logged where their scale is multiplicative and roughly
+    centred; a missing value is 0 with its mask 0 (present: mask 1). Categorical
+    values are one-hot, all-zero when missing.
+    """
+    hp = canonical_hparams(hparams)
+    mt = canonical_meta(meta)
+    n = len(_NUMERIC)
+    vec = np.zeros(STATIC_DIM, dtype=np.float32)
+    for i, (name, how) in enumerate(_NUMERIC):
+        raw = mt.get(name) if name in _META_NUMERIC else hp.get(name)
+        v = _log(raw) if how == "log" else _num(raw)
+        if v is not None:
+            c, s = _CENTER[name]
+            vec[i] = float(np.clip((v - c) / s, -5.0, 5.0))
+            vec[n + i] = 1.0
+    off = 2 * n
+    opt = hp.get("optimizer")
+    if opt is not None:
+        vec[off + OPTIMIZERS.index(canonical_optimizer(opt))] = 1.0
+    off += len(OPTIMIZERS)
+    if "lr_schedule" in hp:
+        vec[off + SCHEDULES.index(canonical_schedule(hp["lr_schedule"]))] = 1.0
+    off += len(SCHEDULES)
+    fw = mt.get("framework")
+    if fw is not None:
+        f = str(fw).lower()
+        f = "torch" if f in ("torch", "pytorch", "lightning", "transformers", "hf") else f
+        vec[off + (FRAMEWORKS.index(f) if f in FRAMEWORKS else FRAMEWORKS.index("other"))] = 1.0
+    return vec
+
+
+def record_static(record: RunRecord) -> np.ndarray:
+    """:func:`encode_static` of a record's hparams and meta."""
+    return encode_static(record.hparams, record.meta)

@@ -1,0 +1,289 @@
+"""Forecasts and forecasters: the accModel's public face.
+
+A :class:`Forecaster` answers one question: given a run's first E epochs, its
+hyperparameters and a target epoch M > E, where will the target metric be at
+M? The answer is a :class:`Forecast`: a mean and monotone quantiles, plus which
+model served and why.
+
+Example:
+    >>> from earlystop_predict import load_model, RunRecord
+    >>> model = load_model()                      # bundled LSTM, LightGBM fallback
+    >>> rec = RunRecord(run_id="r", epochs=[{"epoch": 1, "val_accuracy": 0.4},
+    ...                                     {"epoch": 2, "val_accuracy": 0.5}])
+    >>> fc = model.forecast(rec, target_epoch=50)
+    >>> 0.0 <= fc.quantiles["0.1"] <= fc.quantiles["0.9"] <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, ForecastUnavailableError, ModelArtifactError
+from .record import RunRecord
+
+QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def qkey(q: float) -> str:
+    """The quantile's key in forecast dicts: ``0.1 -> "0.1"``."""
+    return f"{q:g}"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast of the target metric at ``target_epoch``.
+
+    Attributes:
+        mean: expected value of the metric at the target epoch.
+        quantiles: ``{"0.1": ..., "0.5": ..., "0.9": ...}``, non-decreasing in q.
+        model: the model that served: ``"lstm"``, ``"lightgbm"``, ``"observed"``...
+        reason: why that model served (empty when the first choice served).
+        observed_epochs: how many epochs the forecast was made from (E).
+        target_epoch: the epoch forecast (M).
+    """
+
+    mean: float
+    quantiles: dict[str, float]
+    model: str
+    reason: str = ""
+    observed_epochs: int = 0
+    target_epoch: int = 0
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile; interpolated linearly between the stored ones."""
+        levels = sorted((float(k), v) for k, v in self.quantiles.items())
+        xs = [lv for lv, _ in levels]
+        ys = [v for _, v in levels]
+        if not xs:
+            return self.mean
+        return float(np.interp(q, xs, ys))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (RUN_RECORD.md forecast fields)."""
+        out: dict[str, Any] = {
+            "observed_epochs": self.observed_epochs,
+            "target_epoch": self.target_epoch,
+            "mean": self.mean,
+            "quantiles": dict(self.quantiles),
+            "model": self.model,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _check_target(record: RunRecord, target_epoch: int) -> int:
+    if isinstance(target_epoch, bool) or not isinstance(target_epoch, (int, np.integer)):
+        raise ConfigError("target_epoch", "a positive integer", target_epoch)
+    if target_epoch < 1:
+        raise ConfigError("target_epoch", "a positive integer", target_epoch)
+    return int(target_epoch)
+
+
+def observed_forecast(record: RunRecord, target_epoch: int) -> Forecast | None:
+    """If the record already holds ``target_epoch``, the observed value as a forecast."""
+    for row in reversed(record.epochs):
+        if int(row["epoch"]) == target_epoch:
+            v = row.get(record.metric)
+            v = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else float("nan")
+            return Forecast(mean=v, quantiles={qkey(q): v for q in QUANTILES},
+                            model="observed", reason="target epoch already observed",
+                            observed_epochs=record.n_epochs, target_epoch=target_epoch)
+        if int(row["epoch"]) < target_epoch:
+            break
+    return None
+
+
+class Forecaster(ABC):
+    """Base class of every accModel: ``forecast`` one run, ``forecast_many`` a batch."""
+
+    name: str = "forecaster"
+
+    def forecast(self, record: RunRecord, target_epoch: int) -> Forecast:
+        """Forecast ``record.metric`` at ``target_epoch`` from the epochs the record holds.
+
+        Args:
+            record: the run so far (at least one epoch).
+            target_epoch: 1-based epoch to forecast, > the last epoch held.
+        """
+        return self.forecast_many([record], target_epoch)[0]
+
+    @abstractmethod
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        """Vectorised :meth:`forecast`: one target for all, or one per record."""
+
+    @staticmethod
+    def _targets(records: Sequence[RunRecord], target_epoch: int | Sequence[int]) -> list[int]:
+        if isinstance(target_epoch, (int, np.integer)) and not isinstance(target_epoch, bool):
+            targets = [int(target_epoch)] * len(records)
+        else:
+            targets = [int(t) for t in target_epoch]  # type: ignore[union-attr]
+            if len(targets) != len(records):
+                raise ConfigError("target_epoch", f"an int or {len(records)} ints",
+                                  f"{len(targets)} values")
+        for rec, t in zip(records, targets):
+            _check_target(rec, t)
+        return targets
+
+
+@dataclass
+class ScriptedForecaster(Forecaster):
+    """A forecaster whose answers are given: for tests, demos and policy replay.
+
+    Args:
+        fn: ``fn(record, target_epoch) -> float | (mean, {q: value})``; a bare
+            float gives a zero-width forecast.
+        name: recorded as the forecast's ``model``. Default ``"scripted"``.
+
+    Example:
+        >>> f = ScriptedForecaster(lambda rec, m: 0.2 if rec.n_epochs >= 3 else 0.9)
+        >>> f.forecast(RunRecord("r", epochs=[{"epoch": 1, "val_accuracy": .1}]), 10).mean
+        0.9
+    """
+
+    fn: Callable[[RunRecord, int], Any]
+    name: str = "scripted"
+    calls: int = field(default=0, init=False)
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        out = []
+        for rec, t in zip(records, self._targets(records, target_epoch)):
+            self.calls += 1
+            got = self.fn(rec, t)
+            if isinstance(got, tuple):
+                mean, qs = got
+                quantiles = {qkey(float(q)): float(v) for q, v in qs.items()}
+            else:
+                mean = float(got)
+                quantiles = {qkey(q): mean for q in QUANTILES}
+            out.append(Forecast(mean=float(mean), quantiles=quantiles, model=self.name,
+                                observed_epochs=rec.n_epochs, target_epoch=t))
+        return out
+
+
+class AutoForecaster(Forecaster):
+    """The LSTM where it can serve, LightGBM where it cannot; each forecast says why.
+
+    Args:
+        primary: the first choice (the LSTM), or None if it failed to load.
+        fallback: the model that serves the rest (LightGBM).
+        primary_error: why the primary is unavailable (recorded as the reason).
+    """
+
+    name = "auto"
+
+    def __init__(self, primary: Forecaster | None, fallback: Forecaster,
+                 primary_error: str = "") -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.primary_error = primary_error
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        out: list[Forecast | None] = [None] * len(records)
+        reasons: dict[int, str] = {}
+        serve: list[int] = []
+        for i, (rec, t) in enumerate(zip(records, targets)):
+            seen = observed_forecast(rec, t)
+            if seen is not None:
+                out[i] = seen
+                continue
+            if self.primary is None:
+                reasons[i] = self.primary_error
+                continue
+            why = self.primary.cannot_serve(rec, t)  # type: ignore[attr-defined]
+            if why:
+                reasons[i] = why
+            else:
+                serve.append(i)
+        if serve:
+            try:
+                got = self.primary.forecast_many(  # type: ignore[union-attr]
+                    [records[i] for i in serve], [targets[i] for i in serve])
+                for i, fc in zip(serve, got):
+                    out[i] = fc
+            except Exception as exc:  # noqa: BLE001 - any LSTM failure falls back
+                for i in serve:
+                    reasons[i] = f"{self.primary.name} failed: {type(exc).__name__}: {exc}"
+        rest = [i for i in range(len(records)) if out[i] is None]
+        if rest:
+            got = self.fallback.forecast_many([records[i] for i in rest],
+                                              [targets[i] for i in rest])
+            for i, fc in zip(rest, got):
+                out[i] = Forecast(mean=fc.mean, quantiles=fc.quantiles, model=fc.model,
+                                  reason=reasons.get(i, fc.reason),
+                                  observed_epochs=fc.observed_epochs,
+                                  target_epoch=fc.target_epoch)
+        return out  # type: ignore[return-value]
+
+
+def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
+    """Load an accModel.
+
+    Args:
+        kind: ``"auto"`` (bundled LSTM, LightGBM fallback), ``"lstm"`` (LSTM only:
+            queries it cannot serve raise :class:`ForecastUnavailableError`),
+            ``"lightgbm"`` (LightGBM only), or the path of a model directory holding
+            a ``manifest.json`` (as ``earlystop-predict train`` writes), served as auto.
+            Default ``"auto"``.
+
+    Raises:
+        ModelArtifactError: a requested artifact is missing or fails its checksum
+            (with ``"auto"`` a broken LSTM only makes LightGBM serve).
+
+    Example:
+        >>> model = load_model("lightgbm")
+    """
+    from .artifacts import bundled_dir, read_manifest
+    from .lgbm import LGBMForecaster
+    from .lstm import LSTMForecaster
+
+    if isinstance(kind, str) and kind in ("auto", "lstm", "lightgbm"):
+        directory = bundled_dir()
+    else:
+        directory = Path(kind)
+        kind = "auto"
+    manifest = read_manifest(directory)
+    if kind == "lightgbm":
+        return LGBMForecaster.from_dir(directory, manifest)
+    if kind == "lstm":
+        return StrictForecaster(LSTMForecaster.from_dir(directory, manifest))
+    fallback = LGBMForecaster.from_dir(directory, manifest)
+    try:
+        primary: Forecaster | None = LSTMForecaster.from_dir(directory, manifest)
+        error = ""
+    except ModelArtifactError as exc:
+        primary, error = None, f"lstm unavailable: {exc}"
+    return AutoForecaster(primary, fallback, error)
+
+
+class StrictForecaster(Forecaster):
+    """Serve with one model only: a query it cannot serve raises instead of falling back."""
+
+    def __init__(self, inner: Forecaster) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
+        return self.inner.cannot_serve(record, target_epoch)  # type: ignore[attr-defined]
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        for rec, t in zip(records, targets):
+            why = self.cannot_serve(rec, t)
+            if why:
+                raise ForecastUnavailableError(f"run {rec.run_id!r}: {why}")
+        return self.inner.forecast_many(records, targets)

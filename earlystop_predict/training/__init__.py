@@ -1,0 +1,1 @@
+"""Training pipeline of the bundled accModels (needs the ``train`` extra)."""
