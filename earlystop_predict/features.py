@@ -77,8 +77,11 @@ def canonical_metric(name: str) -> str:
 
 
 def canonical_optimizer(value: Any) -> str:
-    """Map an optimizer name or class name to sgd | adam | adamw | rmsprop | other."""
-    n = re.sub(r"[^a-z]", "", str(value).lower())
+    """Map an optimizer name or class name to sgd | adam | adamw | rmsprop | other.
+
+    A dotted path (``"torch.optim.AdamW"``) is read by its last component.
+    """
+    n = re.sub(r"[^a-z]", "", str(value).rsplit(".", 1)[-1].lower())
     if n.startswith("adamw") or n == "adamweightdecay":
         return "adamw"
     if n.startswith("adam") or n == "nadam" or n == "lazyadam":
@@ -95,7 +98,7 @@ def canonical_schedule(value: Any) -> str:
     if value is None:
         return "constant"
     n = re.sub(r"[^a-z]", "", str(value).lower())
-    if not n or n in ("none", "constant", "constantlr", "fixed"):
+    if not n or n in ("none", "fixed") or n.startswith("constant"):  # constant_with_warmup
         return "constant"
     if "cos" in n:
         return "cosine"
@@ -203,7 +206,7 @@ def encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.nda
         v = _log(raw) if how == "log" else _num(raw)
         if v is not None:
             c, s = _CENTER[name]
-            vec[i] = float(np.clip((v - c) / s, -5.0, 5.0))
+            vec[i] = min(max((v - c) / s, -5.0), 5.0)
             vec[n + i] = 1.0
     off = 2 * n
     opt = hp.get("optimizer")
@@ -221,6 +224,110 @@ def encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.nda
     return vec
 
 
+def encode_static_numeric(name: str, raw: np.ndarray) -> np.ndarray:
+    """Vectorised encoding of one numeric static feature (as :func:`encode_static` does)."""
+    how = dict(_NUMERIC)[name]
+    v = np.log(np.maximum(np.asarray(raw, dtype=np.float64), 1e-12)) if how == "log" \
+        else np.asarray(raw, dtype=np.float64)
+    c, s = _CENTER[name]
+    return np.clip((v - c) / s, -5.0, 5.0).astype(np.float32)
+
+
+def static_slot(name: str) -> tuple[int, int]:
+    """(value index, mask index) of a numeric static feature in the encoded vector."""
+    i = [n for n, _ in _NUMERIC].index(name)
+    return i, len(_NUMERIC) + i
+
+
 def record_static(record: RunRecord) -> np.ndarray:
     """:func:`encode_static` of a record's hparams and meta."""
     return encode_static(record.hparams, record.meta)
+
+
+# --------------------------------------------------------------------------- curves
+SEQ_NAMES: tuple[str, ...] = (
+    "target", "target_mask", "val_loss", "val_loss_mask", "train_accuracy",
+    "train_accuracy_mask", "train_loss", "train_loss_mask", "epoch_frac", "log_epoch",
+    "target_delta", "target_drawdown",
+)
+SEQ_DIM = len(SEQ_NAMES)
+QUERY_NAMES: tuple[str, ...] = (
+    "observed_frac", "target_frac", "gap_frac", "log_target", "log_gap", "last", "best",
+    "mean_last3",
+)
+QUERY_DIM = len(QUERY_NAMES)
+
+
+def _ffill(x: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs along the last axis; leading NaNs become 0."""
+    mask = np.isfinite(x)
+    idx = np.where(mask, np.arange(x.shape[-1]), 0)
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    out = np.take_along_axis(np.where(mask, x, 0.0), idx, axis=-1)
+    return out
+
+
+def _masked(x: np.ndarray, fn: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.isfinite(x)
+    v = np.where(mask, x, 0.0)
+    if fn is not None:
+        v = np.where(mask, fn(np.clip(v, 0.0, None)), 0.0)
+    return v, mask.astype(np.float32)
+
+
+def encode_sequence(target: np.ndarray, val_loss: np.ndarray, train_acc: np.ndarray,
+                    train_loss: np.ndarray, epoch: np.ndarray,
+                    max_epochs: np.ndarray) -> np.ndarray:
+    """Per-epoch LSTM inputs, ``(B, L, SEQ_DIM)`` float32, from ``(B, L)`` arrays.
+
+    NaN marks a missing value (masked, never zero-filled as data). ``epoch`` is
+    the 1-based epoch of each row and ``max_epochs`` (B,) the planned epochs, so
+    the position is given both absolutely and relative to the schedule's end.
+    """
+    tv, tm = _masked(target)
+    lv, lm = _masked(val_loss, np.log1p)
+    av, am = _masked(train_acc)
+    sv, sm = _masked(train_loss, np.log1p)
+    filled = _ffill(target)
+    prev = np.concatenate([filled[:, :1], filled[:, :-1]], axis=1)
+    delta = np.where(tm > 0, filled - prev, 0.0)
+    best = np.maximum.accumulate(np.where(np.isfinite(target), target, -np.inf), axis=1)
+    draw = np.where(np.isfinite(best), best - filled, 0.0)
+    ep = np.asarray(epoch, dtype=np.float64)
+    t = np.asarray(max_epochs, dtype=np.float64).reshape(-1, 1)
+    out = np.stack([tv, tm, np.clip(lv, 0, 5), lm, av, am, np.clip(sv, 0, 5), sm,
+                    np.clip(ep / t, 0, 2), np.log(np.maximum(ep, 1)) / 4.0, delta * 10.0,
+                    draw * 10.0], axis=-1)
+    return out.astype(np.float32)
+
+
+def encode_query(observed: np.ndarray, target_epoch: np.ndarray, max_epochs: np.ndarray,
+                 last: np.ndarray, best: np.ndarray, mean_last3: np.ndarray) -> np.ndarray:
+    """Query features ``(B, QUERY_DIM)``: where the forecast starts and where it aims."""
+    e = np.asarray(observed, dtype=np.float64)
+    m = np.asarray(target_epoch, dtype=np.float64)
+    t = np.asarray(max_epochs, dtype=np.float64)
+    out = np.stack([np.clip(e / t, 0, 2), np.clip(m / t, 0, 2), np.clip((m - e) / t, 0, 2),
+                    np.log(np.maximum(m, 1.0)) / 4.0, np.log(np.maximum(m - e, 0.0) + 1.0) / 4.0,
+                    last, best, mean_last3],
+                   axis=-1)
+    return out.astype(np.float32)
+
+
+def prefix_stats(target: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(last, best, mean of the last three) of each padded row's first ``lengths`` values.
+
+    Missing values are forward-filled first (leading ones count as 0), exactly as
+    the training pipeline computes them; rows with no finite value give zeros.
+    """
+    b, L = target.shape
+    cols = np.arange(L)[None, :]
+    inside = cols < lengths[:, None]
+    x = np.where(inside, target, np.nan)
+    filled = _ffill(x)
+    rows = np.arange(b)
+    last = filled[rows, lengths - 1]
+    best = np.where(inside, filled, -np.inf).max(axis=1)
+    win = inside & (cols >= (lengths - 3)[:, None])
+    mean3 = np.where(win, filled, 0.0).sum(axis=1) / np.minimum(lengths, 3)
+    return last, best, mean3

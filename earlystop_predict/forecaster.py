@@ -131,7 +131,7 @@ class Forecaster(ABC):
             if len(targets) != len(records):
                 raise ConfigError("target_epoch", f"an int or {len(records)} ints",
                                   f"{len(targets)} values")
-        for rec, t in zip(records, targets):
+        for rec, t in zip(records, targets, strict=False):
             _check_target(rec, t)
         return targets
 
@@ -158,7 +158,7 @@ class ScriptedForecaster(Forecaster):
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
         out = []
-        for rec, t in zip(records, self._targets(records, target_epoch)):
+        for rec, t in zip(records, self._targets(records, target_epoch), strict=False):
             self.calls += 1
             got = self.fn(rec, t)
             if isinstance(got, tuple):
@@ -195,7 +195,7 @@ class AutoForecaster(Forecaster):
         out: list[Forecast | None] = [None] * len(records)
         reasons: dict[int, str] = {}
         serve: list[int] = []
-        for i, (rec, t) in enumerate(zip(records, targets)):
+        for i, (rec, t) in enumerate(zip(records, targets, strict=False)):
             seen = observed_forecast(rec, t)
             if seen is not None:
                 out[i] = seen
@@ -212,7 +212,7 @@ class AutoForecaster(Forecaster):
             try:
                 got = self.primary.forecast_many(  # type: ignore[union-attr]
                     [records[i] for i in serve], [targets[i] for i in serve])
-                for i, fc in zip(serve, got):
+                for i, fc in zip(serve, got, strict=False):
                     out[i] = fc
             except Exception as exc:  # noqa: BLE001 - any LSTM failure falls back
                 for i in serve:
@@ -221,7 +221,7 @@ class AutoForecaster(Forecaster):
         if rest:
             got = self.fallback.forecast_many([records[i] for i in rest],
                                               [targets[i] for i in rest])
-            for i, fc in zip(rest, got):
+            for i, fc in zip(rest, got, strict=False):
                 out[i] = Forecast(mean=fc.mean, quantiles=fc.quantiles, model=fc.model,
                                   reason=reasons.get(i, fc.reason),
                                   observed_epochs=fc.observed_epochs,
@@ -282,7 +282,7 @@ class StrictForecaster(Forecaster):
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
         targets = self._targets(records, target_epoch)
-        for rec, t in zip(records, targets):
+        for rec, t in zip(records, targets, strict=False):
             why = self.cannot_serve(rec, t)
             if why:
                 raise ForecastUnavailableError(f"run {rec.run_id!r}: {why}")

@@ -18,14 +18,16 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, MetricNotFoundError
+from .errors import ConfigError, ForecastUnavailableError, MetricNotFoundError
 from .features import canonical_hparams, canonical_meta, canonical_metric, canonical_metrics
 from .forecaster import Forecast, Forecaster
 from .policy import Decision, StopPolicy
@@ -154,6 +156,7 @@ class ForecastMonitor:
         self._incumbent: float | None = None
         self._t_last: float | None = None
         self._started = False
+        self._restored = False
 
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
@@ -200,7 +203,7 @@ class ForecastMonitor:
             MetricNotFoundError: the monitored metric is not in ``metrics``.
         """
         if not self._started:
-            self.begin()
+            self.begin(resume=self._restored)
         metrics = dict(metrics)
         if self.monitor not in metrics and self.metric not in canonical_metrics(metrics):
             raise MetricNotFoundError(self.monitor, metrics)
@@ -224,9 +227,11 @@ class ForecastMonitor:
             self.record.forecasts = [f for f in self.record.forecasts
                                      if int(f["at_epoch"]) < row["epoch"]]
         self.record.epochs.append(row)
-        forecast = self._forecast(epoch) if not diverged else None
+        forecast, why = self._forecast(epoch) if not diverged else (None, "")
         decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
                                       incumbent=self._incumbent, diverged=diverged)
+        if why and not decision.stop and not diverged:
+            decision = replace(decision, reason=f"no forecast: {why}")
         self.poor_streak = self.poor_streak + 1 if decision.poor else 0
         self.last_decision = decision
         self.record.forecasts.append(decision.to_dict())
@@ -237,10 +242,14 @@ class ForecastMonitor:
             self.ledger.log_epoch(self.record.run_id, row, decision)
         return decision
 
-    def _forecast(self, epoch: int) -> Forecast | None:
+    def _forecast(self, epoch: int) -> tuple[Forecast | None, str]:
+        """This epoch's forecast, or None and why there is none (never raises on data)."""
         if self.target_epoch is None or epoch >= self.target_epoch:
-            return None
-        return self.forecaster.forecast(self.record, self.target_epoch)
+            return None, "target epoch reached"
+        try:
+            return self.forecaster.forecast(self.record, self.target_epoch), ""
+        except ForecastUnavailableError as exc:  # documented fallback: record, go on
+            return None, str(exc)
 
     def end(self, status: str | None = None) -> None:
         """Close the run: write its final values and stop reason to the ledger."""
@@ -251,13 +260,16 @@ class ForecastMonitor:
             self.ledger.finish_run(self.record.run_id, final_value=self.record.final_value(),
                                    final_epoch=self.record.last_epoch, stopped=self.stopped,
                                    status=status or ("stopped" if self.stopped else "completed"))
+            if self._ledger is not self._ledger_arg:  # opened here from a path: close it
+                self._ledger.close()
+                self._ledger = None
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """Versioned, JSON-ready progress: record, counters, target and stop."""
         return {
             "version": STATE_VERSION,
-            "record": self.record.to_dict(),
+            "record": copy.deepcopy(self.record.to_dict()),  # a snapshot, not a view
             "target_epoch": self.target_epoch,
             "poor_streak": self.poor_streak,
             "stopped": self.stopped,
@@ -268,10 +280,11 @@ class ForecastMonitor:
         version = state.get("version")
         if version != STATE_VERSION:
             raise ConfigError("state['version']", f"{STATE_VERSION}", version)
-        self.record = RunRecord.from_dict(state["record"], validate=False)
+        self.record = RunRecord.from_dict(copy.deepcopy(state["record"]), validate=False)
         if self.target_epoch_arg is None:
             self.target_epoch = state.get("target_epoch")
         self.poor_streak = int(state.get("poor_streak", 0))
         self.stopped = state.get("stopped")
         self.record.stopped = self.stopped
         self.finished = False
+        self._restored = True  # an update() before begin() resumes, not resets

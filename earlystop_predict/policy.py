@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +71,16 @@ class Decision:
         return out
 
 
+def _is_number(value: Any) -> bool:
+    """A real number, not a bool (``"0.9"`` or ``True`` are not numbers here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool = False,
                  open_hi: bool = False) -> None:
-    ok = (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
-    if not ok or (isinstance(value, float) and math.isnan(value)):
+    ok = _is_number(value) and not math.isnan(value) and \
+        (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
+    if not ok:
         lo_b = "(" if open_lo else "["
         hi_b = ")" if open_hi else "]"
         raise ConfigError(name, f"in {lo_b}{lo}, {hi}{hi_b}", value)
@@ -118,7 +125,8 @@ class StopPolicy:
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
                 or self.patience < 1:
             raise ConfigError("patience", "an integer >= 1", self.patience)
-        if self.threshold is not None and not math.isfinite(float(self.threshold)):
+        if self.threshold is not None and not (_is_number(self.threshold)
+                                               and math.isfinite(self.threshold)):
             raise ConfigError("threshold", "a finite number or None", self.threshold)
 
     # The quantile that must clear the bar: optimistic side of the forecast.

@@ -108,6 +108,18 @@ class RunRecord:
                 out[i] = v
         return out
 
+    def matrix(self, names: tuple[str, ...] | list[str]) -> np.ndarray:
+        """Values of several metrics, ``(n_epochs, len(names))``, NaN where missing or
+        not finite (one pass over the rows: the hot path of forecasting)."""
+        nan = float("nan")
+        num = (int, float)
+        flat = [v if type(v) in num else (float(v) if isinstance(v, num)
+                                          and not isinstance(v, bool) else nan)
+                for row in self.epochs for v in (row.get(k) for k in names)]
+        out = np.array(flat, dtype=np.float64).reshape(len(self.epochs), len(names))
+        out[~np.isfinite(out)] = np.nan
+        return out
+
     def epoch_numbers(self) -> np.ndarray:
         """The ``epoch`` field of each row, as int array."""
         return np.array([int(r["epoch"]) for r in self.epochs], dtype=np.int64)
@@ -280,6 +292,12 @@ def read_records(path: str | os.PathLike[str], **kwargs: Any) -> list[RunRecord]
     return list(iter_records(path, **kwargs))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> int:
     """Write rows (dicts or records) to ``path`` atomically; return the count.
 
@@ -295,6 +313,7 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> int:
                 fh.write(dumps(row.to_dict() if isinstance(row, RunRecord) else row))
                 fh.write("\n")
                 count += 1
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -67,7 +67,7 @@ class LCBench:
     def hparam_dict(self, i: int) -> dict[str, object]:
         """Canonical hparams of row ``i`` (LCBench is SGD + cosine)."""
         hp: dict[str, object] = {}
-        for name, v in zip(HPARAM_NAMES, self.hparams[i]):
+        for name, v in zip(HPARAM_NAMES, self.hparams[i], strict=False):
             hp[name] = int(round(v)) if name in _INT_HPARAMS else float(v)
         hp.update(optimizer="sgd", lr_schedule="cosine")
         return hp

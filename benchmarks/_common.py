@@ -1,0 +1,45 @@
+"""Shared pieces of the benchmark scripts: the pow3 baseline and table printing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def pow3_predict(values: np.ndarray, target: int) -> float:
+    """Fit y(t) = c - a * t**(-alpha) to the observed epochs (scipy) and extrapolate.
+
+    The classic parametric baseline of learning-curve extrapolation (Domhan et al.
+    2015). Falls back to the last value when the fit fails or has too few points.
+    """
+    from scipy.optimize import curve_fit
+
+    y = np.asarray(values, dtype=float)
+    t = np.arange(1, len(y) + 1, dtype=float)
+    ok = np.isfinite(y)
+    t, y = t[ok], y[ok]
+    if len(y) < 3:
+        return float(y[-1]) if len(y) else float("nan")
+
+    def f(x: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
+        return c - a * np.power(x, -alpha)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p, _ = curve_fit(f, t, y, p0=(y[-1], max(y[-1] - y[0], 1e-3), 0.5),
+                             bounds=([0.0, -1.0, 0.0], [1.0, 2.0, 3.0]), maxfev=2000)
+        return float(np.clip(f(np.array([float(target)]), *p)[0], 0.0, 1.0))
+    except (RuntimeError, ValueError):
+        return float(y[-1])
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """A plain Markdown table (copy-paste into the README)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        cells = [f"{c:.3f}" if isinstance(c, float) else str(c) for c in row]
+        print("| " + " | ".join(cells) + " |")

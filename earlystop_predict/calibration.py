@@ -1,0 +1,72 @@
+"""Interval calibration shared by both accModels (split conformal, by observed fraction).
+
+A model's raw quantiles are rescaled around the median: one factor for the
+0.25–0.75 interval, one for 0.1–0.9, fitted on tasks held aside from training
+so that they cover 50 % and 80 % of outcomes. How much of the run was observed
+changes how wide the raw intervals are off, so the factors are fitted per bin
+of the observed fraction E / planned epochs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Lower edges of the observed-fraction bins: [0, .15), [.15, .3), [.3, .5), [.5, ...).
+EDGES = np.array([0.0, 0.15, 0.3, 0.5])
+GOALS = (0.5, 0.8)  # coverage of the inner (0.25-0.75) and outer (0.1-0.9) intervals
+
+
+def scale(q: np.ndarray, inner: np.ndarray | float, outer: np.ndarray | float) -> np.ndarray:
+    """Scale quantiles ``(B, 5)`` (0.1..0.9) about the median; order is kept."""
+    inner = np.asarray(inner, dtype=np.float64).reshape(-1, 1)
+    outer = np.asarray(outer, dtype=np.float64).reshape(-1, 1)
+    med = q[:, 2:3]
+    out = q.copy()
+    out[:, [1, 3]] = med + inner * (q[:, [1, 3]] - med)
+    out[:, [0, 4]] = med + outer * (q[:, [0, 4]] - med)
+    out[:, 0] = np.minimum(out[:, 0], out[:, 1])
+    out[:, 4] = np.maximum(out[:, 4], out[:, 3])
+    return out
+
+
+def as_table(calibration: object) -> np.ndarray:
+    """A ``(len(EDGES), 2)`` table from a stored calibration (a bare pair is broadcast)."""
+    table = np.asarray(calibration, dtype=np.float64)
+    if table.shape == (2,):
+        table = np.tile(table, (len(EDGES), 1))
+    if table.shape != (len(EDGES), 2) or not np.isfinite(table).all() or (table <= 0).any():
+        raise ValueError(f"calibration must be positive, shape (2,) or ({len(EDGES)}, 2)")
+    return table
+
+
+def apply(q: np.ndarray, observed_frac: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Calibrate quantiles ``(B, 5)`` given each row's observed fraction E / planned."""
+    b = np.clip(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0, len(EDGES) - 1)
+    return scale(q, table[b, 0], table[b, 1])
+
+
+def fit(q: np.ndarray, y: np.ndarray, observed_frac: np.ndarray,
+        clip: tuple[float, float] | None = (0.0, 1.0), min_rows: int = 200) -> np.ndarray:
+    """Factors per bin giving :data:`GOALS` coverage of ``y`` (bisection, log scale)."""
+    b = np.clip(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0, len(EDGES) - 1)
+
+    def solve(qq: np.ndarray, yy: np.ndarray, lo: int, hi: int, goal: float) -> float:
+        a, z = 0.05, 20.0
+        for _ in range(40):
+            mid = np.sqrt(a * z)
+            c = scale(qq, mid, mid)
+            if clip:
+                c = np.clip(c, *clip)
+            if ((yy >= c[:, lo] - 1e-12) & (yy <= c[:, hi] + 1e-12)).mean() < goal:
+                a = mid
+            else:
+                z = mid
+        return float(z)
+
+    glob = [solve(q, y, 1, 3, GOALS[0]), solve(q, y, 0, 4, GOALS[1])]
+    table = np.tile(glob, (len(EDGES), 1))
+    for k in range(len(EDGES)):
+        sel = b == k
+        if sel.sum() >= min_rows:
+            table[k] = [solve(q[sel], y[sel], 1, 3, GOALS[0]), solve(q[sel], y[sel], 0, 4, GOALS[1])]
+    return table

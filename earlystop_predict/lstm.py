@@ -1,0 +1,221 @@
+"""The LSTM accModel, inference in pure numpy.
+
+The network reads the observed epochs (target metric, validation loss, train
+accuracy and loss, each with a mask; epoch position absolute and relative to
+the planned epochs), starts from a hidden state computed from the encoded
+hyperparameters and meta, and a small head maps the last hidden state, the
+static vector and the query (E, M, last/best values) to a mean and monotone
+quantiles. Weights are trained with torch (:mod:`earlystop_predict.training`)
+and shipped as ``lstm.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import calibration
+from .errors import ModelArtifactError
+from .features import (
+    QUERY_NAMES,
+    SEQ_NAMES,
+    STATIC_DIM,
+    STATIC_NAMES,
+    canonical_metric,
+    encode_query,
+    encode_sequence,
+    prefix_stats,
+    record_static,
+)
+from .forecaster import QUANTILES, Forecast, Forecaster, qkey
+from .record import RunRecord
+
+#: Metrics the LSTM was trained on (accuracy-like fractions).
+KNOWN_METRICS = ("val_accuracy", "val_balanced_accuracy")
+_WEIGHTS = ("W_s", "b_s", "W_ih", "W_hh", "b", "W1", "b1", "W2", "b2", "W3", "b3")
+LAST = QUERY_NAMES.index("last")
+OBSERVED_FRAC = QUERY_NAMES.index("observed_frac")
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def head_transform(out: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw head outputs ``(B, 6)`` -> mean ``(B,)`` and quantiles ``(B, 5)`` (0.1..0.9).
+
+    Output 0 is the mean's and 1 the median's offset from the last observed value;
+    2..5 are gaps (through softplus, so quantiles never cross).
+    """
+    mean = last + out[:, 0]
+    q50 = last + out[:, 1]
+    q25 = q50 - _softplus(out[:, 2])
+    q10 = q25 - _softplus(out[:, 3])
+    q75 = q50 + _softplus(out[:, 4])
+    q90 = q75 + _softplus(out[:, 5])
+    return mean, np.stack([q10, q25, q50, q75, q90], axis=1)
+
+
+class LSTMWeights:
+    """The numpy weights of the LSTM accModel and its trained range."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        missing = [k for k in _WEIGHTS if k not in arrays]
+        if missing:
+            raise ValueError(f"missing arrays: {', '.join(missing)}")
+        self.p = {k: np.asarray(arrays[k], dtype=np.float64) for k in _WEIGHTS}
+        self.hidden = self.p["W_hh"].shape[1]
+        self.max_target = int(arrays.get("max_target_epoch", 120))
+        self.max_observed = int(arrays.get("max_observed_epochs", self.max_target - 1))
+        self.calib = calibration.as_table(arrays.get("calibration", (1.0, 1.0)))
+        if tuple(str(s) for s in arrays.get("seq_names", SEQ_NAMES)) != SEQ_NAMES or \
+                tuple(str(s) for s in arrays.get("static_names", STATIC_NAMES)) != STATIC_NAMES:
+            raise ValueError("feature layout differs from this version of earlystop_predict")
+        # Pre-transposed for the hot loop.
+        self.W_ih_T = self.p["W_ih"].T.copy()
+        self.W_hh_T = self.p["W_hh"].T.copy()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LSTMWeights:
+        """Load ``lstm.npz`` (no pickle). Raises ModelArtifactError naming the file."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls({k: z[k] for k in z.files})
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelArtifactError(path, f"not a valid LSTM weight file: {exc}") from None
+
+    def forward(self, seq: np.ndarray, static: np.ndarray, query: np.ndarray,
+                lengths: np.ndarray) -> np.ndarray:
+        """Raw head outputs ``(B, 6)`` for padded sequences ``(B, L, F)``."""
+        p = self.p
+        H = self.hidden
+        h = np.tanh(static @ p["W_s"].T + p["b_s"])
+        c = np.zeros_like(h)
+        xw = seq @ self.W_ih_T + p["b"]
+        last = np.empty_like(h)
+        end = lengths - 1
+        L = seq.shape[1]
+        single = seq.shape[0] == 1
+        for t in range(L):
+            g = xw[:, t] + h @ self.W_hh_T
+            s = _sigmoid(g)
+            c = s[:, H:2 * H] * c + s[:, :H] * np.tanh(g[:, 2 * H:3 * H])
+            h = s[:, 3 * H:] * np.tanh(c)
+            if not single:
+                done = end == t
+                if done.any():
+                    last[done] = h[done]
+        if single:
+            last = h
+        z = np.concatenate([last, static, query], axis=1)
+        z = np.maximum(z @ p["W1"].T + p["b1"], 0.0)
+        z = np.maximum(z @ p["W2"].T + p["b2"], 0.0)
+        return z @ p["W3"].T + p["b3"]
+
+
+def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, np.ndarray]:
+    """Pad and encode records for the LSTM: seq, static, query and lengths."""
+    n = len(records)
+    lengths = np.array([max(r.n_epochs, 1) for r in records], dtype=np.int64)
+    L = int(lengths.max())
+    cols = np.full((n, L, 4), np.nan)
+    epoch = np.tile(np.arange(1, L + 1, dtype=np.float64), (n, 1))
+    max_ep = np.asarray(targets, dtype=np.float64).copy()
+    static = np.empty((n, STATIC_DIM), dtype=np.float64)
+    for i, rec in enumerate(records):
+        k = rec.n_epochs
+        if k:
+            cols[i, :k] = rec.matrix((rec.metric, "val_loss", "train_accuracy", "train_loss"))
+            epoch[i, :k] = [row["epoch"] for row in rec.epochs]
+        planned = rec.meta.get("max_epochs")
+        if planned:
+            try:
+                max_ep[i] = float(planned)
+            except (TypeError, ValueError):
+                pass
+        static[i] = record_static(rec)
+    target = cols[:, :, 0]
+    seq = encode_sequence(target, cols[:, :, 1], cols[:, :, 2], cols[:, :, 3], epoch, max_ep)
+    last, best, mean3 = prefix_stats(target, lengths)
+    observed = epoch[np.arange(n), lengths - 1]
+    query = encode_query(observed, np.asarray(targets, dtype=np.float64), max_ep, last, best,
+                         mean3)
+    return {"seq": seq.astype(np.float64), "static": static, "query": query.astype(np.float64),
+            "lengths": lengths}
+
+
+class LSTMForecaster(Forecaster):
+    """The LSTM accModel (numpy inference). Use :func:`earlystop_predict.load_model`."""
+
+    name = "lstm"
+
+    def __init__(self, weights: LSTMWeights, manifest: dict[str, Any] | None = None) -> None:
+        self.weights = weights
+        self.manifest = manifest or {}
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike[str],
+                 manifest: dict[str, Any]) -> LSTMForecaster:
+        """Load ``lstm`` from a model directory (checksum checked)."""
+        from .artifacts import artifact_path
+
+        path = artifact_path(directory, manifest, "lstm")
+        try:
+            return cls(LSTMWeights.load(path), manifest)
+        except ValueError as exc:
+            raise ModelArtifactError(path, str(exc)) from None
+
+    def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
+        """Why this model cannot serve the query, or ``""`` if it can."""
+        w = self.weights
+        if canonical_metric(record.metric) not in KNOWN_METRICS or record.mode != "max":
+            return f"metric {record.metric!r} unknown to lstm (knows {', '.join(KNOWN_METRICS)})"
+        if record.n_epochs < 1:
+            return "no observed epochs"
+        if not np.isfinite(record.series(record.metric)).any():
+            return "no finite value of the target metric observed"
+        if target_epoch > w.max_target:
+            return f"target epoch {target_epoch} beyond lstm's trained range (<= {w.max_target})"
+        if record.n_epochs > w.max_observed:
+            return (f"{record.n_epochs} observed epochs beyond lstm's trained range "
+                    f"(<= {w.max_observed})")
+        if target_epoch <= record.last_epoch:
+            return f"target epoch {target_epoch} not after last observed {record.last_epoch}"
+        return ""
+
+    def predict_arrays(self, records: Sequence[RunRecord],
+                       targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (B,), quantiles (B, 5)) for records the model can serve."""
+        x = prepare(records, targets)
+        out = self.weights.forward(x["seq"], x["static"], x["query"], x["lengths"])
+        mean, q = head_transform(out, x["query"][:, LAST])
+        q = calibration.apply(q, x["query"][:, OBSERVED_FRAC], self.weights.calib)
+        return np.clip(mean, 0.0, 1.0), np.clip(q, 0.0, 1.0)
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        if not records:
+            return []
+        out: list[Forecast] = []
+        # Bucket by length so padding stays small in big batches.
+        order = np.argsort([r.n_epochs for r in records], kind="stable")
+        result: list[Forecast | None] = [None] * len(records)
+        for start in range(0, len(order), 4096):
+            idx = order[start:start + 4096]
+            mean, q = self.predict_arrays([records[i] for i in idx], [targets[i] for i in idx])
+            for j, i in enumerate(idx):
+                result[i] = Forecast(
+                    mean=float(mean[j]),
+                    quantiles={qkey(lv): float(q[j, k]) for k, lv in enumerate(QUANTILES)},
+                    model=self.name, observed_epochs=records[i].n_epochs,
+                    target_epoch=targets[i])
+        out.extend(result)  # type: ignore[arg-type]
+        return out

@@ -1,0 +1,126 @@
+"""Training samples from learning curves, with the augmentation the corpus needs.
+
+The LCBench surrogate curves are smooth, 52 epochs long, all SGD + cosine. A
+forecaster trained on them as they are learns that early epochs say more than
+they do on real runs. So every batch is augmented:
+
+* **schedule horizons**: a curve is time-warped onto T planned epochs
+  (8..120; the original 52 for 55 % of curves), as a cosine run of T epochs
+  would trace it;
+* **observation noise** (on 35 % of curves): binomial noise of a finite
+  validation set (50..20000
+  examples) plus epoch-to-epoch jitter, on the inputs only (targets stay clean);
+* **missing values**: hyperparameters and meta masked at random, so a user who
+  passes fewer of them still gets a forecast;
+* **random E and M**: every observed prefix length of the curve is a sample,
+  each with its own target epoch (the planned end half of the time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features import STATIC_DIM, encode_static, encode_static_numeric, static_slot
+from .lcbench import MAX_EPOCHS, LCBench
+
+MAX_HORIZON = 120
+MIN_HORIZON = 8
+N_NUMERIC_HP = 8  # hparam numeric slots come first in the static vector
+
+
+def static_matrix(data: LCBench) -> np.ndarray:
+    """encode_static of every row (meta: 52 planned epochs, torch), ``(N, STATIC_DIM)``."""
+    out = np.empty((len(data.task_id), STATIC_DIM), dtype=np.float32)
+    for i in range(len(data.task_id)):
+        out[i] = encode_static(data.hparam_dict(i), {"max_epochs": MAX_EPOCHS,
+                                                     "framework": "torch"})
+    return out
+
+
+@dataclass
+class CurveBatch:
+    """A batch of augmented curves, padded to ``MAX_HORIZON`` epochs (NaN past T).
+
+    Attributes:
+        target: (B, L) observed target metric (noisy), NaN where absent.
+        clean: (B, L) the noise-free curve (what forecasts are scored against).
+        val_loss: (B, L) observed validation loss (noisy), NaN where absent.
+        horizon: (B,) planned epochs T.
+        static: (B, STATIC_DIM) encoded hparams/meta with random masking.
+        clean_loss: (B, L) the noise-free validation loss curve.
+    """
+
+    target: np.ndarray
+    clean: np.ndarray
+    val_loss: np.ndarray
+    horizon: np.ndarray
+    static: np.ndarray
+    clean_loss: np.ndarray
+
+
+def _warp(curves: np.ndarray, horizon: np.ndarray, length: int) -> np.ndarray:
+    """Resample (B, 52) curves onto T epochs each: epoch e of T reads 52*e/T."""
+    b = curves.shape[0]
+    e = np.arange(1, length + 1, dtype=np.float64)[None, :]
+    pos = np.clip(e * MAX_EPOCHS / horizon[:, None], 1.0, MAX_EPOCHS) - 1.0
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, MAX_EPOCHS - 1)
+    w = pos - lo
+    rows = np.arange(b)[:, None]
+    out = curves[rows, lo] * (1 - w) + curves[rows, hi] * w
+    out[e > horizon[:, None]] = np.nan
+    return out
+
+
+def sample_batch(data: LCBench, static: np.ndarray, rows: np.ndarray,
+                 rng: np.random.Generator, *, augment: bool = True,
+                 length: int = MAX_HORIZON) -> CurveBatch:
+    """Augmented curves for the given rows (see the module doc)."""
+    b = len(rows)
+    acc = data.acc[rows].astype(np.float64)
+    loss = data.loss[rows].astype(np.float64)
+    st = static[rows].copy()
+    if augment:
+        horizon = np.where(rng.random(b) < 0.55, MAX_EPOCHS,
+                           np.exp(rng.uniform(np.log(MIN_HORIZON), np.log(MAX_HORIZON), b)))
+        horizon = np.round(horizon).astype(np.int64)
+    else:
+        horizon = np.full(b, MAX_EPOCHS, dtype=np.int64)
+    clean = _warp(acc, horizon, length)
+    vloss = _warp(loss, horizon, length)
+    clean_loss = vloss.copy()
+    target = clean.copy()
+    if augment:
+        noisy = rng.random(b) < 0.35
+        n_val = np.exp(rng.uniform(np.log(50), np.log(20000), b))[:, None]
+        p = np.clip(np.nan_to_num(clean), 1e-4, 1 - 1e-4)
+        sd = np.sqrt(p * (1 - p) / n_val) + rng.uniform(0, 0.012, b)[:, None]
+        target = np.where(noisy[:, None], clean + sd * rng.standard_normal(clean.shape), clean)
+        target = np.clip(target, 0.0, 1.0)
+        lsd = rng.uniform(0, 0.06, b)[:, None]
+        vloss = np.where(noisy[:, None], vloss * np.exp(lsd * rng.standard_normal(vloss.shape)),
+                         vloss)
+        # val_loss is not always logged: drop it for some runs.
+        vloss[rng.random(b) < 0.25] = np.nan
+        # Hyperparameters / meta missing at random; sometimes all of them.
+        drop = rng.random((b, N_NUMERIC_HP)) < 0.15
+        drop |= (rng.random(b) < 0.1)[:, None]
+        idx = np.arange(N_NUMERIC_HP)
+        st[:, idx] = np.where(drop, 0.0, st[:, idx])
+        st[:, idx + STATIC_DIM_NUMERIC] = np.where(drop, 0.0, st[:, idx + STATIC_DIM_NUMERIC])
+        onehots = slice(2 * STATIC_DIM_NUMERIC, STATIC_DIM)
+        st[:, onehots] = np.where((rng.random(b) < 0.15)[:, None], 0.0, st[:, onehots])
+    v_i, m_i = static_slot("max_epochs")
+    st[:, v_i] = encode_static_numeric("max_epochs", horizon)
+    st[:, m_i] = 1.0
+    if augment:
+        gone = rng.random(b) < 0.1
+        st[gone, v_i] = 0.0
+        st[gone, m_i] = 0.0
+    return CurveBatch(target=target, clean=clean, val_loss=vloss, horizon=horizon, static=st,
+                      clean_loss=clean_loss)
+
+
+STATIC_DIM_NUMERIC = static_slot("max_epochs")[1] - static_slot("max_epochs")[0]

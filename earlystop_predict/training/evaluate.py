@@ -1,0 +1,65 @@
+"""Held-out evaluation of forecasters on full curves: MAE, RMSE, rank, coverage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..forecaster import Forecaster
+from ..record import RunRecord
+
+# (records truncated to E, target epoch) -> (mean (B,), q10 (B,) or None, q90 (B,) or None)
+PredictFn = Callable[[list[RunRecord], int], tuple[np.ndarray, np.ndarray | None,
+                                                   np.ndarray | None]]
+
+
+def forecaster_fn(model: Forecaster) -> PredictFn:
+    """Wrap a :class:`Forecaster` as a :data:`PredictFn`."""
+    def fn(records: list[RunRecord], target: int):  # noqa: ANN202
+        fcs = model.forecast_many(records, target)
+        return (np.array([f.mean for f in fcs]), np.array([f.quantile(0.1) for f in fcs]),
+                np.array([f.quantile(0.9) for f in fcs]))
+    return fn
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3:
+        return float("nan")
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def evaluate(fn: PredictFn, records: Sequence[RunRecord], observed: int,
+             target: int) -> dict[str, float]:
+    """Score ``fn`` forecasting epoch ``target`` from the first ``observed`` epochs.
+
+    Returns MAE and RMSE in accuracy points (x100), mean within-task Spearman of
+    forecast vs realized, and the 0.1–0.9 interval coverage (NaN without quantiles).
+    """
+    prefix = [r.truncated(observed) for r in records]
+    truth = np.array([r.series(r.metric)[target - 1] for r in records])
+    mean, q10, q90 = fn(prefix, target)
+    err = mean - truth
+    tasks = np.array([r.task or "" for r in records])
+    rhos = [_spearman(mean[tasks == t], truth[tasks == t]) for t in np.unique(tasks)]
+    out = {"mae": float(np.abs(err).mean() * 100), "rmse": float(np.sqrt((err ** 2).mean()) * 100),
+           "spearman": float(np.nanmean(rhos)) if rhos else float("nan"),
+           "coverage80": float("nan")}
+    if q10 is not None and q90 is not None:
+        out["coverage80"] = float(((truth >= q10 - 1e-9) & (truth <= q90 + 1e-9)).mean() * 100)
+    return out
+
+
+def last_value_fn(records: list[RunRecord], target: int):  # noqa: ANN201
+    """Baseline: the last observed value."""
+    return np.array([r.series(r.metric)[-1] for r in records]), None, None
+
+
+def best_so_far_fn(records: list[RunRecord], target: int):  # noqa: ANN201
+    """Baseline: the best observed value."""
+    return np.array([np.nanmax(r.series(r.metric)) for r in records]), None, None

@@ -1,0 +1,108 @@
+"""The demo (``earlystop-predict demo``) on real tiny training, with a scripted forecaster.
+
+The forecaster forecasts the best accuracy seen so far (q0.9 = best + 0.1): a
+good run (>= 0.9 by epoch 3 on digits) is never short of the incumbent, a
+hopeless one (<= 0.2) always is, so the stops are known.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from earlystop_predict.cli import main  # noqa: E402
+from earlystop_predict.demo import (  # noqa: E402
+    BASE_CONFIGS,
+    load_data,
+    make_configs,
+    run_demo,
+    spark,
+)
+from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.forecaster import ScriptedForecaster  # noqa: E402
+from earlystop_predict.ledger import Ledger  # noqa: E402
+
+# adam (good), tiny-lr (hopeless), sgd (good)
+CONFIGS = BASE_CONFIGS[:3]
+
+
+def best_so_far():
+    def fn(rec, target):
+        best = float(np.nanmax(rec.series(rec.metric)))
+        return best, {0.1: best - 0.1, 0.5: best, 0.9: best + 0.1}
+
+    return ScriptedForecaster(fn)
+
+
+@pytest.mark.parametrize("framework", ["keras", "lightning"])
+def test_demo_stops_the_hopeless_run_by_the_incumbent_rule(framework, tmp_path):
+    pytest.importorskip("keras" if framework == "keras" else "lightning")
+    out = io.StringIO()
+    report = run_demo(framework, configs=CONFIGS, epochs=6, min_epochs=3, seed=0,
+                      model=best_so_far(), ledger=tmp_path / "demo.db", out=out)
+
+    good, hopeless, good2 = report.runs
+    assert good.stopped is None and good.epochs_run == 6
+    assert good.final_value == pytest.approx(good.last_value) and good.last_value > 0.8
+    assert hopeless.stopped["epoch"] == 3
+    assert "incumbent" in hopeless.stopped["reason"]
+    assert hopeless.final_value is None                       # no audit
+    assert hopeless.forecast is not None and hopeless.forecast_epoch == 3
+    assert hopeless.forecast.mean == pytest.approx(max(hopeless.values))
+    assert good2.stopped is None
+    assert report.epochs_saved == 3 and report.epochs_budget == 18
+
+    text = out.getvalue()
+    assert "[2/3] tiny-lr" in text and "STOPPED: forecast q0.9" in text
+    table = text[text.index("#  run"):]
+    assert "tiny-lr" in table and "ep 3" in table
+    assert "epochs trained 15 of 18: 3 saved" in table
+
+    runs = {r["run_id"]: r for r in Ledger(tmp_path / "demo.db").runs(study="demo")}
+    assert len(runs) == 3
+    assert runs[hopeless.run_id]["status"] == "stopped"
+    assert runs[good.run_id]["status"] == "completed"
+
+
+def test_demo_audit_trains_stopped_runs_to_the_end():
+    pytest.importorskip("keras")
+    report = run_demo("keras", configs=CONFIGS[:2], epochs=6, min_epochs=3,
+                      model=best_so_far(), audit=True, out=io.StringIO(), verbose=0)
+    hopeless = report.runs[1]
+    assert hopeless.stopped["epoch"] == 3 and hopeless.epochs_run == 3
+    assert hopeless.final_value is not None and 0.0 <= hopeless.final_value < 0.5
+    assert report.epochs_saved == 3                         # audits do not count
+
+
+def test_cli_demo_scripted(capsys, tmp_path):
+    pytest.importorskip("keras")
+    code = main(["demo", "--scripted", "--configs", "2", "--epochs", "4", "--min-epochs", "2",
+                 "--ledger", str(tmp_path / "l.db"), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("#  run") and "epochs trained" in out
+    assert len(Ledger(tmp_path / "l.db").runs(study="demo")) == 2
+
+
+def test_cli_demo_bad_epochs_is_a_one_line_error(capsys):
+    assert main(["demo", "--scripted", "--epochs", "1", "-q"]) == 2
+    assert "epochs must be an integer >= 2, got 1" in capsys.readouterr().err
+
+
+def test_make_configs_and_data():
+    assert make_configs(3) == list(BASE_CONFIGS[:3])
+    many = make_configs(9, seed=1)
+    assert len(many) == 9 and len({c.name for c in many}) == 9
+    assert {c.expect for c in BASE_CONFIGS} == {"good", "hopeless"}
+    with pytest.raises(ConfigError):
+        make_configs(0)
+    data = load_data(0)
+    assert data.x_train.shape == (1437, 64) and data.x_val.shape == (360, 64)
+    assert set(np.unique(data.y_train)) == set(range(10))
+    assert spark([0.0, 0.5, 1.0, math.nan]) == "▁▅█·"

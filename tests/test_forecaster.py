@@ -1,0 +1,183 @@
+"""load_model, the LSTM/LightGBM choice and the forecast CLI, on the bundled models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earlystop_predict import ForecastUnavailableError, ModelArtifactError, load_model
+from earlystop_predict.artifacts import bundled_dir, read_manifest
+from earlystop_predict.cli import main
+from earlystop_predict.record import RunRecord, read_records, write_records
+
+
+def rising(n: int, top: float = 0.8, metric: str = "val_accuracy", **meta) -> RunRecord:
+    acc = top * (1 - np.exp(-np.arange(1, n + 1) / 6.0))
+    rows = [{"epoch": i + 1, metric: float(a), "val_loss": float(2.0 - 2 * a)}
+            for i, a in enumerate(acc)]
+    return RunRecord(run_id=f"run-{n}-{metric}", metric=metric, epochs=rows,
+                     hparams={"learning_rate": 0.01, "batch_size": 64, "optimizer": "sgd"},
+                     meta={"max_epochs": 50, **meta})
+
+
+@pytest.fixture(scope="module")
+def auto():
+    return load_model()
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(bundled_dir(), dst, ignore=shutil.ignore_patterns("__*"))
+    return dst
+
+
+def test_bundled_manifest_lists_checksummed_artifacts() -> None:
+    m = read_manifest(bundled_dir())
+    assert set(m["artifacts"]) == {"lstm", "lightgbm"}
+    assert m["training_data"]["split"] == "by task"
+    assert m["held_out"]["20%"]["lstm"]["mae"] > 0
+
+
+def test_lstm_serves_and_quantiles_are_monotone(auto) -> None:
+    fc = auto.forecast(rising(10), 50)
+    assert fc.model == "lstm" and fc.reason == ""
+    qs = [fc.quantiles[k] for k in ("0.1", "0.25", "0.5", "0.75", "0.9")]
+    assert qs == sorted(qs) and 0.0 <= qs[0] and qs[-1] <= 1.0
+    assert fc.observed_epochs == 10 and fc.target_epoch == 50
+    # A run still climbing is forecast above where it is now.
+    assert fc.mean > rising(10).final_value()
+
+
+def test_forecast_many_matches_forecast(auto) -> None:
+    recs = [rising(n) for n in (1, 3, 7, 20)]
+    many = auto.forecast_many(recs, 50)
+    for rec, fc in zip(recs, many, strict=True):
+        one = auto.forecast(rec, 50)
+        assert one.mean == pytest.approx(fc.mean, abs=1e-9)
+        assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-9)
+
+
+@pytest.mark.parametrize(("record", "target", "why"), [
+    (rising(10, metric="val_loss"), 50, "unknown to lstm"),
+    (rising(10), 500, "beyond lstm's trained range"),
+])
+def test_lightgbm_serves_where_lstm_cannot(auto, record, target, why) -> None:
+    if record.metric == "val_loss":
+        record.mode = "min"
+        for row in record.epochs:
+            row["val_loss"] = 2.0 - row["val_loss"] / 2
+    fc = auto.forecast(record, target)
+    assert fc.model == "lightgbm"
+    assert why in fc.reason
+
+
+def test_user_can_ask_for_either_model(auto) -> None:
+    rec = rising(8)
+    assert load_model("lightgbm").forecast(rec, 50).model == "lightgbm"
+    strict = load_model("lstm")
+    assert strict.forecast(rec, 50).model == "lstm"
+    with pytest.raises(ForecastUnavailableError, match="trained range"):
+        strict.forecast(rec, 500)
+
+
+def test_missing_lstm_artifact_falls_back(model_copy: Path) -> None:
+    (model_copy / "lstm.npz").unlink()
+    fc = load_model(model_copy).forecast(rising(6), 50)
+    assert fc.model == "lightgbm"
+    assert "lstm unavailable" in fc.reason and "lstm.npz" in fc.reason
+
+
+def test_corrupt_lstm_artifact_fails_checksum_and_falls_back(model_copy: Path) -> None:
+    with open(model_copy / "lstm.npz", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    fc = load_model(model_copy).forecast(rising(6), 50)
+    assert fc.model == "lightgbm" and "sha256 mismatch" in fc.reason
+    with pytest.raises(ModelArtifactError, match="lstm.npz"):
+        load_model(model_copy).primary  # noqa: B018 - auto keeps going
+        from earlystop_predict.lstm import LSTMForecaster
+        LSTMForecaster.from_dir(model_copy, read_manifest(model_copy))
+
+
+def test_missing_lightgbm_is_an_error_naming_the_file(model_copy: Path) -> None:
+    (model_copy / "lgbm.txt.gz").unlink()
+    with pytest.raises(ModelArtifactError, match="lgbm.txt.gz"):
+        load_model(model_copy)
+
+
+def test_not_a_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelArtifactError, match="manifest.json"):
+        load_model(tmp_path)
+
+
+def test_target_already_observed_returns_the_observation(auto) -> None:
+    rec = rising(12)
+    fc = auto.forecast(rec, 12)
+    assert fc.model == "observed" and fc.mean == rec.final_value()
+
+
+def test_diverged_record_without_finite_value_is_served_by_nothing(auto) -> None:
+    rec = RunRecord("nan-run", epochs=[{"epoch": 1, "val_accuracy": float("nan")}])
+    with pytest.raises(ForecastUnavailableError, match="no finite value"):
+        auto.forecast(rec, 20)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_forecast_writes_one_line_per_run(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.jsonl"
+    write_records(runs, [rising(5), rising(12)])
+    out = tmp_path / "out.jsonl"
+    assert main(["forecast", str(runs), "--target", "50", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["run_id"] for r in rows] == ["run-5-val_accuracy", "run-12-val_accuracy"]
+    assert [r["observed_epochs"] for r in rows] == [5, 12]
+    for r in rows:
+        assert r["target_epoch"] == 50 and r["model"] == "lstm"
+        assert {"0.1", "0.5", "0.9"} <= set(r["quantiles"])
+        assert r["quantiles"]["0.1"] <= r["quantiles"]["0.5"] <= r["quantiles"]["0.9"]
+
+
+def test_cli_forecast_prefixes(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.jsonl"
+    write_records(runs, [rising(12)])
+    out = tmp_path / "out.jsonl"
+    main(["forecast", str(runs), "--target", "50", "--output", str(out), "--observed", "3,6"])
+    assert [json.loads(x)["observed_epochs"] for x in out.read_text().splitlines()] == [3, 6]
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ('{"run_id": "a", "epochs": [{"epoch": 1, "val_accuracy": 55.0}]}', "divide percents"),
+    ('{"run_id": "a", "epochs": []}', "empty"),
+    ('{"run_id": "a", "epochs": [{"epoch": 2, "val_accuracy": 0.5}, '
+     '{"epoch": 1, "val_accuracy": 0.6}]}', "strictly increase"),
+    ('{"run_id": "a", "metric": "val_f1", "epochs": [{"epoch": 1, "val_accuracy": 0.5}]}',
+     "'val_f1' is in no epoch row"),
+    ('{"run_id": "a", "epochs": [{"epoch": 1, "val_accuracy": 0.5}', "not valid JSON"),
+])
+def test_cli_forecast_bad_input_exits_nonzero_without_output(tmp_path: Path, line: str,
+                                                             needle: str) -> None:
+    runs = tmp_path / "runs.jsonl"
+    good = '{"run_id": "ok", "epochs": [{"epoch": 1, "val_accuracy": 0.5}]}'
+    runs.write_text(good + "\n" + line + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "earlystop_predict.cli", "forecast", str(runs),
+                           "--target", "50", "--output", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "line 2" in proc.stderr and needle in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [runs]
+
+
+def test_read_back_forecast_input_is_untouched(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.jsonl"
+    write_records(runs, [rising(4)])
+    before = runs.read_text()
+    main(["forecast", str(runs), "--target", "30", "--output", str(tmp_path / "o.jsonl")])
+    assert runs.read_text() == before and read_records(runs)[0].n_epochs == 4

@@ -1,0 +1,219 @@
+"""KerasForecastCallback on real (tiny) Keras 3 training: 64 random rows, 1-2 layers.
+
+A scripted forecaster makes the stop epoch known: it forecasts 0.95 until the
+run holds 3 epochs, then 0.2; with ``threshold=0.9`` and ``min_epochs=3`` the
+run stops at epoch 3.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+from conftest import by_epoch  # noqa: E402
+
+from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
+from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
+from earlystop_predict.ledger import Ledger  # noqa: E402
+from earlystop_predict.policy import LOG_KEYS  # noqa: E402
+
+EPOCHS = 6
+
+
+def scripted():
+    """0.95 for epochs 1-2, 0.2 from epoch 3 on."""
+    return by_epoch({1: 0.95, 2: 0.95}, default=0.2)
+
+
+def data(n: int = 64, nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    y = rng.integers(0, 3, size=n)
+    if nan:
+        x[:, 0] = np.nan
+    return x, y
+
+
+def build(optimizer=None, dropout: float = 0.25) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dropout(dropout),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer or keras.optimizers.Adam(learning_rate=0.01),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit(cb, *, epochs: int = EPOCHS, model=None, nan: bool = False, extra=(),
+        validation: bool = True, **kwargs):
+    x, y = data(nan=nan)
+    model = model or build()
+    kwargs.setdefault("validation_split", 0.25 if validation else 0.0)
+    return model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
+                     callbacks=[cb, *extra], **kwargs)
+
+
+def make(tmp_path=None, **kwargs) -> KerasForecastCallback:
+    kwargs.setdefault("threshold", 0.9)
+    kwargs.setdefault("min_epochs", 3)
+    kwargs.setdefault("model", scripted())
+    if tmp_path is not None:
+        kwargs.setdefault("ledger", tmp_path / "l.db")
+    return KerasForecastCallback(**kwargs)
+
+
+def test_stops_at_scripted_epoch_and_logs_everywhere(tmp_path):
+    cb = make(tmp_path, run_id="k1", study="unit")
+    log = tmp_path / "log.csv"
+    hist = fit(cb, extra=[keras.callbacks.CSVLogger(str(log))])
+
+    assert len(hist.history["loss"]) == 3                      # stopped at epoch 3 of 6
+    assert cb.monitor.stopped == {"epoch": 3,
+                                  "reason": "forecast q0.9 0.2 < threshold 0.9"}
+    for key in LOG_KEYS:
+        assert len(hist.history[key]) == 3
+    assert hist.history["esp/forecast_mean"] == pytest.approx([0.95, 0.95, 0.2])
+    assert hist.history["esp/forecast_q90"] == pytest.approx([0.95, 0.95, 0.2])
+    assert hist.history["esp/stop"] == [0.0, 0.0, 1.0]
+
+    with open(log, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert set(LOG_KEYS) <= set(rows[0])
+    assert [float(r["esp/stop"]) for r in rows] == [0.0, 0.0, 1.0]
+
+    (rec,) = Ledger(tmp_path / "l.db").records(study="unit")
+    assert rec.run_id == "k1"
+    assert [r["epoch"] for r in rec.epochs] == [1, 2, 3]
+    assert rec.epochs[0]["val_accuracy"] == pytest.approx(hist.history["val_accuracy"][0])
+    assert [f["at_epoch"] for f in rec.forecasts] == [1, 2, 3]
+    assert [f["mean"] for f in rec.forecasts] == pytest.approx([0.95, 0.95, 0.2])
+    assert [f["stop"] for f in rec.forecasts] == [False, False, True]
+    assert rec.forecasts[0]["target_epoch"] == EPOCHS     # default target: fit's epochs
+    assert rec.stopped["epoch"] == 3
+    assert rec.extra["status"] == "stopped"
+
+
+def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
+    cb = make(tmp_path, dry_run=True, run_id="dry")
+    hist = fit(cb)
+
+    assert len(hist.history["loss"]) == EPOCHS
+    assert cb.monitor.stopped is None
+    assert hist.history["esp/forecast_mean"] == pytest.approx([0.95, 0.95] + [0.2] * 3
+                                                             + [math.nan], nan_ok=True)
+    assert hist.history["esp/stop"] == [0.0] * EPOCHS
+    (rec,) = Ledger(tmp_path / "l.db").records()
+    assert [r["epoch"] for r in rec.epochs] == list(range(1, EPOCHS + 1))
+    assert [f.get("mean") for f in rec.forecasts[:5]] == pytest.approx([0.95, 0.95, 0.2,
+                                                                        0.2, 0.2])
+    assert "mean" not in rec.forecasts[5]          # the target epoch itself is observed
+    assert rec.forecasts[2]["would_stop"] is True
+    assert rec.stopped is None
+    assert rec.extra["status"] == "completed"
+
+
+def test_nan_loss_stops_as_diverged(tmp_path):
+    cb = make(tmp_path, model=by_epoch({}, default=0.99))
+    hist = fit(cb, nan=True)
+
+    assert math.isnan(hist.history["loss"][0])
+    assert len(hist.history["loss"]) == 1                    # before min_epochs, even
+    assert cb.monitor.stopped == {"epoch": 1, "reason": "diverged"}
+    assert hist.history["esp/stop"] == [1.0]
+    assert math.isnan(hist.history["esp/forecast_mean"][0])  # no forecast on a NaN epoch
+
+
+def test_missing_metric_lists_the_keras_keys():
+    cb = make()
+    with pytest.raises(MetricNotFoundError) as info:
+        fit(cb, validation=False)
+    assert info.value.metric == "val_accuracy"
+    assert {"accuracy", "loss"} <= set(info.value.available)
+    assert "available keys: accuracy, loss" in str(info.value)
+
+
+def test_hyperparameters_read_from_keras_user_values_win():
+    cb = make(hparams={"weight_decay": 0.5}, meta={"num_classes": 7})
+    model = build(keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8))
+    fit(cb, model=model)
+
+    hp, meta = cb.monitor.record.hparams, cb.monitor.record.meta
+    assert hp["optimizer"] == "adam"
+    assert hp["learning_rate"] == pytest.approx(0.01)
+    assert hp["momentum"] == pytest.approx(0.8)
+    assert hp["lr_schedule"] == "constant"
+    assert hp["batch_size"] == 16
+    assert hp["dropout"] == pytest.approx(0.25)
+    assert (hp["num_layers"], hp["width"]) == (1, 16)
+    assert hp["weight_decay"] == 0.5                         # the user's value
+    assert meta["num_params"] == model.count_params() == 8 * 16 + 16 + 16 * 3 + 3
+    assert meta["max_epochs"] == EPOCHS
+    assert meta["train_size"] == 48                          # 64 rows less the 25 % split
+    assert (meta["num_features"], meta["framework"]) == (8, "keras")
+    assert meta["num_classes"] == 7                          # the user's value
+
+
+def test_learning_rate_schedule_is_read():
+    schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=100)
+    cb = make(model=by_epoch({}, default=0.99))
+    fit(cb, model=build(keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=1e-4)))
+
+    hp = cb.monitor.record.hparams
+    assert hp["optimizer"] == "sgd"
+    assert hp["learning_rate"] == pytest.approx(0.05)
+    assert hp["lr_schedule"] == "cosine"
+    assert hp["momentum"] == pytest.approx(0.9)
+    assert hp["weight_decay"] == pytest.approx(1e-4)
+
+
+def test_one_instance_two_fits_start_fresh(tmp_path):
+    cb = make(tmp_path)
+    fit(cb)
+    first = cb.monitor.record
+    hist = fit(cb, model=build(), epochs=4)
+
+    second = cb.monitor.record
+    assert second is not first and second.run_id != first.run_id
+    assert [r["epoch"] for r in second.epochs] == [1, 2, 3]
+    assert len(hist.history["loss"]) == 3
+    assert second.meta["max_epochs"] == 4
+    assert [f["target_epoch"] for f in second.forecasts] == [4, 4, 4]
+    runs = Ledger(tmp_path / "l.db").runs()
+    assert sorted(r["run_id"] for r in runs) == sorted([first.run_id, second.run_id])
+    assert all(r["n_epochs"] == 3 for r in runs)
+
+
+def test_state_path_resumes_with_initial_epoch(tmp_path):
+    state = tmp_path / "state.json"
+    kwargs = dict(model=by_epoch({}, default=0.99), state_path=state, target_epoch=EPOCHS)
+    model = build()
+    cb = make(tmp_path, **kwargs)
+    fit(cb, model=model, epochs=3)
+    run_id = cb.monitor.record.run_id
+    assert state.exists()
+
+    resumed = make(tmp_path, **kwargs)                       # a fresh process, say
+    fit(resumed, model=model, epochs=EPOCHS, initial_epoch=3)
+    rec = resumed.monitor.record
+    assert rec.run_id == run_id
+    assert [r["epoch"] for r in rec.epochs] == list(range(1, EPOCHS + 1))
+    (stored,) = Ledger(tmp_path / "l.db").records()
+    assert [r["epoch"] for r in stored.epochs] == list(range(1, EPOCHS + 1))
+    assert stored.extra["status"] == "completed"
+
+    fresh = make(tmp_path, **kwargs)                         # initial_epoch=0: a new run
+    fit(fresh, model=build(), epochs=2)
+    assert fresh.monitor.record.run_id != run_id
+    assert [r["epoch"] for r in fresh.monitor.record.epochs] == [1, 2]

@@ -1,0 +1,322 @@
+"""The SQLite ledger: round trip, resume, incumbent, schema, concurrency, kill -9, export."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import REPO_ROOT, constant, feed, make_record, run_python
+
+from earlystop_predict.cli import main
+from earlystop_predict.forecaster import Forecast
+from earlystop_predict.ledger import SCHEMA_VERSION, Ledger, LedgerError, LedgerSchemaError
+from earlystop_predict.monitor import ForecastMonitor
+from earlystop_predict.policy import StopPolicy
+from earlystop_predict.record import read_records
+
+POLICY = StopPolicy(threshold=0.8, min_epochs=2)
+
+
+def _decision(epoch: int, mean: float = 0.6):
+    fc = Forecast(mean, {"0.1": mean - 0.05, "0.5": mean, "0.9": mean + 0.05}, "scripted",
+                  "", epoch, 10)
+    return POLICY.decide(fc, epoch=epoch)
+
+
+def _log(led: Ledger, run_id: str, values, start: int = 1, mean: float = 0.6) -> None:
+    for i, v in enumerate(values):
+        e = start + i
+        led.log_epoch(run_id, {"epoch": e, "val_accuracy": v, "val_loss": 1.0 - v},
+                      _decision(e, mean))
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    return tmp_path / "sub" / "ledger.db"
+
+
+# ------------------------------------------------------------------------- round trip
+def test_round_trip(ledger_path):
+    rec = make_record("r1", values=(), extra={"owner": "me"})
+    with Ledger(ledger_path) as led:
+        led.start_run(rec, study="s1", target_epoch=10)
+        _log(led, "r1", [0.3, 0.4, 0.5])
+        led.finish_run("r1", final_value=0.5, final_epoch=3,
+                       stopped={"epoch": 3, "reason": "poor"}, status="stopped")
+        [got] = led.records()
+    assert ledger_path.exists()
+    assert (got.run_id, got.task, got.metric, got.mode) == ("r1", "unit", "val_accuracy", "max")
+    assert got.hparams == rec.hparams and got.meta == rec.meta
+    assert [r["epoch"] for r in got.epochs] == [1, 2, 3]
+    assert got.epochs[2] == {"epoch": 3, "val_accuracy": 0.5, "val_loss": 0.5}
+    assert [f["at_epoch"] for f in got.forecasts] == [1, 2, 3]
+    assert got.forecasts[1] == _decision(2).to_dict()
+    assert got.forecasts[1]["stop"] is True and got.forecasts[0]["stop"] is False
+    assert got.stopped == {"epoch": 3, "reason": "poor"}
+    assert got.extra == {"owner": "me", "study": "s1", "status": "stopped", "target_epoch": 10}
+    got.validate()
+
+
+def test_records_filter_by_study_and_empty_run(ledger_path):
+    with Ledger(ledger_path) as led:
+        led.start_run(make_record("a", values=()), study="s1", target_epoch=10)
+        led.start_run(make_record("b", values=()), study="s2", target_epoch=10)
+        _log(led, "a", [0.5])
+        assert [r.run_id for r in led.records(study="s1")] == ["a"]
+        assert [r.run_id for r in led.records()] == ["a", "b"]
+        assert led.records(study="s2")[0].epochs == []
+        assert led.records(study="nope") == []
+
+
+def test_unknown_run_is_an_error(ledger_path):
+    with Ledger(ledger_path) as led:
+        with pytest.raises(LedgerError, match="'ghost' was not started"):
+            led.log_epoch("ghost", {"epoch": 1, "val_accuracy": 0.5}, _decision(1))
+        with pytest.raises(LedgerError, match="'ghost' was not started"):
+            led.finish_run("ghost", final_value=0.5)
+        assert led.records() == []
+        assert led.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0
+
+
+def test_unfinished_run_keeps_its_stop_decision(ledger_path):
+    with Ledger(ledger_path) as led:
+        led.start_run(make_record("r", values=()), target_epoch=10)
+        _log(led, "r", [0.3, 0.4])
+        [got] = led.records()
+    assert got.extra["status"] == "running"
+    assert got.stopped == {"epoch": 2, "reason": _decision(2).reason}
+
+
+# ----------------------------------------------------------------------------- resume
+def test_replayed_epoch_replaces_the_tail(ledger_path):
+    with Ledger(ledger_path) as led:
+        led.start_run(make_record("r", values=()), study="s", target_epoch=10)
+        _log(led, "r", [0.1, 0.2, 0.3, 0.4, 0.5], mean=0.9)
+    # A new process resumes from the epoch-2 checkpoint and replays epoch 3.
+    with Ledger(ledger_path) as led:
+        led.start_run(make_record("r", values=()), study="s", target_epoch=10)
+        _log(led, "r", [0.33], start=3, mean=0.95)
+        [got] = led.records()
+    assert [(r["epoch"], r["val_accuracy"]) for r in got.epochs] == [(1, .1), (2, .2), (3, .33)]
+    assert [f["at_epoch"] for f in got.forecasts] == [1, 2, 3]
+    assert got.forecasts[2]["mean"] == 0.95 and got.forecasts[1]["mean"] == 0.9
+    assert got.extra["status"] == "running"
+
+
+def test_monitor_resume_through_the_ledger(ledger_path):
+    mon = ForecastMonitor(target_epoch=10, threshold=0.5, min_epochs=3, model=constant(0.9),
+                          ledger=str(ledger_path), run_id="m1", study="s")
+    mon.begin()
+    feed(mon, [0.1, 0.2, 0.3, 0.4])
+    state = mon.state_dict()
+    mon2 = ForecastMonitor(target_epoch=10, threshold=0.5, min_epochs=3, model=constant(0.9),
+                           ledger=str(ledger_path), run_id="m1", study="s")
+    state["record"]["epochs"] = state["record"]["epochs"][:2]
+    state["record"]["forecasts"] = state["record"]["forecasts"][:2]
+    mon2.load_state_dict(state)
+    mon2.begin(resume=True)
+    feed(mon2, [0.31, 0.41, 0.5], start=3)
+    mon2.end()
+    [got] = mon2.ledger.records()
+    assert [r["val_accuracy"] for r in got.epochs] == [0.1, 0.2, 0.31, 0.41, 0.5]
+    assert [f["at_epoch"] for f in got.forecasts] == [1, 2, 3, 4, 5]
+    assert got.extra["status"] == "completed" and got.stopped is None
+    mon.ledger.close()
+    mon2.ledger.close()
+
+
+# ------------------------------------------------------------------------ best_final
+def _finished(led, run_id, value, *, study="s", metric="val_accuracy", status="completed"):
+    rec = make_record(run_id, values=(), metric=metric)
+    led.start_run(rec, study=study, target_epoch=10)
+    led.finish_run(run_id, final_value=value, final_epoch=10, status=status,
+                   stopped={"epoch": 4, "reason": "x"} if status == "stopped" else None)
+
+
+def test_best_final(ledger_path):
+    with Ledger(ledger_path) as led:
+        assert led.best_final("s", "val_accuracy", "max") is None
+        _finished(led, "a", 0.80)
+        _finished(led, "b", 0.85)
+        _finished(led, "c", 0.99, status="stopped")  # did not reach its end
+        _finished(led, "d", 0.95, study="other")
+        _finished(led, "e", 0.97, metric="val_f1")
+        _finished(led, "f", None)
+        led.start_run(make_record("g", values=()), study="s", target_epoch=10)  # running
+        assert led.best_final("s", "val_accuracy", "max") == 0.85
+        assert led.best_final("s", "val_accuracy", "max", exclude_run="b") == 0.80
+        assert led.best_final("s", "val_accuracy", "min") == 0.80
+        assert led.best_final("other", "val_accuracy", "max") == 0.95
+        assert led.best_final(None, "val_accuracy", "max") is None
+        # A restarted run is running again: it no longer counts.
+        led.start_run(make_record("b", values=()), study="s", target_epoch=10)
+        assert led.best_final("s", "val_accuracy", "max") == 0.80
+
+
+def test_monitor_stops_a_run_that_cannot_beat_the_incumbent(ledger_path):
+    first = ForecastMonitor(target_epoch=6, min_epochs=2, model=constant(0.9), study="s",
+                            ledger=str(ledger_path), run_id="first")
+    feed(first, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9])
+    first.end()
+    second = ForecastMonitor(target_epoch=6, min_epochs=2, model=constant(0.7), study="s",
+                             ledger=str(ledger_path), run_id="second")
+    decisions = feed(second, [0.5, 0.55, 0.6])
+    second.end()
+    assert [d.stop for d in decisions] == [False, True]
+    assert "incumbent 0.9" in decisions[-1].reason
+    runs = {r.run_id: r for r in second.ledger.records(study="s")}
+    assert runs["second"].stopped["epoch"] == 2 and runs["second"].extra["status"] == "stopped"
+    assert second.ledger.best_final("s", "val_accuracy", "max") == 0.9
+    first.ledger.close()
+    second.ledger.close()
+
+
+# ----------------------------------------------------------------------------- schema
+def test_newer_schema_raises_a_typed_error(ledger_path):
+    Ledger(ledger_path).close()
+    with sqlite3.connect(ledger_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(LedgerSchemaError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        Ledger(ledger_path)
+
+
+def test_not_a_ledger(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="not a readable ledger"):
+        Ledger(junk)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    with pytest.raises(LedgerError, match="not an earlystop_predict ledger"):
+        Ledger(other)
+    with pytest.raises(LedgerError, match="no ledger at this path"):
+        Ledger(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+# ------------------------------------------------------------------------ concurrency
+_WRITER = textwrap.dedent("""
+    import sys, time
+    from earlystop_predict.ledger import Ledger
+    from earlystop_predict.policy import StopPolicy
+    from earlystop_predict.forecaster import Forecast
+    from earlystop_predict.record import RunRecord
+    path, run_id, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    led = Ledger(path)
+    led.start_run(RunRecord(run_id, task="t"), study="s", target_epoch=n + 1)
+    pol = StopPolicy(threshold=0.1)
+    while time.time() < go:
+        time.sleep(0.005)
+    for e in range(1, n + 1):
+        fc = Forecast(0.5, {"0.1": 0.4, "0.5": 0.5, "0.9": 0.6}, "scripted", "", e, n + 1)
+        led.log_epoch(run_id, {"epoch": e, "val_accuracy": e / (n + 1)}, pol.decide(fc, epoch=e))
+        print(e, flush=True)
+    led.finish_run(run_id, final_value=n / (n + 1), final_epoch=n, status="completed")
+""")
+
+
+def _spawn(path, run_id, n, go):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return subprocess.Popen([sys.executable, "-c", _WRITER, str(path), run_id, str(n), str(go)],
+                            cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def test_two_processes_writing_one_ledger_lose_nothing(ledger_path):
+    Ledger(ledger_path).close()
+    go = time.time() + 2.0  # both start writing at the same moment
+    procs = [_spawn(ledger_path, f"w{i}", 200, go) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.split()[-1] == "200"
+    with Ledger(ledger_path) as led:
+        runs = {r.run_id: r for r in led.records()}
+    for run_id in ("w0", "w1"):
+        rec = runs[run_id]
+        assert [r["epoch"] for r in rec.epochs] == list(range(1, 201))
+        assert [f["at_epoch"] for f in rec.forecasts] == list(range(1, 201))
+        assert rec.extra["status"] == "completed"
+
+
+def test_kill_9_keeps_every_committed_epoch(ledger_path):
+    proc = _spawn(ledger_path, "victim", 100000, 0)
+    committed = 0
+    try:
+        for line in proc.stdout:  # each line is printed after its epoch committed
+            committed = int(line)
+            if committed >= 40:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert committed >= 40
+    with Ledger(ledger_path) as led:
+        [rec] = led.records()
+        assert led.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    n = len(rec.epochs)
+    assert n >= committed
+    assert [r["epoch"] for r in rec.epochs] == list(range(1, n + 1))
+    assert len(rec.forecasts) == n
+    assert rec.extra["status"] == "running"
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_export_cli_round_trip(ledger_path, tmp_path, capsys):
+    with Ledger(ledger_path) as led:
+        led.start_run(make_record("a", values=()), study="s", target_epoch=10)
+        _log(led, "a", [0.3, 0.4, 0.5])
+        led.finish_run("a", final_value=0.5, final_epoch=3, status="stopped",
+                       stopped={"epoch": 3, "reason": "poor"})
+        led.start_run(make_record("b", values=()), study="t", target_epoch=10)
+        _log(led, "b", [0.6], mean=0.9)
+        led.start_run(make_record("empty", values=()), study="s", target_epoch=10)
+    out = tmp_path / "export" / "runs.jsonl"
+    code = main(["ledger", "export", "--ledger", str(ledger_path), "--format", "jsonl",
+                 "--output", str(out)])
+    assert code == 0
+    assert "exported 2 runs" in capsys.readouterr().err
+    recs = {r.run_id: r for r in read_records(out)}
+    assert set(recs) == {"a", "b"}
+    assert recs["a"].stopped == {"epoch": 3, "reason": "poor"}
+    assert [f["at_epoch"] for f in recs["a"].forecasts] == [1, 2, 3]
+    assert recs["b"].stopped is None and recs["b"].forecasts[0]["mean"] == 0.9
+    assert recs["a"].extra["study"] == "s"
+    assert main(["ledger", "export", "--ledger", str(ledger_path), "--output", str(out),
+                 "--study", "t"]) == 0
+    assert [r.run_id for r in read_records(out)] == ["b"]
+    assert main(["ledger", "list", "--ledger", str(ledger_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "3 runs" in listing and "@3: poor" in listing
+
+
+def test_cli_errors_exit_non_zero_with_a_message(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 50)
+    out = tmp_path / "o.jsonl"
+    res = run_python("import sys; from earlystop_predict.cli import main; "
+                     f"sys.exit(main(['ledger', 'export', '--ledger', {str(junk)!r}, "
+                     f"'--output', {str(out)!r}]))")
+    assert res.returncode == 2
+    assert "earlystop-predict ledger: error:" in res.stderr and "not a readable ledger" \
+        in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+    missing = tmp_path / "missing.db"
+    res = run_python("import sys; from earlystop_predict.cli import main; "
+                     f"sys.exit(main(['report', '--ledger', {str(missing)!r}]))")
+    assert res.returncode == 2 and "no ledger at this path" in res.stderr
+    assert not missing.exists()

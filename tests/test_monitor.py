@@ -1,0 +1,511 @@
+"""ForecastMonitor with a ScriptedForecaster: stops, counters, state and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import by_epoch, constant, feed
+
+from earlystop_predict.errors import ConfigError, MetricNotFoundError
+from earlystop_predict.forecaster import ScriptedForecaster
+from earlystop_predict.ledger import Ledger
+from earlystop_predict.monitor import STATE_VERSION, ForecastMonitor
+from earlystop_predict.record import RunRecord, dumps
+
+CURVE = [0.30, 0.40, 0.45, 0.50, 0.52, 0.55, 0.56, 0.58]
+
+
+def _json(state: dict) -> dict:
+    """A state through strict JSON, as a checkpoint stores it."""
+    return json.loads(json.dumps(state, allow_nan=False))
+
+
+# ----------------------------------------------------------------------------- stopping
+def test_stops_at_min_epochs_when_forecast_is_poor(monitor_factory):
+    mon = monitor_factory(min_epochs=3)
+    decisions = feed(mon, CURVE)
+    assert [d.stop for d in decisions] == [False, False, True]
+    assert mon.stopped == {"epoch": 3, "reason": "forecast q0.9 0.5 < threshold 0.9"}
+    assert mon.record.stopped == mon.stopped
+    assert mon.last_decision is decisions[-1]
+    assert decisions[0].reason.endswith("min_epochs 3 not reached")
+
+
+def test_keeps_a_promising_run(monitor_factory):
+    mon = monitor_factory(model=constant(0.95))
+    decisions = feed(mon, CURVE)
+    assert len(decisions) == len(CURVE) and not any(d.stop for d in decisions)
+    assert mon.stopped is None and mon.record.stopped is None
+
+
+def test_forecaster_sees_the_run_so_far(monitor_factory):
+    seen = []
+
+    def fn(rec: RunRecord, target: int) -> float:
+        seen.append((rec.n_epochs, rec.last_epoch, target, rec.final_value()))
+        return 0.95
+
+    mon = monitor_factory(model=ScriptedForecaster(fn), target_epoch=12)
+    feed(mon, CURVE[:3])
+    assert seen == [(1, 1, 12, 0.30), (2, 2, 12, 0.40), (3, 3, 12, 0.45)]
+
+
+def test_no_forecast_at_or_after_target_epoch(monitor_factory):
+    model = constant(0.1)
+    mon = monitor_factory(model=model, target_epoch=3, min_epochs=3)
+    decisions = feed(mon, CURVE[:5], until_stop=False)
+    assert model.calls == 2
+    assert [d.reason for d in decisions[2:]] == ["no forecast"] * 3
+    assert not any(d.stop for d in decisions)
+
+
+def test_patience_needs_consecutive_poor_forecasts(monitor_factory):
+    # poor, good, poor, poor: the good forecast at epoch 2 resets the streak.
+    model = by_epoch({1: 0.5, 2: 0.95, 3: 0.5, 4: 0.5, 5: 0.5})
+    mon = monitor_factory(model=model, min_epochs=1, patience=2)
+    decisions = feed(mon, CURVE)
+    assert [d.stop for d in decisions] == [False, False, False, True]
+    assert [d.poor for d in decisions] == [True, False, True, True]
+    assert decisions[2].reason.endswith("patience 1/2")
+
+
+def test_patience_streak_counts_during_min_epochs(monitor_factory):
+    mon = monitor_factory(min_epochs=3, patience=3)
+    decisions = feed(mon, CURVE)
+    assert len(decisions) == 3 and decisions[-1].stop
+
+
+def test_dry_run_records_but_never_stops(monitor_factory):
+    mon = monitor_factory(dry_run=True)
+    decisions = feed(mon, CURVE)
+    assert len(decisions) == len(CURVE)
+    assert not any(d.stop for d in decisions)
+    assert [d.would_stop for d in decisions] == [False, False] + [True] * 6
+    assert mon.stopped is None
+    assert [f.get("would_stop", False) for f in mon.record.forecasts] == \
+        [False, False] + [True] * 6
+    assert all(d.log_items()["esp/stop"] == 0.0 for d in decisions)
+
+
+def test_incumbent_needs_a_ledger_and_is_none_without(monitor_factory):
+    mon = monitor_factory(threshold=None, study="s")
+    assert not any(d.stop for d in feed(mon, CURVE))
+
+
+# ----------------------------------------------------------------------------- divergence
+def test_nan_loss_stops_at_once(monitor_factory):
+    model = constant(0.95)
+    mon = monitor_factory(model=model, min_epochs=5)
+    d1 = mon.update(1, {"val_accuracy": 0.3, "loss": 1.2})
+    d2 = mon.update(2, {"val_accuracy": 0.31, "loss": float("nan")})
+    assert not d1.stop
+    assert d2.stop and d2.reason == "diverged" and d2.forecast is None
+    assert model.calls == 1                       # no forecast from a diverged run
+    assert mon.stopped == {"epoch": 2, "reason": "diverged"}
+    assert mon.record.epochs[-1]["train_loss"] is None
+    assert math.isnan(d2.log_items()["esp/forecast_mean"])
+
+
+@pytest.mark.parametrize("metrics", [
+    {"val_accuracy": float("nan")},
+    {"val_accuracy": 0.3, "val_loss": float("inf")},
+    {"val_accuracy": 0.3, "eval_loss": float("-inf")},
+])
+def test_nan_or_inf_in_target_or_loss_diverges(monitor_factory, metrics):
+    assert monitor_factory(min_epochs=5).update(1, metrics).reason == "diverged"
+
+
+def test_nan_in_other_metric_is_only_missing(monitor_factory):
+    mon = monitor_factory(model=constant(0.95))
+    d = mon.update(1, {"val_accuracy": 0.3, "val_f1": float("nan"), "lr": None})
+    assert not d.stop and d.reason != "diverged"
+    assert mon.record.epochs[0]["val_f1"] is None
+
+
+def test_divergence_ignored_when_asked(monitor_factory):
+    mon = monitor_factory(stop_on_divergence=False, model=constant(0.95))
+    d = mon.update(1, {"val_accuracy": 0.3, "loss": float("nan")})
+    assert not d.stop and mon.stopped is None
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_missing_metric_lists_keys_seen(monitor_factory):
+    mon = monitor_factory()
+    with pytest.raises(MetricNotFoundError) as err:
+        mon.update(1, {"loss": 0.7, "accuracy": 0.6, "val_loss": 0.8})
+    assert err.value.metric == "val_accuracy"
+    assert err.value.available == ["accuracy", "loss", "val_loss"]
+    assert str(err.value) == ("metric 'val_accuracy' was not logged; "
+                              "available keys: accuracy, loss, val_loss")
+    assert isinstance(err.value, KeyError)
+    assert mon.record.epochs == []                # nothing half-recorded
+
+
+def test_missing_metric_with_no_keys(monitor_factory):
+    with pytest.raises(MetricNotFoundError, match=r"available keys: \(none\)"):
+        monitor_factory().update(1, {})
+
+
+@pytest.mark.parametrize(("monitor", "logged"), [
+    ("val_acc", "val_acc"), ("eval_accuracy", "eval_accuracy"),
+    ("val_accuracy", "val_sparse_categorical_accuracy"), ("val_acc", "val_accuracy"),
+])
+def test_metric_aliases_are_understood(monitor_factory, monitor, logged):
+    mon = monitor_factory(monitor=monitor, model=constant(0.95))
+    mon.update(1, {logged: 0.4, "loss": 1.0, "lr": 0.01})
+    assert mon.metric == "val_accuracy" and mon.record.metric == "val_accuracy"
+    row = mon.record.epochs[0]
+    assert row["val_accuracy"] == 0.4 and row["train_loss"] == 1.0 and row["lr"] == 0.01
+    assert row["epoch"] == 1 and row["time"] >= 0
+
+
+def test_loss_monitor_defaults_to_min_mode(monitor_factory):
+    mon = monitor_factory(monitor="eval_loss", threshold=0.5, model=constant(0.8))
+    assert mon.mode == "min" and mon.record.mode == "min" and mon.metric == "val_loss"
+    decisions = feed(mon, [1.0, 0.9, 0.85])
+    assert decisions[-1].stop and decisions[-1].reason == "forecast q0.1 0.8 > threshold 0.5"
+
+
+def test_string_values_and_logged_epoch_are_dropped(monitor_factory):
+    mon = monitor_factory(model=constant(0.95))
+    mon.update(1, {"val_accuracy": 0.4, "epoch": 0.0, "note": "x"})
+    assert mon.record.epochs[0]["epoch"] == 1 and "note" not in mon.record.epochs[0]
+
+
+def test_record_is_a_valid_run_record(monitor_factory):
+    mon = monitor_factory(hparams={"lr": 0.01}, meta={"n_train": 500}, task="unit")
+    feed(mon, CURVE)
+    rec = RunRecord.from_dict(json.loads(dumps(mon.record.to_dict())))
+    assert rec.run_id == "run-1" and rec.task == "unit"
+    assert rec.hparams == {"learning_rate": 0.01}
+    assert rec.meta == {"train_size": 500, "max_epochs": 20}
+    assert rec.stopped == {"epoch": 3, "reason": "forecast q0.9 0.5 < threshold 0.9"}
+    assert [f["at_epoch"] for f in rec.forecasts] == [1, 2, 3]
+    assert rec.forecasts[-1] == {"at_epoch": 3, "target_epoch": 20, "mean": 0.5,
+                                 "quantiles": {q: 0.5 for q in
+                                               ("0.1", "0.25", "0.5", "0.75", "0.9")},
+                                 "model": "scripted", "stop": True,
+                                 "reason": "forecast q0.9 0.5 < threshold 0.9"}
+
+
+def test_end_without_ledger_is_harmless_and_idempotent(monitor_factory):
+    mon = monitor_factory()
+    mon.end()                     # never begun: nothing to close
+    feed(mon, CURVE)
+    mon.end("stopped")
+    mon.end()
+    assert mon.finished
+
+
+# ----------------------------------------------------------------------------- begin / reset
+def test_begin_resets_between_runs(monitor_factory):
+    mon = monitor_factory(run_id=None, patience=2, min_epochs=1)
+    mon.begin()
+    feed(mon, CURVE)
+    first_id = mon.record.run_id
+    assert mon.stopped is not None and mon.poor_streak == 2
+    mon.end()
+    mon.begin()
+    assert mon.record.epochs == [] and mon.record.forecasts == []
+    assert mon.stopped is None and mon.record.stopped is None
+    assert mon.poor_streak == 0 and mon.last_decision is None and not mon.finished
+    assert mon.record.run_id != first_id
+    decisions = feed(mon, CURVE)
+    assert [d.epoch for d in decisions] == [1, 2] and decisions[-1].stop
+
+
+def test_fixed_run_id_is_kept_across_begin(monitor_factory):
+    mon = monitor_factory(run_id="fixed")
+    mon.begin()
+    mon.begin()
+    assert mon.record.run_id == "fixed"
+
+
+def test_update_without_begin_begins(monitor_factory):
+    mon = monitor_factory()
+    assert not mon.update(1, {"val_accuracy": 0.3}).stop
+    assert mon.target_epoch == 20 and mon.record.meta["max_epochs"] == 20
+
+
+def test_user_hparams_and_meta_win_over_adapter_ones(monitor_factory):
+    mon = monitor_factory(hparams={"learning_rate": 0.2, "momentum": 0.9},
+                          meta={"framework": "torch"})
+    mon.begin(hparams={"lr": 0.1, "bs": 32, "optimizer": "AdamW"},
+              meta={"num_train_epochs": 30, "framework": "keras"})
+    assert mon.record.hparams == {"learning_rate": 0.2, "batch_size": 32,
+                                  "optimizer": "adamw", "momentum": 0.9}
+    assert mon.record.meta == {"max_epochs": 30, "framework": "torch"}
+
+
+# ----------------------------------------------------------------------------- target_epoch
+def test_target_epoch_defaults_from_meta_max_epochs(monitor_factory):
+    mon = monitor_factory(target_epoch=None)
+    mon.begin(meta={"num_epochs": 30})
+    assert mon.target_epoch == 30
+
+
+def test_target_epoch_from_user_meta(monitor_factory):
+    mon = monitor_factory(target_epoch=None, meta={"max_epochs": 40})
+    mon.begin()
+    assert mon.target_epoch == 40
+
+
+def test_target_epoch_from_adapter_argument(monitor_factory):
+    mon = monitor_factory(target_epoch=None)
+    mon.begin(target_epoch=25)
+    assert mon.target_epoch == 25 and mon.record.meta["max_epochs"] == 25
+
+
+def test_user_target_epoch_wins(monitor_factory):
+    mon = monitor_factory(target_epoch=12)
+    mon.begin(meta={"max_epochs": 30}, target_epoch=30)
+    assert mon.target_epoch == 12
+    assert mon.record.meta["max_epochs"] == 30
+
+
+def test_unknown_target_epoch_is_a_config_error(monitor_factory):
+    mon = monitor_factory(target_epoch=None)
+    with pytest.raises(ConfigError) as err:
+        mon.begin()
+    assert err.value.arg == "target_epoch" and "max_epochs" in str(err.value)
+    with pytest.raises(ConfigError, match="target_epoch"):
+        monitor_factory(target_epoch=None).update(1, {"val_accuracy": 0.5})
+
+
+def test_target_epoch_from_meta_is_range_checked(monitor_factory):
+    mon = monitor_factory(target_epoch=None, min_epochs=5)
+    with pytest.raises(ConfigError, match="target_epoch"):
+        mon.begin(meta={"max_epochs": 3})
+
+
+@pytest.mark.parametrize("target", [0, 1, 2, -5, 2.5, "20", True])
+def test_bad_target_epoch_rejected(monitor_factory, target):
+    with pytest.raises(ConfigError) as err:
+        monitor_factory(target_epoch=target)
+    assert err.value.arg == "target_epoch" and repr(target) in str(err.value)
+
+
+@pytest.mark.parametrize(("kwargs", "arg"), [
+    ({"monitor": ""}, "monitor"), ({"monitor": None}, "monitor"),
+    ({"mode": "up"}, "mode"), ({"confidence": 2.0}, "confidence"),
+    ({"min_epochs": 0}, "min_epochs"), ({"patience": 0}, "patience"),
+    ({"threshold": float("nan")}, "threshold"),
+])
+def test_bad_init_args_rejected(monitor_factory, kwargs, arg):
+    with pytest.raises(ConfigError) as err:
+        monitor_factory(**kwargs)
+    assert err.value.arg == arg
+
+
+# ----------------------------------------------------------------------------- state
+def test_state_dict_is_versioned_strict_json(monitor_factory):
+    mon = monitor_factory(patience=3, min_epochs=1)
+    feed(mon, CURVE[:2], loss=[1.0, float("nan")], until_stop=False)
+    state = _json(mon.state_dict())
+    assert state["version"] == STATE_VERSION
+    assert state["target_epoch"] == 20 and state["stopped"] is not None
+    assert state["record"]["epochs"][1]["train_loss"] is None
+
+
+def _interrupted(monitor_factory, at: int, **kwargs):
+    """A monitor run to epoch ``at``, then its state through JSON into a fresh one."""
+    first = monitor_factory(**kwargs)
+    feed(first, CURVE[:at], until_stop=False)
+    state = _json(first.state_dict())
+    second = monitor_factory(**kwargs)
+    second.load_state_dict(state)
+    second.begin(resume=True)
+    return first, second
+
+
+def test_resume_continues_like_an_uninterrupted_run(monitor_factory):
+    kwargs = {"min_epochs": 1, "patience": 4}
+    whole = monitor_factory(**kwargs)
+    expected = feed(whole, CURVE)
+    first, second = _interrupted(monitor_factory, 2, **kwargs)
+    assert second.poor_streak == 2
+    rest = feed(second, CURVE[2:], start=3)
+    assert [(d.epoch, d.stop, d.reason) for d in rest] == \
+        [(d.epoch, d.stop, d.reason) for d in expected[2:]]
+    assert second.stopped == whole.stopped == {"epoch": 4, "reason": expected[-1].reason}
+    assert second.record.epoch_numbers().tolist() == [1, 2, 3, 4]
+    assert [f["at_epoch"] for f in second.record.forecasts] == [1, 2, 3, 4]
+
+
+def test_load_state_dict_restores_progress_not_init_args(monitor_factory):
+    first = monitor_factory(target_epoch=None, meta={"max_epochs": 30})
+    first.begin()
+    feed(first, CURVE[:2])
+    state = _json(first.state_dict())
+    second = monitor_factory(target_epoch=None, patience=5)
+    second.load_state_dict(state)
+    assert second.target_epoch == 30               # restored progress
+    assert second.policy.patience == 5             # init args untouched
+    pinned = monitor_factory(target_epoch=15)
+    pinned.load_state_dict(state)
+    assert pinned.target_epoch == 15               # a given target is an init arg
+
+
+def test_load_state_dict_restores_stop(monitor_factory):
+    first = monitor_factory()
+    feed(first, CURVE)
+    second = monitor_factory()
+    second.load_state_dict(_json(first.state_dict()))
+    assert second.stopped == first.stopped == second.record.stopped
+    assert second.record.to_dict() == first.record.to_dict()
+
+
+def test_replayed_epoch_after_resume_replaces_the_tail(monitor_factory):
+    # Saved after epoch 4, but the framework resumes from a checkpoint of epoch 2.
+    _, mon = _interrupted(monitor_factory, 4, model=constant(0.95))
+    assert mon.record.last_epoch == 4
+    mon.update(3, {"val_accuracy": 0.9, "val_loss": 0.1})
+    assert mon.record.epoch_numbers().tolist() == [1, 2, 3]
+    assert mon.record.epochs[-1]["val_accuracy"] == 0.9
+    assert mon.record.epochs[1]["val_accuracy"] == CURVE[1]
+    assert [f["at_epoch"] for f in mon.record.forecasts] == [1, 2, 3]
+    mon.update(4, {"val_accuracy": 0.91})
+    assert mon.record.epoch_numbers().tolist() == [1, 2, 3, 4]
+    mon.record.validate()
+
+
+def test_state_dict_is_a_snapshot(monitor_factory):
+    first = monitor_factory(model=constant(0.95))
+    feed(first, CURVE[:2])
+    state = first.state_dict()
+    saved = json.dumps(state)
+    first.update(3, {"val_accuracy": 0.5})
+    assert json.dumps(state) == saved                 # later epochs do not leak in
+    second = monitor_factory(model=constant(0.95))
+    second.load_state_dict(state)                     # in memory, no JSON between
+    second.begin(resume=True)
+    second.update(3, {"val_accuracy": 0.7})
+    second.update(4, {"val_accuracy": 0.8})
+    assert json.dumps(state) == saved
+    assert first.record.last_epoch == 3 and first.record.epochs[-1]["val_accuracy"] == 0.5
+
+
+def test_update_after_load_state_dict_keeps_progress(monitor_factory):
+    # An adapter that restores state and then reports the next epoch, without begin().
+    first = monitor_factory(model=constant(0.95))
+    feed(first, CURVE[:2])
+    second = monitor_factory(model=constant(0.95))
+    second.load_state_dict(_json(first.state_dict()))
+    second.update(3, {"val_accuracy": 0.5})
+    assert second.record.epoch_numbers().tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1])
+def test_unknown_state_version_rejected(monitor_factory, version):
+    state = monitor_factory().state_dict()
+    state["version"] = version
+    with pytest.raises(ConfigError, match="version"):
+        monitor_factory().load_state_dict(state)
+
+
+def test_monitor_class_is_exported():
+    import earlystop_predict
+
+    assert earlystop_predict.ForecastMonitor is ForecastMonitor
+
+
+# ----------------------------------------------------------------------------- with a ledger
+# These use the real SQLite ledger (earlystop_predict/ledger.py).
+
+
+def _ledger_record(path, run_id: str) -> RunRecord:
+    with Ledger(path) as led:
+        (rec,) = [r for r in led.records() if r.run_id == run_id]
+    return rec
+
+
+def test_ledger_holds_epochs_forecasts_and_stop(monitor_factory, tmp_path):
+    path = tmp_path / "ledger.db"
+    mon = monitor_factory(ledger=path, study="s", hparams={"lr": 0.1}, task="unit")
+    feed(mon, CURVE, val_loss=[1.0] * len(CURVE))
+    mon.end()
+    rec = _ledger_record(path, "run-1")
+    assert rec.epochs == mon.record.epochs
+    assert rec.forecasts == mon.record.forecasts
+    assert rec.stopped == mon.stopped == {"epoch": 3,
+                                          "reason": "forecast q0.9 0.5 < threshold 0.9"}
+    assert rec.hparams == {"learning_rate": 0.1} and rec.task == "unit"
+    assert rec.extra["status"] == "stopped" and rec.extra["study"] == "s"
+    assert rec.extra["target_epoch"] == 20
+
+
+def test_ledger_instance_is_used_as_given(monitor_factory, tmp_path):
+    with Ledger(tmp_path / "l.db") as led:
+        mon = monitor_factory(ledger=led, model=constant(0.95))
+        feed(mon, CURVE[:4])
+        mon.end()
+        assert mon.ledger is led
+        (run,) = led.runs()
+        assert run["status"] == "completed" and run["final_value"] == CURVE[3]
+        assert run["final_epoch"] == 4 and run["n_epochs"] == 4
+
+
+def test_incumbent_from_the_study_stops_a_worse_run(tmp_path, monitor_factory):
+    path = tmp_path / "ledger.db"
+    best = monitor_factory(ledger=path, study="s", threshold=None, run_id="best",
+                           model=constant(0.95))
+    feed(best, [0.5, 0.7, 0.8])
+    best.end()                                     # completed at 0.8: the incumbent
+    other_study = monitor_factory(ledger=path, study="t", threshold=None, run_id="t1")
+    assert not any(d.stop for d in feed(other_study, CURVE))
+    worse = monitor_factory(ledger=path, study="s", threshold=None, run_id="worse")
+    decisions = feed(worse, CURVE)
+    assert decisions[-1].stop and decisions[-1].epoch == 3
+    assert decisions[-1].reason == "forecast q0.9 0.5 < incumbent 0.8"
+
+
+def test_stopped_runs_are_no_incumbent(tmp_path, monitor_factory):
+    path = tmp_path / "ledger.db"
+    stopped = monitor_factory(ledger=path, study="s", run_id="a")     # stops at 3 (0.45)
+    feed(stopped, CURVE)
+    stopped.end()
+    nxt = monitor_factory(ledger=path, study="s", threshold=None, run_id="b")
+    assert not any(d.stop for d in feed(nxt, CURVE))
+
+
+def test_dry_run_with_ledger_completes_and_records_would_stop(monitor_factory, tmp_path):
+    path = tmp_path / "ledger.db"
+    mon = monitor_factory(ledger=path, dry_run=True)
+    feed(mon, CURVE)
+    mon.end()
+    rec = _ledger_record(path, "run-1")
+    assert rec.extra["status"] == "completed" and rec.stopped is None
+    assert [f.get("would_stop", False) for f in rec.forecasts] == [False, False] + [True] * 6
+
+
+def test_resume_with_replay_keeps_ledger_and_record_in_step(monitor_factory, tmp_path):
+    path = tmp_path / "ledger.db"
+    first = monitor_factory(ledger=path, model=constant(0.95))
+    feed(first, CURVE[:4])
+    state = _json(first.state_dict())
+    second = monitor_factory(ledger=path, model=constant(0.95))
+    second.load_state_dict(state)
+    second.begin(resume=True)
+    second.update(3, {"val_accuracy": 0.9})        # replayed from a checkpoint at epoch 2
+    second.update(4, {"val_accuracy": 0.91})
+    second.end()
+    rec = _ledger_record(path, "run-1")
+    assert rec.epochs == second.record.epochs
+    assert [r["val_accuracy"] for r in rec.epochs] == [0.30, 0.40, 0.9, 0.91]
+    assert [f["at_epoch"] for f in rec.forecasts] == [1, 2, 3, 4]
+    assert rec.extra["status"] == "completed"
+
+
+def test_each_begin_is_a_new_run_in_the_ledger(monitor_factory, tmp_path):
+    path = tmp_path / "ledger.db"
+    mon = monitor_factory(ledger=path, run_id=None)
+    for _ in range(2):
+        mon.begin()
+        feed(mon, CURVE)
+        mon.end()
+    with Ledger(path) as led:
+        runs = led.runs()
+    assert len(runs) == 2 and len({r["run_id"] for r in runs}) == 2
+    assert all(r["status"] == "stopped" and r["n_epochs"] == 3 for r in runs)

@@ -1,0 +1,218 @@
+"""StopPolicy: a pure decision from a forecast, with reasons; Decision log items."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from earlystop_predict.errors import ConfigError, EarlystopPredictError
+from earlystop_predict.forecaster import Forecast
+from earlystop_predict.policy import LOG_KEYS, Decision, StopPolicy
+
+
+def fc(q10: float, q50: float, q90: float, mean: float | None = None) -> Forecast:
+    """A forecast with the given quantiles (mean: the median unless given)."""
+    return Forecast(mean=q50 if mean is None else mean,
+                    quantiles={"0.1": q10, "0.5": q50, "0.9": q90}, model="scripted",
+                    observed_epochs=5, target_epoch=50)
+
+
+POOR = fc(0.55, 0.60, 0.66)     # q0.9 0.66: unlikely to reach 0.9
+GOOD = fc(0.88, 0.92, 0.95)     # q0.9 0.95: may well reach 0.9
+
+
+# ----------------------------------------------------------------------------- threshold
+def test_threshold_stops_a_poor_forecast():
+    d = StopPolicy(threshold=0.9, min_epochs=3).decide(POOR, epoch=5)
+    assert d.stop and d.would_stop and d.poor
+    assert d.epoch == 5 and d.forecast is POOR
+    assert d.reason == "forecast q0.9 0.66 < threshold 0.9"
+
+
+def test_threshold_keeps_a_promising_run():
+    d = StopPolicy(threshold=0.9).decide(GOOD, epoch=5)
+    assert not d.stop and not d.poor and not d.would_stop
+    assert "q0.9 0.95 >= threshold 0.9" in d.reason
+
+
+def test_confidence_picks_the_quantile():
+    # q0.9 = 0.95 clears 0.9, but q0.6 (interpolated, 0.9233) does too, and q0.75 too:
+    # a bar of 0.94 separates them.
+    f = fc(0.88, 0.92, 0.96)
+    assert StopPolicy(threshold=0.94, confidence=0.9).decide(f, epoch=5).stop is False
+    assert StopPolicy(threshold=0.94, confidence=0.6).decide(f, epoch=5).stop is True
+    assert StopPolicy(confidence=0.75).quantile == 0.75
+
+
+def test_no_bar_means_no_stop():
+    d = StopPolicy().decide(POOR, epoch=10)
+    assert not d.stop and d.reason == "no bar to compare with"
+
+
+def test_no_forecast_means_no_stop():
+    d = StopPolicy(threshold=0.9).decide(None, epoch=10)
+    assert d == Decision(False, "no forecast", None, 10)
+
+
+# ----------------------------------------------------------------------------- incumbent
+def test_incumbent_stops_a_run_unlikely_to_beat_it():
+    d = StopPolicy().decide(POOR, epoch=5, incumbent=0.8)
+    assert d.stop and d.reason == "forecast q0.9 0.66 < incumbent 0.8"
+
+
+def test_incumbent_beaten_keeps_running():
+    d = StopPolicy().decide(POOR, epoch=5, incumbent=0.6)
+    assert not d.stop and "incumbent" in d.reason
+
+
+def test_threshold_is_checked_before_incumbent():
+    d = StopPolicy(threshold=0.7).decide(POOR, epoch=5, incumbent=0.5)
+    assert d.stop and "threshold" in d.reason
+    d = StopPolicy(threshold=0.5).decide(POOR, epoch=5, incumbent=0.7)
+    assert d.stop and "incumbent" in d.reason
+
+
+@pytest.mark.parametrize("incumbent", [None, float("nan"), float("inf")])
+def test_unusable_incumbent_is_ignored(incumbent):
+    assert not StopPolicy().decide(POOR, epoch=5, incumbent=incumbent).stop
+
+
+def test_use_incumbent_false_ignores_it():
+    assert not StopPolicy(use_incumbent=False).decide(POOR, epoch=5, incumbent=0.8).stop
+
+
+# ----------------------------------------------------------------------------- guards
+def test_min_epochs_guards_early_epochs():
+    pol = StopPolicy(threshold=0.9, min_epochs=4)
+    d = pol.decide(POOR, epoch=3)
+    assert not d.stop and d.poor and not d.would_stop
+    assert d.reason.endswith("min_epochs 4 not reached")
+    assert pol.decide(POOR, epoch=4).stop
+
+
+def test_patience_counts_consecutive_poor_forecasts():
+    pol = StopPolicy(threshold=0.9, min_epochs=1, patience=3)
+    d0 = pol.decide(POOR, epoch=5, poor_streak=0)
+    d1 = pol.decide(POOR, epoch=6, poor_streak=1)
+    d2 = pol.decide(POOR, epoch=7, poor_streak=2)
+    assert [d0.stop, d1.stop, d2.stop] == [False, False, True]
+    assert d0.reason.endswith("patience 1/3") and d1.reason.endswith("patience 2/3")
+    assert d0.poor and d1.poor and d2.poor
+
+
+def test_decide_is_pure():
+    pol = StopPolicy(threshold=0.9, patience=2)
+    first = pol.decide(POOR, epoch=5, poor_streak=0)
+    assert pol.decide(POOR, epoch=5, poor_streak=0) == first
+
+
+# ----------------------------------------------------------------------------- divergence
+def test_divergence_stops_at_once_even_before_min_epochs():
+    d = StopPolicy(threshold=0.9, min_epochs=10, patience=5).decide(None, epoch=2,
+                                                                    diverged=True)
+    assert d.stop and d.reason == "diverged" and d.poor
+
+
+def test_divergence_can_be_ignored():
+    d = StopPolicy(stop_on_divergence=False).decide(None, epoch=2, diverged=True)
+    assert not d.stop and not d.would_stop
+    assert d.reason == "diverged (stop_on_divergence=False)"
+
+
+# ----------------------------------------------------------------------------- dry run
+def test_dry_run_never_stops_but_says_it_would():
+    pol = StopPolicy(threshold=0.9, dry_run=True)
+    d = pol.decide(POOR, epoch=5)
+    assert not d.stop and d.would_stop and d.poor
+    assert d.reason == "dry_run: would stop: forecast q0.9 0.66 < threshold 0.9"
+    assert d.log_items()["esp/stop"] == 0.0
+    assert d.to_dict()["would_stop"] is True
+    dv = pol.decide(None, epoch=2, diverged=True)
+    assert not dv.stop and dv.would_stop and dv.reason == "dry_run: would stop: diverged"
+
+
+def test_dry_run_quiet_when_nothing_would_fire():
+    d = StopPolicy(threshold=0.9, dry_run=True).decide(GOOD, epoch=5)
+    assert not d.would_stop and "would_stop" not in d.to_dict()
+
+
+# ----------------------------------------------------------------------------- mode=min
+def test_min_mode_uses_the_low_quantile():
+    pol = StopPolicy(threshold=0.5, mode="min")
+    assert pol.quantile == pytest.approx(0.1)
+    loss = fc(0.6, 0.7, 0.9)       # even the optimistic q0.1 is above 0.5
+    d = pol.decide(loss, epoch=5)
+    assert d.stop and d.reason == "forecast q0.1 0.6 > threshold 0.5"
+    ok = fc(0.4, 0.7, 0.9)         # q0.1 0.4 may beat 0.5
+    d = pol.decide(ok, epoch=5)
+    assert not d.stop and "q0.1 0.4 <= threshold 0.5" in d.reason
+
+
+def test_min_mode_incumbent():
+    pol = StopPolicy(mode="min")
+    assert pol.decide(fc(0.6, 0.7, 0.9), epoch=5, incumbent=0.3).stop
+    assert not pol.decide(fc(0.2, 0.7, 0.9), epoch=5, incumbent=0.3).stop
+
+
+# ----------------------------------------------------------------------------- bad args
+@pytest.mark.parametrize(("kwargs", "arg"), [
+    ({"mode": "maximize"}, "mode"),
+    ({"mode": None}, "mode"),
+    ({"confidence": 0.5}, "confidence"),
+    ({"confidence": 1.0}, "confidence"),
+    ({"confidence": 1.5}, "confidence"),
+    ({"confidence": float("nan")}, "confidence"),
+    ({"confidence": "high"}, "confidence"),
+    ({"min_epochs": 0}, "min_epochs"),
+    ({"min_epochs": 2.5}, "min_epochs"),
+    ({"min_epochs": True}, "min_epochs"),
+    ({"patience": 0}, "patience"),
+    ({"patience": "3"}, "patience"),
+    ({"threshold": float("nan")}, "threshold"),
+    ({"threshold": float("inf")}, "threshold"),
+    ({"threshold": "0.9"}, "threshold"),
+    ({"threshold": True}, "threshold"),
+])
+def test_bad_args_raise_config_error_naming_arg_and_value(kwargs, arg):
+    with pytest.raises(ConfigError) as err:
+        StopPolicy(**kwargs)
+    assert err.value.arg == arg
+    (value,) = kwargs.values()
+    assert str(err.value).startswith(f"{arg} must be ")
+    assert repr(value) in str(err.value)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, EarlystopPredictError)
+
+
+def test_range_is_in_message():
+    with pytest.raises(ConfigError, match=r"confidence must be in \(0.5, 1.0\), got 0.2"):
+        StopPolicy(confidence=0.2)
+
+
+def test_integral_numbers_accepted():
+    pol = StopPolicy(threshold=1, confidence=0.95, min_epochs=1, patience=1)
+    assert pol.decide(POOR, epoch=1).stop
+
+
+# ----------------------------------------------------------------------------- Decision
+def test_log_items_before_first_forecast_are_nan():
+    items = Decision(False, "no forecast", None, 1).log_items()
+    assert tuple(items) == LOG_KEYS
+    assert all(math.isnan(items[k]) for k in LOG_KEYS[:3])
+    assert items["esp/stop"] == 0.0
+
+
+def test_log_items_after_a_forecast():
+    d = StopPolicy(threshold=0.9).decide(POOR, epoch=5)
+    assert d.log_items() == {"esp/forecast_mean": 0.6, "esp/forecast_q10": 0.55,
+                             "esp/forecast_q90": 0.66, "esp/stop": 1.0}
+
+
+def test_decision_to_dict_is_a_run_record_forecast_entry():
+    d = StopPolicy(threshold=0.9).decide(POOR, epoch=5)
+    assert d.to_dict() == {"at_epoch": 5, "target_epoch": 50, "mean": 0.6,
+                           "quantiles": {"0.1": 0.55, "0.5": 0.6, "0.9": 0.66},
+                           "model": "scripted", "stop": True,
+                           "reason": "forecast q0.9 0.66 < threshold 0.9"}
+    assert Decision(False, "no forecast", None, 2).to_dict() == {
+        "at_epoch": 2, "stop": False, "reason": "no forecast"}
