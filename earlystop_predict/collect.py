@@ -550,6 +550,9 @@ def collect(opts: CollectOptions) -> CollectSummary:
     Raises:
         ConfigError: an option is out of range.
         MissingExtraError: a framework the planned runs need is not installed.
+
+    With ``workers > 1`` the workers are spawned processes: a script that calls
+    this must guard its entry point with ``if __name__ == "__main__":``.
     """
     t0 = time.monotonic()
     specs = plan(opts)
@@ -650,9 +653,9 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
     lines += _table(("key", "distribution"),
                     [(k, "`" + json.dumps(v, default=list) + "`") for k, v in SPACE.items()])
     lines += [""]
-    lines += _table(("family", "num_layers", "width choices", "data_fraction"),
+    lines += _table(("family", "num_layers", "width choices", "batch sizes", "data_fraction"),
                     [(f.name, f"{f.num_layers[0]}..{f.num_layers[1]}",
-                      ", ".join(map(str, f.widths)),
+                      ", ".join(map(str, f.widths)), ", ".join(map(str, f.batch_sizes)),
                       f"{f.data_fraction[0]:g}..{f.data_fraction[1]:g}")
                      for f in FAMILIES.values()])
     hp = [r.get("hparams", {}) for r in records]

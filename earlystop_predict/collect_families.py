@@ -44,7 +44,8 @@ SPACE: dict[str, Any] = {
                  "adam/adamw (beta_1)": {"uniform": (0.8, 0.95)}},
     "weight_decay": {"p0": 0.3, "log_uniform": (1e-6, 1e-2),
                      "adamw": {"p0": 0.0, "log_uniform": (1e-4, 0.1)}},
-    "batch_size": {"choice": (16, 32, 64, 128, 256), "note": "choices <= train_size / 2"},
+    "batch_size": {"choice": (16, 32, 64, 128, 256),
+                   "note": "choices <= train_size / 2; sequence-gru 32..256, text-hf 16..128"},
     "dropout": {"p0": 0.3, "uniform": (0.0, 0.6)},
     "lr_schedule": {"choice": SCHEDULES,
                     "note": "per optimizer step; step: x0.1 at 50% and 75% of training"},
@@ -69,6 +70,7 @@ class Family:
         num_layers: [low, high] hidden layers (conv layers, recurrent layers, blocks).
         widths: choices of hidden width (units, channels, hidden size).
         data_fraction: [low, high] fraction of the training split kept.
+        batch_sizes: choices of batch size (those <= train_size / 2 are drawn from).
         draw_data: ``rng -> data parameters`` (sizes, noise...), JSON-able.
     """
 
@@ -80,6 +82,7 @@ class Family:
     num_layers: tuple[int, int]
     widths: tuple[int, ...]
     data_fraction: tuple[float, float] = (1.0, 1.0)
+    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
     draw_data: Callable[[np.random.Generator], dict[str, Any]] = field(
         default=lambda rng: {}, repr=False)
 
@@ -95,9 +98,9 @@ def _synthetic_data(rng: np.random.Generator) -> dict[str, Any]:
 
 def _sequence_data(rng: np.random.Generator) -> dict[str, Any]:
     task = str(rng.choice(["sum-sign", "parity", "first-vs-last"]))
-    lo, hi = (4, 10) if task == "parity" else (8, 30)
+    lo, hi = (4, 10) if task == "parity" else (6, 20)
     return {"task": task, "seq_len": int(rng.integers(lo, hi + 1)),
-            "n_samples": int(rng.integers(800, 2501)), "cell": str(rng.choice(["gru", "lstm"])),
+            "n_samples": int(rng.integers(500, 1501)), "cell": str(rng.choice(["gru", "lstm"])),
             "flip_y": float(rng.choice([0.0, rng.uniform(0.0, 0.15)]))}
 
 
@@ -124,14 +127,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("synthetic", "sklearn-make-classification", "mlp", TORCH_FRAMEWORKS,
            "make_classification: 300-3000 rows, 8-64 features, 2-6 classes, label noise "
            "flip_y in [0, 0.3], class imbalance (largest class share up to 0.9), MLP",
-           (1, 4), (16, 32, 64, 128, 256), (1.0, 1.0), _synthetic_data),
+           (1, 4), (16, 32, 64, 128, 256), draw_data=_synthetic_data),
     Family("sequence-gru", "synthetic-sequence", "rnn", TORCH_FRAMEWORKS,
            "random sequences, label: sign of the sum, parity of bits or first vs last "
-           "value; GRU or LSTM", (1, 2), (16, 32, 64), (1.0, 1.0), _sequence_data),
+           "value; GRU or LSTM", (1, 2), (8, 16, 32, 48), batch_sizes=(32, 64, 128, 256),
+           draw_data=_sequence_data),
     Family("text-hf", "synthetic-text", "bert", ("transformers",),
            "random token sequences with planted class keywords, 2-4 classes; BERT built "
            "from BertConfig (random init) through the Hugging Face Trainer",
-           (1, 2), (16, 32, 64), (1.0, 1.0), _text_data),
+           (1, 2), (16, 32, 64), batch_sizes=(16, 32, 64, 128), draw_data=_text_data),
 )}
 
 
@@ -212,7 +216,7 @@ def draw_hparams(fam: Family, rng: np.random.Generator, train_size: int) -> dict
         wd = _log_uniform(rng, 1e-4, 0.1)
     else:
         wd = _maybe(rng, 0.3, lambda: _log_uniform(rng, 1e-6, 1e-2))
-    choices = [b for b in SPACE["batch_size"]["choice"] if b <= max(16, train_size // 2)]
+    choices = [b for b in fam.batch_sizes if b <= max(fam.batch_sizes[0], train_size // 2)]
     batch = int(rng.choice(choices))
     lo, hi = fam.num_layers
     return {

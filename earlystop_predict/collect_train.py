@@ -218,24 +218,45 @@ def _train_lightning(cfg: RunConfig, data: Dataset,
     f = torch.nn.functional
 
     class Module(pl.LightningModule):
+        """Logs epoch means of the training batches once per epoch: ``self.log`` per step
+        costs more than a tiny model's step."""
+
         def __init__(self) -> None:
             super().__init__()
             self.net = net
+            self.sums: list[Any] = []
 
-        def _step(self, batch_: Any, prefix: str) -> Any:
+        def _sums(self, batch_: Any) -> tuple[Any, Any]:
             x, y = batch_
             out = self.net(x)
             loss = f.cross_entropy(out, y)
-            acc = (out.argmax(1) == y).float().mean()
-            self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True)
-            self.log(f"{prefix}_accuracy", acc, on_step=False, on_epoch=True)
-            return loss
+            return loss, (loss.detach() * len(y), (out.argmax(1) == y).sum(), len(y))
+
+        def on_train_epoch_start(self) -> None:
+            self.sums = []
 
         def training_step(self, batch_: Any, _: int) -> Any:
-            return self._step(batch_, "train")
+            loss, sums = self._sums(batch_)
+            self.sums.append(sums)
+            return loss
+
+        def _log_means(self, prefix: str, sums: list[Any]) -> None:
+            n = sum(s[2] for s in sums)
+            self.log(f"{prefix}_loss", torch.stack([s[0] for s in sums]).sum() / n)
+            self.log(f"{prefix}_accuracy", torch.stack([s[1] for s in sums]).sum().float() / n)
+
+        def on_validation_epoch_start(self) -> None:
+            self.val_sums: list[Any] = []
 
         def validation_step(self, batch_: Any, _: int) -> None:
-            self._step(batch_, "val")
+            self.val_sums.append(self._sums(batch_)[1])
+
+        def on_validation_epoch_end(self) -> None:
+            # Validation runs at the end of each training epoch, before the callbacks'
+            # on_train_epoch_end: both means are final when the forecast callback reads them.
+            self._log_means("val", self.val_sums)
+            if self.sums:
+                self._log_means("train", self.sums)
 
         def configure_optimizers(self) -> Any:
             opt = _torch_optimizer(torch, self.parameters(), hp)
@@ -420,9 +441,10 @@ def _train_hf(cfg: RunConfig, data: Dataset,
 
     batch = int(hp["batch_size"])
     total = math.ceil(data.train_size / batch) * cfg.max_epochs
+    device = _torch_device()
+    model.to(device)  # before the optimizer is built on its parameters
     opt = _torch_optimizer(torch, model.parameters(), hp)
     sched = _torch_scheduler(torch, opt, hp, total)
-    device = _torch_device()
     cb = HFForecastCallback("eval_accuracy", **kwargs)
     guard = StopOnDivergence()
     with tempfile.TemporaryDirectory(prefix="esp-collect-") as out:

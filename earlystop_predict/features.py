@@ -9,6 +9,7 @@ value: a missing value is masked, never zero-filled.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -195,8 +196,22 @@ def encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.nda
 
     Numeric values are logged where their scale is multiplicative and roughly
     centred; a missing value is 0 with its mask 0 (present: mask 1). Categorical
-    values are one-hot, all-zero when missing.
+    values are one-hot, all-zero when missing. Results are cached by value, so
+    forecasting a run epoch after epoch encodes its hyperparameters once.
     """
+    try:
+        key = (tuple(sorted(hparams.items())), tuple(sorted(meta.items())))
+        return _encode_static_cached(key).copy()
+    except TypeError:  # unhashable or unsortable values: no caching
+        return _encode_static(hparams, meta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_static_cached(key: tuple[tuple[tuple[Any, Any], ...], ...]) -> np.ndarray:
+    return _encode_static(dict(key[0]), dict(key[1]))
+
+
+def _encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.ndarray:
     hp = canonical_hparams(hparams)
     mt = canonical_meta(meta)
     n = len(_NUMERIC)

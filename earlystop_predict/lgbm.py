@@ -206,7 +206,7 @@ class LGBMForecaster(Forecaster):
 
     def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
         """Why this model cannot serve the query, or ``""``."""
-        if record.n_epochs < 1 or not np.isfinite(record.series(record.metric)).any():
+        if record.n_epochs < 1 or not record.has_finite(record.metric):
             return "no finite value of the target metric observed"
         if metric_kind(record) is None:
             return (f"metric {record.metric!r} is neither accuracy-like (max, in [0, 1]) "

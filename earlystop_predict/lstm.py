@@ -44,10 +44,6 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * np.tanh(0.5 * x) + 0.5
-
-
 def head_transform(out: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw head outputs ``(B, 6)`` -> mean ``(B,)`` and quantiles ``(B, 5)`` (0.1..0.9).
 
@@ -78,9 +74,19 @@ class LSTMWeights:
         if tuple(str(s) for s in arrays.get("seq_names", SEQ_NAMES)) != SEQ_NAMES or \
                 tuple(str(s) for s in arrays.get("static_names", STATIC_NAMES)) != STATIC_NAMES:
             raise ValueError("feature layout differs from this version of earlystop_predict")
-        # Pre-transposed for the hot loop.
-        self.W_ih_T = self.p["W_ih"].T.copy()
-        self.W_hh_T = self.p["W_hh"].T.copy()
+        # Hot-loop layout, float32: transposed, and the i, f, o gate rows scaled by 1/2 so
+        # that one tanh serves every gate: sigmoid(x) = (tanh(x / 2) + 1) / 2.
+        H = self.hidden
+        gate = np.full(4 * H, 0.5)
+        gate[2 * H:3 * H] = 1.0
+        f32 = np.float32
+        self._W_ih = (self.p["W_ih"].T * gate).astype(f32)
+        self._W_hh = (self.p["W_hh"].T * gate).astype(f32)
+        self._b = (self.p["b"] * gate).astype(f32)
+        self._head = [(self.p[f"W{i}"].T.astype(f32), self.p[f"b{i}"].astype(f32))
+                      for i in (1, 2, 3)]
+        self._W_s = self.p["W_s"].T.astype(f32)
+        self._b_s = self.p["b_s"].astype(f32)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LSTMWeights:
@@ -93,31 +99,44 @@ class LSTMWeights:
 
     def forward(self, seq: np.ndarray, static: np.ndarray, query: np.ndarray,
                 lengths: np.ndarray) -> np.ndarray:
-        """Raw head outputs ``(B, 6)`` for padded sequences ``(B, L, F)``."""
-        p = self.p
+        """Raw head outputs ``(B, 6)`` (float64) for padded sequences ``(B, L, F)``.
+
+        Rows are run longest first so that each step computes only the sequences
+        still going: the work is the sum of the lengths, not batch x longest.
+        """
         H = self.hidden
-        h = np.tanh(static @ p["W_s"].T + p["b_s"])
+        f32 = np.float32
+        order = np.argsort(-lengths, kind="stable")
+        lens = lengths[order]
+        static = static.astype(f32)
+        h = np.tanh(static[order] @ self._W_s + self._b_s)
         c = np.zeros_like(h)
-        xw = seq @ self.W_ih_T + p["b"]
+        L = int(lens[0])
+        xw = np.ascontiguousarray(
+            (seq[order, :L].astype(f32) @ self._W_ih + self._b).transpose(1, 0, 2))
         last = np.empty_like(h)
-        end = lengths - 1
-        L = seq.shape[1]
-        single = seq.shape[0] == 1
+        # Rows still going at step t (lengths sorted longest first): the first active[t].
+        active = len(lens) - np.searchsorted(lens[::-1], np.arange(L), side="right")
+        g_buf = np.empty((len(lens), 4 * H), dtype=f32)
         for t in range(L):
-            g = xw[:, t] + h @ self.W_hh_T
-            s = _sigmoid(g)
-            c = s[:, H:2 * H] * c + s[:, :H] * np.tanh(g[:, 2 * H:3 * H])
-            h = s[:, 3 * H:] * np.tanh(c)
-            if not single:
-                done = end == t
-                if done.any():
-                    last[done] = h[done]
-        if single:
-            last = h
-        z = np.concatenate([last, static, query], axis=1)
-        z = np.maximum(z @ p["W1"].T + p["b1"], 0.0)
-        z = np.maximum(z @ p["W2"].T + p["b2"], 0.0)
-        return z @ p["W3"].T + p["b3"]
+            n = int(active[t])
+            g = g_buf[:n]
+            np.matmul(h[:n], self._W_hh, out=g)
+            g += xw[t, :n]
+            np.tanh(g, out=g)
+            ifo = g * 0.5 + 0.5  # i, f, o as sigmoids; g[:, 2H:3H] is the cell input
+            c = ifo[:, H:2 * H] * c[:n] + ifo[:, :H] * g[:, 2 * H:3 * H]
+            h = ifo[:, 3 * H:] * np.tanh(c)
+            done = lens[:n] == t + 1
+            if done.any():
+                last[:n][done] = h[done]
+        out = np.empty_like(last)
+        out[order] = last
+        z = np.concatenate([out, static, query.astype(f32)], axis=1)
+        (W1, b1), (W2, b2), (W3, b3) = self._head
+        z = np.maximum(z @ W1 + b1, 0.0)
+        z = np.maximum(z @ W2 + b2, 0.0)
+        return (z @ W3 + b3).astype(np.float64)
 
 
 def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, np.ndarray]:
@@ -179,7 +198,7 @@ class LSTMForecaster(Forecaster):
             return f"metric {record.metric!r} unknown to lstm (knows {', '.join(KNOWN_METRICS)})"
         if record.n_epochs < 1:
             return "no observed epochs"
-        if not np.isfinite(record.series(record.metric)).any():
+        if not record.has_finite(record.metric):
             return "no finite value of the target metric observed"
         if target_epoch > w.max_target:
             return f"target epoch {target_epoch} beyond lstm's trained range (<= {w.max_target})"

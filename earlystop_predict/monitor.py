@@ -153,6 +153,7 @@ class ForecastMonitor:
         self.last_decision: Decision | None = None
         self.stopped: dict[str, Any] | None = None
         self.finished = False
+        self.diverged = False
         self._incumbent: float | None = None
         self._t_last: float | None = None
         self._started = False
@@ -232,6 +233,7 @@ class ForecastMonitor:
                                       incumbent=self._incumbent, diverged=diverged)
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
+        self.diverged = self.diverged or diverged
         self.poor_streak = self.poor_streak + 1 if decision.poor else 0
         self.last_decision = decision
         self.record.forecasts.append(decision.to_dict())
@@ -259,10 +261,15 @@ class ForecastMonitor:
         if self.ledger is not None:
             self.ledger.finish_run(self.record.run_id, final_value=self.record.final_value(),
                                    final_epoch=self.record.last_epoch, stopped=self.stopped,
-                                   status=status or ("stopped" if self.stopped else "completed"))
+                                   status=status or self._status())
             if self._ledger is not self._ledger_arg:  # opened here from a path: close it
                 self._ledger.close()
                 self._ledger = None
+
+    def _status(self) -> str:
+        if self.diverged:
+            return "diverged"  # also under dry_run, where the run went on
+        return "stopped" if self.stopped else "completed"
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

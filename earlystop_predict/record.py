@@ -112,13 +112,19 @@ class RunRecord:
         """Values of several metrics, ``(n_epochs, len(names))``, NaN where missing or
         not finite (one pass over the rows: the hot path of forecasting)."""
         nan = float("nan")
-        num = (int, float)
-        flat = [v if type(v) in num else (float(v) if isinstance(v, num)
-                                          and not isinstance(v, bool) else nan)
-                for row in self.epochs for v in (row.get(k) for k in names)]
-        out = np.array(flat, dtype=np.float64).reshape(len(self.epochs), len(names))
+        flat = [row.get(k, nan) for row in self.epochs for k in names]
+        try:
+            out = np.array(flat, dtype=np.float64)
+        except (TypeError, ValueError):  # None or a stray string somewhere: slow path
+            out = np.array([v if (v := _clean_number(x)) is not None else nan for x in flat],
+                           dtype=np.float64)
+        out = out.reshape(len(self.epochs), len(names))
         out[~np.isfinite(out)] = np.nan
         return out
+
+    def has_finite(self, name: str) -> bool:
+        """Whether any epoch row holds a finite value of ``name``."""
+        return any(_clean_number(row.get(name)) is not None for row in self.epochs)
 
     def epoch_numbers(self) -> np.ndarray:
         """The ``epoch`` field of each row, as int array."""

@@ -95,8 +95,8 @@ def _fit_data_sizes() -> tuple[int | None, int | None]:
     adapter. Returns ``(None, None)`` when it cannot tell (pass them in ``hparams``).
     """
     frame = inspect.currentframe()
+    f = frame.f_back if frame is not None else None
     try:
-        f = frame.f_back if frame is not None else None
         for _ in range(8):
             if f is None:
                 break
@@ -111,7 +111,7 @@ def _fit_data_sizes() -> tuple[int | None, int | None]:
                 return batch, (steps - 1) * batch + partial if has_partial else steps * batch
             f = f.f_back
     finally:
-        del frame
+        del frame, f  # no reference cycle through the frames
     return None, None
 
 

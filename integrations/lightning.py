@@ -86,7 +86,8 @@ def lightning_hparams(trainer: Any, pl_module: Any,
     module_hp, module_meta = torch_module_hparams(pl_module, metric)
     hparams.update(module_hp)
     loader = _first_loader(getattr(trainer, "train_dataloader", None))
-    batch = positive_int(getattr(loader, "batch_size", None))
+    batch = positive_int(getattr(loader, "batch_size", None)
+                         or getattr(getattr(loader, "batch_sampler", None), "batch_size", None))
     if batch is not None:
         batch *= max(1, int(getattr(trainer, "world_size", 1) or 1))
         batch *= max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))

@@ -336,8 +336,8 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         }
         if optim is not None and canonical_optimizer(optim) in ("adam", "adamw"):
             hp["momentum"] = positive(getattr(args, "adam_beta1", None))
-        else:
-            hp["momentum"] = torch_optimizer_hparams(optimizer).get("momentum")
+        # The optimizer actually built wins over the arguments (Trainer(optimizers=...)).
+        hp.update(torch_optimizer_hparams(optimizer))
         config = getattr(model, "config", None)
         for key, names in _CONFIG_KEYS.items():
             value = next((getattr(config, n) for n in names if positive(getattr(config, n, None))

@@ -60,8 +60,8 @@ def test_forecast_many_matches_forecast(auto) -> None:
     many = auto.forecast_many(recs, 50)
     for rec, fc in zip(recs, many, strict=True):
         one = auto.forecast(rec, 50)
-        assert one.mean == pytest.approx(fc.mean, abs=1e-9)
-        assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-9)
+        assert one.mean == pytest.approx(fc.mean, abs=1e-6)  # float32 inference
+        assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-6)
 
 
 @pytest.mark.parametrize(("record", "target", "why"), [

@@ -48,7 +48,7 @@ def test_numpy_forward_matches_torch_to_1e5() -> None:
     one = prepare(recs[3:], targets[3:])
     np.testing.assert_allclose(
         weights.forward(one["seq"], one["static"], one["query"], one["lengths"]), ours[3:],
-        atol=1e-9)
+        atol=1e-6)
     # The output transform matches too, and quantiles never cross.
     mean_np, q_np = head_transform(ours, x["query"][:, LAST])
     mean_t, q_t = lstm_train.torch_head_transform(theirs, torch.from_numpy(x["query"][:, LAST]))

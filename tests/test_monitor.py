@@ -57,7 +57,7 @@ def test_no_forecast_at_or_after_target_epoch(monitor_factory):
     mon = monitor_factory(model=model, target_epoch=3, min_epochs=3)
     decisions = feed(mon, CURVE[:5], until_stop=False)
     assert model.calls == 2
-    assert [d.reason for d in decisions[2:]] == ["no forecast"] * 3
+    assert [d.reason for d in decisions[2:]] == ["no forecast: target epoch reached"] * 3
     assert not any(d.stop for d in decisions)
 
 

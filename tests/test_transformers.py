@@ -21,7 +21,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from earlystop_predict.integrations.transformers import HFForecastCallback  # noqa: E402
 from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
@@ -32,6 +31,7 @@ from transformers import (  # noqa: E402
 
 from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
 from earlystop_predict.forecaster import ScriptedForecaster  # noqa: E402
+from earlystop_predict.integrations.transformers import HFForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
 from earlystop_predict.policy import LOG_KEYS  # noqa: E402
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import calibration
 from ..forecaster import QUANTILES, qkey
 from ..lgbm import CURVE_NAMES, FEATURE_NAMES, LGBMForecaster, curve_features, to_space
-from .. import calibration
 from .data import CurveBatch, sample_batch
 from .lcbench import LCBench
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import calibration
 from .._imports import require
 from ..features import (
     QUERY_DIM,
@@ -25,7 +26,6 @@ from ..features import (
     encode_sequence,
 )
 from ..forecaster import QUANTILES
-from .. import calibration
 from ..lstm import LAST, OBSERVED_FRAC, LSTMWeights
 from .data import MAX_HORIZON, CurveBatch, sample_batch
 from .lcbench import LCBench
