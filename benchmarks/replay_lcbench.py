@@ -41,8 +41,8 @@ def main() -> int:
     parser.add_argument("--runs-per-order", type=int, default=100,
                         help="runs drawn per order (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default 0)")
-    parser.add_argument("--confidence", type=float, default=0.9,
-                        help="StopPolicy confidence (default 0.9)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="StopPolicy confidence (default 0.95)")
     parser.add_argument("--min-epochs", type=int, default=3,
                         help="first epoch a policy may stop at (default 3)")
     parser.add_argument("--threshold", type=float, default=None,

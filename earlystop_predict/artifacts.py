@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelArtifactError
+from .record import jsonable
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -80,6 +81,7 @@ def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) 
     path = Path(directory) / MANIFEST
     data = {"schema": SCHEMA, **manifest}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -457,7 +457,7 @@ _TRAINERS: dict[str, TrainFn] = {"keras": _train_keras, "lightning": _train_ligh
 
 # ----------------------------------------------------------------------------- the demo
 def run_demo(framework: str = "keras", *, configs: int | Sequence[DemoConfig] = 6,
-             epochs: int = 30, threshold: float | None = None, confidence: float = 0.9,
+             epochs: int = 30, threshold: float | None = None, confidence: float = 0.95,
              min_epochs: int = 5, patience: int = 1, seed: int = 0,
              ledger: str | os.PathLike[str] | None = None,
              model: str | os.PathLike[str] | Forecaster = "auto", audit: bool = False,
@@ -471,7 +471,7 @@ def run_demo(framework: str = "keras", *, configs: int | Sequence[DemoConfig] = 
         epochs: planned epochs per run (the forecast target), > min_epochs. Default 30.
         threshold: validation accuracy a run must be likely to reach, in [0, 1];
             None: the incumbent rule only. Default None.
-        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.9.
+        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
         min_epochs: first epoch a run may be stopped at, >= 1. Default 5.
         patience: consecutive poor forecasts before a stop, >= 1. Default 1.
         seed: seed of data split, weights and variations. Default 0.

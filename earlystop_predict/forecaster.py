@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,10 @@ QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 def qkey(q: float) -> str:
     """The quantile's key in forecast dicts: ``0.1 -> "0.1"``."""
     return f"{q:g}"
+
+
+QKEYS: tuple[str, ...] = tuple(qkey(q) for q in QUANTILES)
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,27 @@ class Forecast:
     target_epoch: int = 0
 
     def quantile(self, q: float) -> float:
-        """The ``q`` quantile; interpolated linearly between the stored ones."""
+        """The ``q`` quantile, for any ``q`` in (0, 1).
+
+        Interpolated linearly between the stored levels; beyond the outermost one
+        the tail is extended as a normal distribution would (the distance from
+        the median grows with the standard normal quantile), so that a
+        ``confidence`` of 0.95 asks more than one of 0.9.
+        """
         levels = sorted((float(k), v) for k, v in self.quantiles.items())
         xs = [lv for lv, _ in levels]
         ys = [v for _, v in levels]
         if not xs:
             return self.mean
-        return float(np.interp(q, xs, ys))
+        if xs[0] <= q <= xs[-1] or len(xs) < 2:
+            return float(np.interp(q, xs, ys))
+        med = float(np.interp(0.5, xs, ys))
+        edge_q, edge_v = (xs[-1], ys[-1]) if q > xs[-1] else (xs[0], ys[0])
+        z = _NORMAL.inv_cdf(min(max(q, 1e-9), 1 - 1e-9))
+        z_edge = _NORMAL.inv_cdf(edge_q)
+        if z_edge == 0.0:
+            return edge_v
+        return float(med + (edge_v - med) * z / z_edge)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (RUN_RECORD.md forecast fields)."""

@@ -25,6 +25,7 @@ from . import calibration as calib
 from .errors import ForecastUnavailableError, ModelArtifactError
 from .features import STATIC_DIM, STATIC_NAMES, record_static
 from .forecaster import QUANTILES, Forecast, Forecaster, qkey
+from .lstm import forecasts_from_arrays
 from .record import RunRecord, is_accuracy_like
 
 HEADER = "# earlystop_predict-lgbm "
@@ -237,7 +238,4 @@ class LGBMForecaster(Forecaster):
         kinds = np.array([metric_kind(r) for r in records])
         x = record_matrix(records, targets, kinds)
         mean, q = self.predict_matrix(x, kinds, x[:, CURVE_NAMES.index("last")])
-        return [Forecast(mean=float(mean[i]),
-                         quantiles={qkey(lv): float(q[i, k]) for k, lv in enumerate(QUANTILES)},
-                         model=self.name, observed_epochs=rec.n_epochs, target_epoch=targets[i])
-                for i, rec in enumerate(records)]
+        return forecasts_from_arrays(records, targets, mean, q, self.name)

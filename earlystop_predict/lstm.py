@@ -30,7 +30,7 @@ from .features import (
     prefix_stats,
     record_static,
 )
-from .forecaster import QUANTILES, Forecast, Forecaster, qkey
+from .forecaster import QKEYS, Forecast, Forecaster
 from .record import RunRecord
 
 #: Metrics the LSTM was trained on (accuracy-like fractions).
@@ -151,8 +151,9 @@ def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, n
     for i, rec in enumerate(records):
         k = rec.n_epochs
         if k:
-            cols[i, :k] = rec.matrix((rec.metric, "val_loss", "train_accuracy", "train_loss"))
-            epoch[i, :k] = [row["epoch"] for row in rec.epochs]
+            m = rec.matrix(("epoch", rec.metric, "val_loss", "train_accuracy", "train_loss"))
+            epoch[i, :k] = m[:, 0]
+            cols[i, :k] = m[:, 1:]
         planned = rec.meta.get("max_epochs")
         if planned:
             try:
@@ -221,20 +222,17 @@ class LSTMForecaster(Forecaster):
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
         targets = self._targets(records, target_epoch)
-        if not records:
-            return []
         out: list[Forecast] = []
-        # Bucket by length so padding stays small in big batches.
-        order = np.argsort([r.n_epochs for r in records], kind="stable")
-        result: list[Forecast | None] = [None] * len(records)
-        for start in range(0, len(order), 4096):
-            idx = order[start:start + 4096]
-            mean, q = self.predict_arrays([records[i] for i in idx], [targets[i] for i in idx])
-            for j, i in enumerate(idx):
-                result[i] = Forecast(
-                    mean=float(mean[j]),
-                    quantiles={qkey(lv): float(q[j, k]) for k, lv in enumerate(QUANTILES)},
-                    model=self.name, observed_epochs=records[i].n_epochs,
-                    target_epoch=targets[i])
-        out.extend(result)  # type: ignore[arg-type]
+        for start in range(0, len(records), 2048):  # bounded memory for huge batches
+            chunk = records[start:start + 2048]
+            tchunk = targets[start:start + 2048]
+            mean, q = self.predict_arrays(chunk, tchunk)
+            out.extend(forecasts_from_arrays(chunk, tchunk, mean, q, self.name))
         return out
+
+
+def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
+                          mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
+    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles."""
+    return [Forecast(m, dict(zip(QKEYS, qs, strict=True)), model, "", rec.n_epochs, t)
+            for rec, t, m, qs in zip(records, targets, mean.tolist(), q.tolist(), strict=True)]

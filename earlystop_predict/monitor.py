@@ -68,7 +68,7 @@ class ForecastMonitor:
         target_epoch: 1-based epoch to forecast, > min_epochs. Default: the run's
             planned epochs (``meta["max_epochs"]``, read by the adapters).
         threshold: the value the run must be likely to reach (None: none). Default None.
-        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.9.
+        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
         min_epochs: first epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         study: name grouping comparable runs; with a ledger, the incumbent rule
@@ -87,7 +87,7 @@ class ForecastMonitor:
 
     def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
                  target_epoch: int | None = None, threshold: float | None = None,
-                 confidence: float = 0.9, min_epochs: int = 3, patience: int = 1,
+                 confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
                  study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,

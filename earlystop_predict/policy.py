@@ -95,7 +95,7 @@ class StopPolicy:
             (fraction for accuracies). None: no threshold rule. Default None.
         confidence: how sure the forecast must be that the run falls short, in
             (0.5, 1). With ``mode="max"`` the run is poor when the forecast's
-            ``confidence`` quantile is below the bar. Default 0.9.
+            ``confidence`` quantile is below the bar. Default 0.95.
         min_epochs: never stop before this 1-based epoch, >= 1. Default 3.
         patience: consecutive poor forecasts needed to stop, >= 1. Default 1.
         mode: ``"max"`` (accuracy-like) or ``"min"`` (loss-like). Default ``"max"``.
@@ -107,7 +107,7 @@ class StopPolicy:
     """
 
     threshold: float | None = None
-    confidence: float = 0.9
+    confidence: float = 0.95
     min_epochs: int = 3
     patience: int = 1
     mode: str = "max"

@@ -253,22 +253,22 @@ class RunRecord:
         return out
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Replace NaN/inf by None so the output is strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
 
 
 def dumps(obj: Any) -> str:
     """One strict-JSON line (NaN/inf written as null)."""
-    return json.dumps(_jsonable(obj), separators=(",", ":"), allow_nan=False)
+    return json.dumps(jsonable(obj), separators=(",", ":"), allow_nan=False)
 
 
 def iter_records(path: str | os.PathLike[str], *, validate: bool = True,

@@ -460,7 +460,7 @@ def _check_int(name: str, value: Any, lo: int) -> int:
 def replay(records: Sequence[RunRecord], policies: Sequence[str] = POLICIES,
            forecaster: Forecaster | None = None, *, target: int | None = None,
            orders: int | Sequence[Sequence[int]] = 50, runs_per_order: int | None = None,
-           seed: int = 0, confidence: float = 0.9, min_epochs: int = 3, patience: int = 1,
+           seed: int = 0, confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
            threshold: float | None = None, n_startup_trials: int = MEDIAN_STARTUP_TRIALS,
            batch_size: int = 4096, details: bool = False) -> ReplayResult:
     """Replay stopping policies over stored full runs (random search simulation).
@@ -477,7 +477,7 @@ def replay(records: Sequence[RunRecord], policies: Sequence[str] = POLICIES,
         runs_per_order: runs drawn (without replacement) per order, >= 1.
             Default: every run of the task. Ignored with explicit orders.
         seed: seed of the orders; the same orders serve every policy. Default 0.
-        confidence: StopPolicy confidence, in (0.5, 1). Default 0.9.
+        confidence: StopPolicy confidence, in (0.5, 1). Default 0.95.
         min_epochs: first epoch any policy may stop at, >= 1. Default 3.
         patience: StopPolicy patience, >= 1. Default 1.
         threshold: bar of the ``threshold`` policy. Default: each task's median

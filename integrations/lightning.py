@@ -119,7 +119,7 @@ class LightningForecastCallback(pl.Callback):
             Default: ``trainer.max_epochs``.
         threshold: value the run must be likely to reach (fraction for accuracies);
             None: incumbent rule only. Default None.
-        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.9.
+        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
         min_epochs: first 1-based epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         study: name grouping comparable runs for the incumbent rule. Default None.
@@ -147,7 +147,7 @@ class LightningForecastCallback(pl.Callback):
 
     def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
                  target_epoch: int | None = None, threshold: float | None = None,
-                 confidence: float = 0.9, min_epochs: int = 3, patience: int = 1,
+                 confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
                  study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,

@@ -209,7 +209,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
             >= max(2, min_epochs). Default: the planned count, as above.
         threshold: value the metric must be likely to reach at ``target_epoch``
             (fraction for accuracies). None: no threshold rule. Default None.
-        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.9.
+        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
         min_epochs: first epoch (evaluation) at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts needed to stop, >= 1. Default 1.
         study: name grouping comparable runs in the ledger (incumbent rule). Default None.
@@ -247,7 +247,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
 
     def __init__(self, monitor: str = "eval_accuracy", mode: str | None = None, *,
                  target_epoch: int | None = None, threshold: float | None = None,
-                 confidence: float = 0.9, min_epochs: int = 3, patience: int = 1,
+                 confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
                  study: str | None = None,
                  ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None,

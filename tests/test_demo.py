@@ -59,7 +59,7 @@ def test_demo_stops_the_hopeless_run_by_the_incumbent_rule(framework, tmp_path):
     assert report.epochs_saved == 3 and report.epochs_budget == 18
 
     text = out.getvalue()
-    assert "[2/3] tiny-lr" in text and "STOPPED: forecast q0.9" in text
+    assert "[2/3] tiny-lr" in text and "STOPPED: forecast q0.95" in text
     table = text[text.index("#  run"):]
     assert "tiny-lr" in table and "ep 3" in table
     assert "epochs trained 15 of 18: 3 saved" in table

@@ -80,7 +80,7 @@ def test_stops_at_scripted_epoch_and_logs_everywhere(tmp_path):
 
     assert len(hist.history["loss"]) == 3                      # stopped at epoch 3 of 6
     assert cb.monitor.stopped == {"epoch": 3,
-                                  "reason": "forecast q0.9 0.2 < threshold 0.9"}
+                                  "reason": "forecast q0.95 0.2 < threshold 0.9"}
     for key in LOG_KEYS:
         assert len(hist.history[key]) == 3
     assert hist.history["esp/forecast_mean"] == pytest.approx([0.95, 0.95, 0.2])

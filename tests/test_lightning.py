@@ -115,7 +115,7 @@ def test_stops_at_scripted_epoch_and_logs_everywhere(tmp_path):
 
     assert tr.current_epoch == 3                             # epochs 1-3 ran, of 6
     assert cb.monitor.stopped == {"epoch": 3,
-                                  "reason": "forecast q0.9 0.2 < threshold 0.9"}
+                                  "reason": "forecast q0.95 0.2 < threshold 0.9"}
     assert set(LOG_KEYS) <= set(tr.logged_metrics)
     assert float(tr.logged_metrics["esp/forecast_mean"]) == pytest.approx(0.2)
     assert float(tr.logged_metrics["esp/stop"]) == 1.0

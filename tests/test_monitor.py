@@ -27,7 +27,7 @@ def test_stops_at_min_epochs_when_forecast_is_poor(monitor_factory):
     mon = monitor_factory(min_epochs=3)
     decisions = feed(mon, CURVE)
     assert [d.stop for d in decisions] == [False, False, True]
-    assert mon.stopped == {"epoch": 3, "reason": "forecast q0.9 0.5 < threshold 0.9"}
+    assert mon.stopped == {"epoch": 3, "reason": "forecast q0.95 0.5 < threshold 0.9"}
     assert mon.record.stopped == mon.stopped
     assert mon.last_decision is decisions[-1]
     assert decisions[0].reason.endswith("min_epochs 3 not reached")
@@ -165,7 +165,7 @@ def test_loss_monitor_defaults_to_min_mode(monitor_factory):
     mon = monitor_factory(monitor="eval_loss", threshold=0.5, model=constant(0.8))
     assert mon.mode == "min" and mon.record.mode == "min" and mon.metric == "val_loss"
     decisions = feed(mon, [1.0, 0.9, 0.85])
-    assert decisions[-1].stop and decisions[-1].reason == "forecast q0.1 0.8 > threshold 0.5"
+    assert decisions[-1].stop and decisions[-1].reason == "forecast q0.05 0.8 > threshold 0.5"
 
 
 def test_string_values_and_logged_epoch_are_dropped(monitor_factory):
@@ -181,13 +181,13 @@ def test_record_is_a_valid_run_record(monitor_factory):
     assert rec.run_id == "run-1" and rec.task == "unit"
     assert rec.hparams == {"learning_rate": 0.01}
     assert rec.meta == {"train_size": 500, "max_epochs": 20}
-    assert rec.stopped == {"epoch": 3, "reason": "forecast q0.9 0.5 < threshold 0.9"}
+    assert rec.stopped == {"epoch": 3, "reason": "forecast q0.95 0.5 < threshold 0.9"}
     assert [f["at_epoch"] for f in rec.forecasts] == [1, 2, 3]
     assert rec.forecasts[-1] == {"at_epoch": 3, "target_epoch": 20, "mean": 0.5,
                                  "quantiles": {q: 0.5 for q in
                                                ("0.1", "0.25", "0.5", "0.75", "0.9")},
                                  "model": "scripted", "stop": True,
-                                 "reason": "forecast q0.9 0.5 < threshold 0.9"}
+                                 "reason": "forecast q0.95 0.5 < threshold 0.9"}
 
 
 def test_end_without_ledger_is_harmless_and_idempotent(monitor_factory):
@@ -430,7 +430,7 @@ def test_ledger_holds_epochs_forecasts_and_stop(monitor_factory, tmp_path):
     assert rec.epochs == mon.record.epochs
     assert rec.forecasts == mon.record.forecasts
     assert rec.stopped == mon.stopped == {"epoch": 3,
-                                          "reason": "forecast q0.9 0.5 < threshold 0.9"}
+                                          "reason": "forecast q0.95 0.5 < threshold 0.9"}
     assert rec.hparams == {"learning_rate": 0.1} and rec.task == "unit"
     assert rec.extra["status"] == "stopped" and rec.extra["study"] == "s"
     assert rec.extra["target_epoch"] == 20
@@ -458,7 +458,7 @@ def test_incumbent_from_the_study_stops_a_worse_run(tmp_path, monitor_factory):
     worse = monitor_factory(ledger=path, study="s", threshold=None, run_id="worse")
     decisions = feed(worse, CURVE)
     assert decisions[-1].stop and decisions[-1].epoch == 3
-    assert decisions[-1].reason == "forecast q0.9 0.5 < incumbent 0.8"
+    assert decisions[-1].reason == "forecast q0.95 0.5 < incumbent 0.8"
 
 
 def test_stopped_runs_are_no_incumbent(tmp_path, monitor_factory):

@@ -22,16 +22,30 @@ POOR = fc(0.55, 0.60, 0.66)     # q0.9 0.66: unlikely to reach 0.9
 GOOD = fc(0.88, 0.92, 0.95)     # q0.9 0.95: may well reach 0.9
 
 
+def policy(**kwargs) -> StopPolicy:
+    """A StopPolicy comparing the forecast's q0.9 (these tests' numbers assume it)."""
+    kwargs.setdefault("confidence", 0.9)
+    return StopPolicy(**kwargs)
+
+
+def test_default_confidence_compares_q095_extrapolated_past_q09() -> None:
+    pol = StopPolicy(threshold=0.9)
+    assert pol.confidence == 0.95 and pol.quantile == 0.95
+    d = pol.decide(POOR, epoch=5)
+    # q0.95 lies beyond the stored q0.9, on a normal tail from the median.
+    assert d.stop and d.reason.startswith("forecast q0.95 0.677 < threshold 0.9")
+
+
 # ----------------------------------------------------------------------------- threshold
 def test_threshold_stops_a_poor_forecast():
-    d = StopPolicy(threshold=0.9, min_epochs=3).decide(POOR, epoch=5)
+    d = policy(threshold=0.9, min_epochs=3).decide(POOR, epoch=5)
     assert d.stop and d.would_stop and d.poor
     assert d.epoch == 5 and d.forecast is POOR
     assert d.reason == "forecast q0.9 0.66 < threshold 0.9"
 
 
 def test_threshold_keeps_a_promising_run():
-    d = StopPolicy(threshold=0.9).decide(GOOD, epoch=5)
+    d = policy(threshold=0.9).decide(GOOD, epoch=5)
     assert not d.stop and not d.poor and not d.would_stop
     assert "q0.9 0.95 >= threshold 0.9" in d.reason
 
@@ -40,51 +54,51 @@ def test_confidence_picks_the_quantile():
     # q0.9 = 0.95 clears 0.9, but q0.6 (interpolated, 0.9233) does too, and q0.75 too:
     # a bar of 0.94 separates them.
     f = fc(0.88, 0.92, 0.96)
-    assert StopPolicy(threshold=0.94, confidence=0.9).decide(f, epoch=5).stop is False
-    assert StopPolicy(threshold=0.94, confidence=0.6).decide(f, epoch=5).stop is True
-    assert StopPolicy(confidence=0.75).quantile == 0.75
+    assert policy(threshold=0.94, confidence=0.9).decide(f, epoch=5).stop is False
+    assert policy(threshold=0.94, confidence=0.6).decide(f, epoch=5).stop is True
+    assert policy(confidence=0.75).quantile == 0.75
 
 
 def test_no_bar_means_no_stop():
-    d = StopPolicy().decide(POOR, epoch=10)
+    d = policy().decide(POOR, epoch=10)
     assert not d.stop and d.reason == "no bar to compare with"
 
 
 def test_no_forecast_means_no_stop():
-    d = StopPolicy(threshold=0.9).decide(None, epoch=10)
+    d = policy(threshold=0.9).decide(None, epoch=10)
     assert d == Decision(False, "no forecast", None, 10)
 
 
 # ----------------------------------------------------------------------------- incumbent
 def test_incumbent_stops_a_run_unlikely_to_beat_it():
-    d = StopPolicy().decide(POOR, epoch=5, incumbent=0.8)
+    d = policy().decide(POOR, epoch=5, incumbent=0.8)
     assert d.stop and d.reason == "forecast q0.9 0.66 < incumbent 0.8"
 
 
 def test_incumbent_beaten_keeps_running():
-    d = StopPolicy().decide(POOR, epoch=5, incumbent=0.6)
+    d = policy().decide(POOR, epoch=5, incumbent=0.6)
     assert not d.stop and "incumbent" in d.reason
 
 
 def test_threshold_is_checked_before_incumbent():
-    d = StopPolicy(threshold=0.7).decide(POOR, epoch=5, incumbent=0.5)
+    d = policy(threshold=0.7).decide(POOR, epoch=5, incumbent=0.5)
     assert d.stop and "threshold" in d.reason
-    d = StopPolicy(threshold=0.5).decide(POOR, epoch=5, incumbent=0.7)
+    d = policy(threshold=0.5).decide(POOR, epoch=5, incumbent=0.7)
     assert d.stop and "incumbent" in d.reason
 
 
 @pytest.mark.parametrize("incumbent", [None, float("nan"), float("inf")])
 def test_unusable_incumbent_is_ignored(incumbent):
-    assert not StopPolicy().decide(POOR, epoch=5, incumbent=incumbent).stop
+    assert not policy().decide(POOR, epoch=5, incumbent=incumbent).stop
 
 
 def test_use_incumbent_false_ignores_it():
-    assert not StopPolicy(use_incumbent=False).decide(POOR, epoch=5, incumbent=0.8).stop
+    assert not policy(use_incumbent=False).decide(POOR, epoch=5, incumbent=0.8).stop
 
 
 # ----------------------------------------------------------------------------- guards
 def test_min_epochs_guards_early_epochs():
-    pol = StopPolicy(threshold=0.9, min_epochs=4)
+    pol = policy(threshold=0.9, min_epochs=4)
     d = pol.decide(POOR, epoch=3)
     assert not d.stop and d.poor and not d.would_stop
     assert d.reason.endswith("min_epochs 4 not reached")
@@ -92,7 +106,7 @@ def test_min_epochs_guards_early_epochs():
 
 
 def test_patience_counts_consecutive_poor_forecasts():
-    pol = StopPolicy(threshold=0.9, min_epochs=1, patience=3)
+    pol = policy(threshold=0.9, min_epochs=1, patience=3)
     d0 = pol.decide(POOR, epoch=5, poor_streak=0)
     d1 = pol.decide(POOR, epoch=6, poor_streak=1)
     d2 = pol.decide(POOR, epoch=7, poor_streak=2)
@@ -102,27 +116,27 @@ def test_patience_counts_consecutive_poor_forecasts():
 
 
 def test_decide_is_pure():
-    pol = StopPolicy(threshold=0.9, patience=2)
+    pol = policy(threshold=0.9, patience=2)
     first = pol.decide(POOR, epoch=5, poor_streak=0)
     assert pol.decide(POOR, epoch=5, poor_streak=0) == first
 
 
 # ----------------------------------------------------------------------------- divergence
 def test_divergence_stops_at_once_even_before_min_epochs():
-    d = StopPolicy(threshold=0.9, min_epochs=10, patience=5).decide(None, epoch=2,
+    d = policy(threshold=0.9, min_epochs=10, patience=5).decide(None, epoch=2,
                                                                     diverged=True)
     assert d.stop and d.reason == "diverged" and d.poor
 
 
 def test_divergence_can_be_ignored():
-    d = StopPolicy(stop_on_divergence=False).decide(None, epoch=2, diverged=True)
+    d = policy(stop_on_divergence=False).decide(None, epoch=2, diverged=True)
     assert not d.stop and not d.would_stop
     assert d.reason == "diverged (stop_on_divergence=False)"
 
 
 # ----------------------------------------------------------------------------- dry run
 def test_dry_run_never_stops_but_says_it_would():
-    pol = StopPolicy(threshold=0.9, dry_run=True)
+    pol = policy(threshold=0.9, dry_run=True)
     d = pol.decide(POOR, epoch=5)
     assert not d.stop and d.would_stop and d.poor
     assert d.reason == "dry_run: would stop: forecast q0.9 0.66 < threshold 0.9"
@@ -133,13 +147,13 @@ def test_dry_run_never_stops_but_says_it_would():
 
 
 def test_dry_run_quiet_when_nothing_would_fire():
-    d = StopPolicy(threshold=0.9, dry_run=True).decide(GOOD, epoch=5)
+    d = policy(threshold=0.9, dry_run=True).decide(GOOD, epoch=5)
     assert not d.would_stop and "would_stop" not in d.to_dict()
 
 
 # ----------------------------------------------------------------------------- mode=min
 def test_min_mode_uses_the_low_quantile():
-    pol = StopPolicy(threshold=0.5, mode="min")
+    pol = policy(threshold=0.5, mode="min")
     assert pol.quantile == pytest.approx(0.1)
     loss = fc(0.6, 0.7, 0.9)       # even the optimistic q0.1 is above 0.5
     d = pol.decide(loss, epoch=5)
@@ -150,7 +164,7 @@ def test_min_mode_uses_the_low_quantile():
 
 
 def test_min_mode_incumbent():
-    pol = StopPolicy(mode="min")
+    pol = policy(mode="min")
     assert pol.decide(fc(0.6, 0.7, 0.9), epoch=5, incumbent=0.3).stop
     assert not pol.decide(fc(0.2, 0.7, 0.9), epoch=5, incumbent=0.3).stop
 
@@ -190,7 +204,7 @@ def test_range_is_in_message():
 
 
 def test_integral_numbers_accepted():
-    pol = StopPolicy(threshold=1, confidence=0.95, min_epochs=1, patience=1)
+    pol = policy(threshold=1, confidence=0.95, min_epochs=1, patience=1)
     assert pol.decide(POOR, epoch=1).stop
 
 
@@ -203,13 +217,13 @@ def test_log_items_before_first_forecast_are_nan():
 
 
 def test_log_items_after_a_forecast():
-    d = StopPolicy(threshold=0.9).decide(POOR, epoch=5)
+    d = policy(threshold=0.9).decide(POOR, epoch=5)
     assert d.log_items() == {"esp/forecast_mean": 0.6, "esp/forecast_q10": 0.55,
                              "esp/forecast_q90": 0.66, "esp/stop": 1.0}
 
 
 def test_decision_to_dict_is_a_run_record_forecast_entry():
-    d = StopPolicy(threshold=0.9).decide(POOR, epoch=5)
+    d = policy(threshold=0.9).decide(POOR, epoch=5)
     assert d.to_dict() == {"at_epoch": 5, "target_epoch": 50, "mean": 0.6,
                            "quantiles": {"0.1": 0.55, "0.5": 0.6, "0.9": 0.66},
                            "model": "scripted", "stop": True,

@@ -130,7 +130,7 @@ def test_stops_at_min_epochs_logs_and_ledger(tmp_path: Path) -> None:
 
     assert trainer.state.epoch == pytest.approx(3.0)
     assert len(eval_rows(trainer)) == 3
-    assert cb.stopped == {"epoch": 3, "reason": "forecast q0.9 0.2 < threshold 0.9"}
+    assert cb.stopped == {"epoch": 3, "reason": "forecast q0.95 0.2 < threshold 0.9"}
     rows = esp_rows(trainer)
     assert [r["esp/index"] for r in rows] == [1, 2, 3]
     assert [r["esp/stop"] for r in rows] == [0.0, 0.0, 1.0]
@@ -361,7 +361,7 @@ def test_two_ranks_stop_together(tmp_path: Path) -> None:
     assert [r["epoch"] for r in results] == [pytest.approx(3.0)] * 2
     assert results[0]["rows"] == results[1]["rows"] == [1, 2, 3]
     assert results[0]["stopped"]["epoch"] == results[1]["stopped"]["epoch"] == 3
-    assert results[1]["stopped"]["reason"].startswith("rank 0: forecast q0.9 0.2")
+    assert results[1]["stopped"]["reason"].startswith("rank 0: forecast q0.95 0.2")
     with Ledger(tmp_path / "l.db") as led:
         (stored,) = led.records()  # rank 0 alone wrote it
     assert [r["epoch"] for r in stored.epochs] == [1, 2, 3]

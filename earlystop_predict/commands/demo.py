@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="val accuracy a run must be likely to reach, in [0, 1] "
                              "(default none: the incumbent rule only)")
-    parser.add_argument("--confidence", type=float, default=0.9,
+    parser.add_argument("--confidence", type=float, default=0.95,
                         help="quantile level that must clear the bar, in (0.5, 1) "
-                             "(default 0.9)")
+                             "(default 0.95)")
     parser.add_argument("--min-epochs", type=int, default=5,
                         help="first epoch a run may be stopped at (default 5)")
     parser.add_argument("--patience", type=int, default=1,

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runs-per-order", type=int, default=None,
                         help="runs drawn per order (default all runs of the task)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default 0)")
-    parser.add_argument("--confidence", type=float, default=0.9,
-                        help="StopPolicy confidence in (0.5, 1) (default 0.9)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="StopPolicy confidence in (0.5, 1) (default 0.95)")
     parser.add_argument("--min-epochs", type=int, default=3,
                         help="first epoch a policy may stop at (default 3)")
     parser.add_argument("--patience", type=int, default=1,

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="augmented prefixes per curve for LightGBM (6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (all)")
+    p.add_argument("--refit-from", default=None, metavar="DIR",
+                   help="refit on train + validation tasks with the recipe, boosting rounds "
+                        "and calibration of the split run in DIR")
     p.set_defaults(func=run)
 
 
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lgbm_draws < 1:
         raise ConfigError("--lgbm-draws", "an integer >= 1", args.lgbm_draws)
     train_bundle(args.output, lcbench=args.lcbench, lstm_epochs=args.lstm_epochs,
-                 lgbm_draws=args.lgbm_draws, seed=args.seed, threads=args.threads)
+                 lgbm_draws=args.lgbm_draws, seed=args.seed, threads=args.threads,
+                 refit_from=args.refit_from)
     print(f"wrote {args.output}/manifest.json")
     return 0

@@ -56,35 +56,45 @@ def build_dataset(data: LCBench, static: np.ndarray, rows: np.ndarray, rng: np.r
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def train_lgbm(data: LCBench, static: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
-               *, draws: int = 6, rounds: int = 600, seed: int = 0,
+def train_lgbm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
+               val_rows: np.ndarray | None, *, draws: int = 6, rounds: int = 600,
+               fixed_rounds: dict[str, int] | None = None, seed: int = 0,
                progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> LGBMForecaster:
-    """Fit the mean (L2) and quantile boosters, early-stopped on ``val_rows``."""
+    """Fit the mean (L2) and quantile boosters, early-stopped on ``val_rows``; with
+    ``val_rows=None`` (a refit) each booster runs ``fixed_rounds[name]`` rounds and
+    keeps unit calibration (the caller sets it)."""
     import lightgbm as lgb
 
     rng = np.random.default_rng(seed)
     x, y = build_dataset(data, static, train_rows, rng, draws=draws)
-    xv, yv = build_dataset(data, static, val_rows, np.random.default_rng(seed + 1), draws=1)
     if progress:
-        progress(f"lightgbm: {len(y)} training samples, {len(yv)} validation")
+        progress(f"lightgbm: {len(y)} training samples")
     base = {"learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 200,
             "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1,
             "max_bin": 127, "verbose": -1, "seed": seed,
             "num_threads": threads or (os.cpu_count() or 2)}
     dtrain = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    dval = lgb.Dataset(xv, yv, reference=dtrain)
+    if val_rows is not None:
+        xv, yv = build_dataset(data, static, val_rows, np.random.default_rng(seed + 1), draws=1)
+        dval = lgb.Dataset(xv, yv, reference=dtrain)
     boosters = {}
     specs = [("mean", {"objective": "regression"})] + [
         (qkey(q), {"objective": "quantile", "alpha": q}) for q in QUANTILES]
     for name, obj in specs:
-        booster = lgb.train({**base, **obj}, dtrain, num_boost_round=rounds, valid_sets=[dval],
-                            callbacks=[lgb.early_stopping(30, verbose=False)])
+        if val_rows is None:
+            n = (fixed_rounds or {}).get(name, rounds)
+            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=n)
+        else:
+            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=rounds,
+                                valid_sets=[dval],
+                                callbacks=[lgb.early_stopping(30, verbose=False)])
         boosters[name] = booster
         if progress:
             progress(f"lightgbm {name}: {booster.best_iteration} rounds")
     model = LGBMForecaster(boosters)
-    model.calibration = fit_lgbm_calibration(model, data, static, val_rows)
+    if val_rows is not None:
+        model.calibration = fit_lgbm_calibration(model, data, static, val_rows)
     return model
 
 

@@ -200,11 +200,12 @@ def _sorted_batches(data: LCBench, static: np.ndarray, rows: np.ndarray, batch_s
 
 
 def train_lstm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
-               val_rows: np.ndarray, *, epochs: int = 30, batch_size: int = 128,
+               val_rows: np.ndarray | None, *, epochs: int = 30, batch_size: int = 128,
                lr: float = 3e-3, seed: int = 0, hidden: int = 64,
                progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> tuple[LSTMNet, dict[str, float]]:
-    """Train on ``train_rows`` (augmented), keep the best on ``val_rows`` (MAE)."""
+    """Train on ``train_rows`` (augmented), keep the best on ``val_rows`` (MAE); with
+    ``val_rows=None`` (a refit on every task) keep the last epoch's weights."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2)))
     rng = np.random.default_rng(seed)
@@ -230,17 +231,18 @@ def train_lstm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
             total += float(loss.detach())
             bar.update(1)
         net.eval()
-        mae = _eval_mae(net, data, static, val_rows)
+        mae = _eval_mae(net, data, static, val_rows) if val_rows is not None else -float(ep)
         history[f"epoch{ep + 1}_val_mae"] = mae
         if mae < best[0]:
             best = (mae, {k: v.clone() for k, v in net.state_dict().items()})
-        msg = f"lstm epoch {ep + 1}/{epochs} loss {total:.3f} val MAE {mae:.4f}"
-        bar.set_postfix_str(f"val MAE {mae:.4f}")
+        msg = f"lstm epoch {ep + 1}/{epochs} loss {total:.3f}" + (
+            f" val MAE {mae:.4f}" if val_rows is not None else "")
+        bar.set_postfix_str(msg)
         if progress:
             progress(msg)
     bar.close()
     net.load_state_dict(best[1])
-    return net, {"val_mae": best[0]}
+    return net, {"val_mae": best[0] if val_rows is not None else float("nan")}
 
 
 def _progress_bar(total: int):  # noqa: ANN202 - tqdm or a silent stand-in

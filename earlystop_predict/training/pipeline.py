@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import sha256_file, write_manifest
+from ..artifacts import artifact_path, read_manifest, sha256_file, write_manifest
 from ..forecaster import AutoForecaster
 from ..lgbm import LGBMForecaster
 from ..lstm import LSTMForecaster, LSTMWeights
@@ -46,9 +46,16 @@ def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
 
 def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
                  lstm_epochs: int = 20, lgbm_draws: int = 6, seed: int = 0,
-                 threads: int | None = None,
+                 threads: int | None = None, refit_from: str | os.PathLike[str] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train both models and write a complete model directory at ``output``."""
+    """Train both models and write a complete model directory at ``output``.
+
+    With ``refit_from`` (a directory this function wrote from the train/validation
+    split), both models are refitted on the training *and* validation tasks with the
+    same recipe: the LSTM for the same epochs, each booster for the rounds early
+    stopping chose there, and the interval calibration fitted there on the
+    validation tasks is kept (out-of-task, so still honest). Held-out tasks stay
+    held out either way."""
     from .data import static_matrix
     from .lgbm_train import train_lgbm
     from .lstm_train import fit_calibration, save_lstm, train_lstm
@@ -58,18 +65,31 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
     t0 = time.time()
     data = load_lcbench(lcbench)
     static = static_matrix(data)
-    tr = np.where(np.isin(data.task_id, train_tasks(data)))[0]
+    fit_tasks = train_tasks(data) + (list(VAL_TASKS) if refit_from else [])
+    tr = np.where(np.isin(data.task_id, fit_tasks))[0]
     va = np.where(np.isin(data.task_id, VAL_TASKS))[0]
     progress(f"corpus: {len(data.task_id)} curves; train {len(tr)} rows on "
-             f"{len(train_tasks(data))} tasks, validation {len(va)} on {len(VAL_TASKS)}, "
-             f"held out {len(TEST_TASKS)} tasks")
-    net, info = train_lstm(data, static, tr, va[::3], epochs=lstm_epochs, seed=seed,
-                           threads=threads, progress=progress)
-    calib = fit_calibration(net, data, static, va)
+             f"{len(fit_tasks)} tasks" + ("" if refit_from else
+                                          f", validation {len(va)} on {len(VAL_TASKS)}")
+             + f", held out {len(TEST_TASKS)} tasks")
+    if refit_from:
+        ref = read_manifest(refit_from)
+        ref_lstm = LSTMWeights.load(artifact_path(refit_from, ref, "lstm"))
+        ref_lgbm = LGBMForecaster.from_dir(refit_from, ref)
+        lstm_epochs = int(ref.get("lstm", {}).get("epochs", lstm_epochs))
+        lgbm_draws = int(ref.get("lightgbm", {}).get("draws", lgbm_draws))
+    net, info = train_lstm(data, static, tr, None if refit_from else va[::3],
+                           epochs=lstm_epochs, seed=seed, threads=threads, progress=progress)
+    calib = ref_lstm.calib if refit_from else fit_calibration(net, data, static, va)
     save_lstm(net, calib, out / "lstm.npz")
     progress(f"lstm: val MAE {info['val_mae']:.4f}, calibration {calib.round(3).tolist()}")
-    lgbm = train_lgbm(data, static, tr, va, draws=lgbm_draws, seed=seed, threads=threads,
-                      progress=progress)
+    lgbm = train_lgbm(data, static, tr, None if refit_from else va, draws=lgbm_draws,
+                      seed=seed, threads=threads, progress=progress,
+                      fixed_rounds={name: b.current_iteration()
+                                    for name, b in ref_lgbm.boosters.items()}
+                      if refit_from else None)
+    if refit_from:
+        lgbm.calibration = ref_lgbm.calibration
     lgbm.save(out / "lgbm.txt.gz")
     manifest: dict[str, Any] = {
         "version": _dt.date.today().isoformat(),
@@ -81,7 +101,7 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
         },
         "training_data": {
             "corpus": "LCBench surrogate (YAHPO Gym), shared/data/lcbench_surrogate",
-            "curves": int(len(data.task_id)), "train_tasks": train_tasks(data),
+            "curves": int(len(data.task_id)), "train_tasks": fit_tasks,
             "validation_tasks": list(VAL_TASKS), "held_out_tasks": list(TEST_TASKS),
             "split": "by task", "augmentation": "horizons 8-120 (time warp), binomial + jitter "
             "noise on inputs, random hparam/meta masking, random E and M",
@@ -91,10 +111,14 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
                  LSTMWeights.load(out / "lstm.npz").max_target},
         "lightgbm": {"calibration": lgbm.calibration.tolist(), "draws": lgbm_draws},
         "seed": seed,
+        "refit_from": None if refit_from is None else {
+            "version": ref.get("version"), "train_tasks": ref["training_data"]["train_tasks"],
+            "lstm_val_mae": ref.get("lstm", {}).get("val_mae"),
+            "held_out": ref.get("held_out"),
+            "note": "refitted on train + validation tasks; calibration from that split run"},
     }
     write_manifest(out, manifest)
     progress("scoring on held-out tasks...")
-    from ..artifacts import read_manifest
 
     m = read_manifest(out)
     lstm_model = LSTMForecaster.from_dir(out, m)

@@ -1,0 +1,98 @@
+"""Issue acceptance with the real bundled accModel, one real tiny training per framework.
+
+An unreachable threshold (0.999 at the planned last epoch) makes the bundled LSTM's
+forecast poor from the first epoch on, so each callback must stop the run at
+``min_epochs``, well before its planned end, and leave its forecasts in the
+framework's own log and in the ledger export; with ``dry_run=True`` the run goes
+to the end with the same forecasts recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from earlystop_predict.cli import main
+
+EPOCHS, MIN_EPOCHS = 8, 2
+
+
+def export(ledger: Path, tmp_path: Path) -> list[dict]:
+    out = tmp_path / "export.jsonl"
+    assert main(["ledger", "export", "--ledger", str(ledger), "--format", "jsonl",
+                 "--output", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def check_run(rows: list[dict], *, stopped: bool) -> list[float]:
+    (run,) = rows
+    forecasts = [f for f in run["forecasts"] if "mean" in f]
+    assert forecasts and {f["model"] for f in forecasts} == {"lstm"}
+    assert all(f["target_epoch"] == EPOCHS for f in forecasts)
+    if stopped:
+        assert run["stopped"]["epoch"] == MIN_EPOCHS
+        assert "threshold 0.999" in run["stopped"]["reason"]
+        assert len(run["epochs"]) == MIN_EPOCHS
+    else:
+        assert run["stopped"] is None and len(run["epochs"]) == EPOCHS
+        assert any(f.get("would_stop") for f in run["forecasts"])
+    return [f["mean"] for f in forecasts]
+
+
+def test_keras_unreachable_threshold(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    from test_keras import build, data
+
+    from earlystop_predict.integrations.keras import KerasForecastCallback
+
+    means = {}
+    for dry in (False, True):
+        ledger = tmp_path / f"keras-{dry}.db"
+        cb = KerasForecastCallback("val_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+                                   ledger=ledger, dry_run=dry, run_id="k")
+        x, y = data()
+        hist = build().fit(x, y, validation_split=0.25, epochs=EPOCHS, batch_size=16,
+                           verbose=0, callbacks=[cb])
+        assert len(hist.history["esp/forecast_mean"]) == (EPOCHS if dry else MIN_EPOCHS)
+        means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
+    assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
+
+
+def test_lightning_unreachable_threshold(tmp_path: Path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    from test_lightning import TinyModule, loaders, trainer
+
+    from earlystop_predict.integrations.lightning import LightningForecastCallback
+
+    means = {}
+    for dry in (False, True):
+        ledger = tmp_path / f"pl-{dry}.db"
+        cb = LightningForecastCallback("val_acc", threshold=0.999, min_epochs=MIN_EPOCHS,
+                                       ledger=ledger, dry_run=dry, run_id="l")
+        pl.seed_everything(0, verbose=False)  # the same curve both times
+        tr = trainer(cb, max_epochs=EPOCHS)
+        tr.fit(TinyModule(), *loaders())
+        assert tr.current_epoch == (EPOCHS if dry else MIN_EPOCHS)
+        assert "esp/forecast_mean" in tr.callback_metrics
+        means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
+    assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
+
+
+def test_hf_unreachable_threshold(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from test_transformers import esp_rows, make_trainer
+
+    from earlystop_predict.integrations.transformers import HFForecastCallback
+
+    means = {}
+    for dry in (False, True):
+        ledger = tmp_path / f"hf-{dry}.db"
+        cb = HFForecastCallback("eval_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+                                ledger=ledger, dry_run=dry, run_id="h")
+        trainer = make_trainer(tmp_path / str(dry), [cb], num_train_epochs=EPOCHS)
+        trainer.train()
+        assert len(esp_rows(trainer)) == (EPOCHS if dry else MIN_EPOCHS)
+        means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
+    assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
