@@ -58,7 +58,7 @@ def main() -> None:
         ms = timed(fn, queries)
         rows.append([name, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
                      1e3 / float(np.mean(ms))])
-    print(f"{len(queries)} single forecasts, E in {prefix}, target 52, one thread of "
+    print(f"{len(queries)} single forecasts, E in {prefix}, target 52, a machine of "
           f"{os.cpu_count()} CPUs")
     print_table("one forecast per call", ["method", "p50 (ms)", "p99 (ms)", "calls/s"], rows)
     batch = [queries[i % len(queries)] for i in range(args.batch)]

@@ -41,7 +41,7 @@ def as_table(calibration: object) -> np.ndarray:
 
 def apply(q: np.ndarray, observed_frac: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Calibrate quantiles ``(B, 5)`` given each row's observed fraction E / planned."""
-    b = np.clip(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0, len(EDGES) - 1)
+    b = np.maximum(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0)
     return scale(q, table[b, 0], table[b, 1])
 
 

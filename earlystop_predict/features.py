@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .record import RunRecord
+from .record import RunRecord, finite_or_none
 
 # --------------------------------------------------------------------------- aliases
 HPARAM_ALIASES: dict[str, str] = {
@@ -153,18 +153,8 @@ def canonical_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- encoding
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _log(value: Any, floor: float = 1e-12) -> float | None:
-    f = _num(value)
+    f = finite_or_none(value)
     return None if f is None or f <= 0 else math.log(max(f, floor))
 
 
@@ -218,7 +208,7 @@ def _encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.nd
     vec = np.zeros(STATIC_DIM, dtype=np.float32)
     for i, (name, how) in enumerate(_NUMERIC):
         raw = mt.get(name) if name in _META_NUMERIC else hp.get(name)
-        v = _log(raw) if how == "log" else _num(raw)
+        v = _log(raw) if how == "log" else finite_or_none(raw)
         if v is not None:
             c, s = _CENTER[name]
             vec[i] = min(max((v - c) / s, -5.0), 5.0)
@@ -282,11 +272,16 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """np.clip without its Python-level overhead (hot path of single forecasts)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _masked(x: np.ndarray, fn: Any = None) -> tuple[np.ndarray, np.ndarray]:
     mask = np.isfinite(x)
     v = np.where(mask, x, 0.0)
     if fn is not None:
-        v = np.where(mask, fn(np.clip(v, 0.0, None)), 0.0)
+        v = np.where(mask, fn(np.maximum(v, 0.0)), 0.0)
     return v, mask.astype(np.float32)
 
 
@@ -310,8 +305,8 @@ def encode_sequence(target: np.ndarray, val_loss: np.ndarray, train_acc: np.ndar
     draw = np.where(np.isfinite(best), best - filled, 0.0)
     ep = np.asarray(epoch, dtype=np.float64)
     t = np.asarray(max_epochs, dtype=np.float64).reshape(-1, 1)
-    out = np.stack([tv, tm, np.clip(lv, 0, 5), lm, av, am, np.clip(sv, 0, 5), sm,
-                    np.clip(ep / t, 0, 2), np.log(np.maximum(ep, 1)) / 4.0, delta * 10.0,
+    out = np.stack([tv, tm, _clip(lv, 0, 5), lm, av, am, _clip(sv, 0, 5), sm,
+                    _clip(ep / t, 0, 2), np.log(np.maximum(ep, 1)) / 4.0, delta * 10.0,
                     draw * 10.0], axis=-1)
     return out.astype(np.float32)
 
@@ -322,7 +317,7 @@ def encode_query(observed: np.ndarray, target_epoch: np.ndarray, max_epochs: np.
     e = np.asarray(observed, dtype=np.float64)
     m = np.asarray(target_epoch, dtype=np.float64)
     t = np.asarray(max_epochs, dtype=np.float64)
-    out = np.stack([np.clip(e / t, 0, 2), np.clip(m / t, 0, 2), np.clip((m - e) / t, 0, 2),
+    out = np.stack([_clip(e / t, 0, 2), _clip(m / t, 0, 2), _clip((m - e) / t, 0, 2),
                     np.log(np.maximum(m, 1.0)) / 4.0, np.log(np.maximum(m - e, 0.0) + 1.0) / 4.0,
                     last, best, mean_last3],
                    axis=-1)

@@ -104,7 +104,6 @@ class LSTMWeights:
         Rows are run longest first so that each step computes only the sequences
         still going: the work is the sum of the lengths, not batch x longest.
         """
-        H = self.hidden
         f32 = np.float32
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
@@ -114,10 +113,38 @@ class LSTMWeights:
         L = int(lens[0])
         xw = np.ascontiguousarray(
             (seq[order, :L].astype(f32) @ self._W_ih + self._b).transpose(1, 0, 2))
+        if len(lens) == 1:
+            out = self._run_one(xw[:, 0], h[0], c[0])[None, :]
+        else:
+            out = np.empty_like(h)
+            out[order] = self._run_many(xw, h, c, lens)
+        z = np.concatenate([out, static, query.astype(f32)], axis=1)
+        (W1, b1), (W2, b2), (W3, b3) = self._head
+        z = np.maximum(z @ W1 + b1, 0.0)
+        z = np.maximum(z @ W2 + b2, 0.0)
+        return (z @ W3 + b3).astype(np.float64)
+
+
+    def _run_one(self, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """The recurrence for one sequence ``(L, 4H)``: fewest numpy calls per step."""
+        H = self.hidden
+        W_hh = self._W_hh
+        for x in xw:
+            g = np.tanh(h @ W_hh + x)
+            s = g * 0.5 + 0.5  # i, f, o as sigmoids; g[2H:3H] is the cell input
+            c = s[H:2 * H] * c + s[:H] * g[2 * H:3 * H]
+            h = s[3 * H:] * np.tanh(c)
+        return h
+
+    def _run_many(self, xw: np.ndarray, h: np.ndarray, c: np.ndarray,
+                  lens: np.ndarray) -> np.ndarray:
+        """The recurrence for rows sorted longest first; last hidden state of each row."""
+        H = self.hidden
+        L = xw.shape[0]
         last = np.empty_like(h)
         # Rows still going at step t (lengths sorted longest first): the first active[t].
         active = len(lens) - np.searchsorted(lens[::-1], np.arange(L), side="right")
-        g_buf = np.empty((len(lens), 4 * H), dtype=f32)
+        g_buf = np.empty((len(lens), 4 * H), dtype=np.float32)
         for t in range(L):
             n = int(active[t])
             g = g_buf[:n]
@@ -130,13 +157,7 @@ class LSTMWeights:
             done = lens[:n] == t + 1
             if done.any():
                 last[:n][done] = h[done]
-        out = np.empty_like(last)
-        out[order] = last
-        z = np.concatenate([out, static, query.astype(f32)], axis=1)
-        (W1, b1), (W2, b2), (W3, b3) = self._head
-        z = np.maximum(z @ W1 + b1, 0.0)
-        z = np.maximum(z @ W2 + b2, 0.0)
-        return (z @ W3 + b3).astype(np.float64)
+        return last
 
 
 def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, np.ndarray]:
@@ -217,7 +238,7 @@ class LSTMForecaster(Forecaster):
         out = self.weights.forward(x["seq"], x["static"], x["query"], x["lengths"])
         mean, q = head_transform(out, x["query"][:, LAST])
         q = calibration.apply(q, x["query"][:, OBSERVED_FRAC], self.weights.calib)
-        return np.clip(mean, 0.0, 1.0), np.clip(q, 0.0, 1.0)
+        return np.minimum(np.maximum(mean, 0.0), 1.0), np.minimum(np.maximum(q, 0.0), 1.0)
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 import uuid
@@ -31,23 +30,13 @@ from .errors import ConfigError, ForecastUnavailableError, MetricNotFoundError
 from .features import canonical_hparams, canonical_meta, canonical_metric, canonical_metrics
 from .forecaster import Forecast, Forecaster
 from .policy import Decision, StopPolicy
-from .record import RunRecord, default_mode
+from .record import RunRecord, default_mode, finite_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ledger import Ledger
 
 STATE_VERSION = 1
 _LOSS_KEYS = ("train_loss", "val_loss")
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
@@ -213,7 +202,7 @@ class ForecastMonitor:
         for key, value in canonical_metrics(metrics).items():
             if isinstance(value, str) or key == "epoch":
                 continue
-            row[key] = _finite(value)
+            row[key] = finite_or_none(value)
             if row[key] is None and value is not None and (key == self.metric
                                                            or key in _LOSS_KEYS):
                 diverged = True  # NaN/inf in the target or a loss

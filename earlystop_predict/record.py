@@ -44,8 +44,8 @@ def default_mode(metric: str) -> str:
     return "min" if ("loss" in n or "error" in n or "perplexity" in n) else "max"
 
 
-def _clean_number(value: Any) -> float | None:
-    """A finite float, or None for missing/NaN/inf values (kept as missing)."""
+def finite_or_none(value: Any) -> float | None:
+    """A finite float, or None for missing, non-numeric, NaN or inf values (and bools)."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -103,7 +103,7 @@ class RunRecord:
         """Values of metric ``name`` per epoch row, NaN where missing."""
         out = np.full(len(self.epochs), np.nan)
         for i, row in enumerate(self.epochs):
-            v = _clean_number(row.get(name))
+            v = finite_or_none(row.get(name))
             if v is not None:
                 out[i] = v
         return out
@@ -116,7 +116,7 @@ class RunRecord:
         try:
             out = np.array(flat, dtype=np.float64)
         except (TypeError, ValueError):  # None or a stray string somewhere: slow path
-            out = np.array([v if (v := _clean_number(x)) is not None else nan for x in flat],
+            out = np.array([v if (v := finite_or_none(x)) is not None else nan for x in flat],
                            dtype=np.float64)
         out = out.reshape(len(self.epochs), len(names))
         out[~np.isfinite(out)] = np.nan
@@ -124,7 +124,7 @@ class RunRecord:
 
     def has_finite(self, name: str) -> bool:
         """Whether any epoch row holds a finite value of ``name``."""
-        return any(_clean_number(row.get(name)) is not None for row in self.epochs)
+        return any(finite_or_none(row.get(name)) is not None for row in self.epochs)
 
     def epoch_numbers(self) -> np.ndarray:
         """The ``epoch`` field of each row, as int array."""
@@ -138,7 +138,7 @@ class RunRecord:
 
     def final_value(self) -> float | None:
         """The target metric at the last epoch held, None if missing."""
-        return _clean_number(self.epochs[-1].get(self.metric)) if self.epochs else None
+        return finite_or_none(self.epochs[-1].get(self.metric)) if self.epochs else None
 
     # --------------------------------------------------------------- validation
     def validate(self, *, line: int | None = None, source: str | None = None,

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
@@ -31,17 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._imports import require
-from .record import RunRecord
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+from .record import RunRecord, finite_or_none
 
 
 def target_epoch_of(record: RunRecord) -> int | None:
@@ -50,10 +39,10 @@ def target_epoch_of(record: RunRecord) -> int | None:
     if isinstance(t, int) and not isinstance(t, bool) and t >= 1:
         return t
     targets = Counter(int(f["target_epoch"]) for f in record.forecasts
-                      if isinstance(f, dict) and _num(f.get("target_epoch")) is not None)
+                      if isinstance(f, dict) and finite_or_none(f.get("target_epoch")) is not None)
     if targets:
         return targets.most_common(1)[0][0]
-    planned = _num(record.meta.get("max_epochs"))
+    planned = finite_or_none(record.meta.get("max_epochs"))
     return int(planned) if planned is not None and planned >= 1 else None
 
 
@@ -61,7 +50,7 @@ def realized_value(record: RunRecord, epoch: int) -> float | None:
     """The target metric at ``epoch``, None if the run has no such epoch row."""
     for row in record.epochs:
         if int(row["epoch"]) == epoch:
-            return _num(row.get(record.metric))
+            return finite_or_none(row.get(record.metric))
     return None
 
 
@@ -87,14 +76,14 @@ def forecast_points(record: RunRecord, target_epoch: int) -> list[ForecastPoint]
     for f in record.forecasts:
         if not isinstance(f, dict):
             continue
-        at, mean = _num(f.get("at_epoch")), _num(f.get("mean"))
-        if at is None or mean is None or _num(f.get("target_epoch")) != target_epoch:
+        at, mean = finite_or_none(f.get("at_epoch")), finite_or_none(f.get("mean"))
+        if at is None or mean is None or finite_or_none(f.get("target_epoch")) != target_epoch:
             continue
         if at >= target_epoch:
             continue
         qs = {}
         for k, v in (f.get("quantiles") or {}).items():
-            lv, fv = _num(k), _num(v)
+            lv, fv = finite_or_none(k), finite_or_none(v)
             if lv is not None and fv is not None:
                 qs[lv] = fv
         out.append(ForecastPoint(int(at), mean, dict(sorted(qs.items()))))
@@ -147,12 +136,12 @@ def evaluate(records: Iterable[RunRecord]) -> list[RunReport]:
             cov = float(np.mean(inside)) if inside else None
         stopped = rec.stopped.get("epoch") if isinstance(rec.stopped, dict) else None
         would = next((int(f["at_epoch"]) for f in rec.forecasts if isinstance(f, dict)
-                      and f.get("would_stop") and _num(f.get("at_epoch")) is not None), None)
+                      and f.get("would_stop") and finite_or_none(f.get("at_epoch")) is not None), None)
         status = rec.extra.get("status")
         out.append(RunReport(run_id=rec.run_id, metric=rec.metric, target_epoch=target,
                              realized=realized, n_forecasts=len(points), mae=mae,
                              coverage80=cov,
-                             stopped_epoch=int(stopped) if _num(stopped) is not None else None,
+                             stopped_epoch=int(stopped) if finite_or_none(stopped) is not None else None,
                              would_stop_epoch=would, last_epoch=rec.last_epoch,
                              status=status if isinstance(status, str) else None))
     return out
@@ -259,7 +248,7 @@ def plot_fan(record: RunRecord, path: str | os.PathLike[str]) -> Path:
     if realized is not None:
         ax.axhline(realized, color="C2", ls="--", lw=1, label=f"realized {realized:.4g}")
         ax.plot([target], [realized], marker="*", color="C2", ms=10)
-    if isinstance(record.stopped, dict) and _num(record.stopped.get("epoch")) is not None:
+    if isinstance(record.stopped, dict) and finite_or_none(record.stopped.get("epoch")) is not None:
         ax.axvline(float(record.stopped["epoch"]), color="C3", ls=":", lw=1, label="stopped")
     ax.set_xlabel("epoch (forecasts: epoch made at)")
     ax.set_ylabel(record.metric)
