@@ -41,58 +41,57 @@ def check_run(rows: list[dict], *, stopped: bool) -> list[float]:
     return [f["mean"] for f in forecasts]
 
 
-def test_keras_unreachable_threshold(tmp_path: Path) -> None:
+def run_keras(ledger: Path, dry: bool, tmp_path: Path) -> int:
+    """A real Keras fit; returns how many epochs carry ``esp/*`` in History."""
     pytest.importorskip("keras")
     from test_keras import build, data
 
     from earlystop_predict.integrations.keras import KerasForecastCallback
 
-    means = {}
-    for dry in (False, True):
-        ledger = tmp_path / f"keras-{dry}.db"
-        cb = KerasForecastCallback("val_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
-                                   ledger=ledger, dry_run=dry, run_id="k")
-        x, y = data()
-        hist = build().fit(x, y, validation_split=0.25, epochs=EPOCHS, batch_size=16,
-                           verbose=0, callbacks=[cb])
-        assert len(hist.history["esp/forecast_mean"]) == (EPOCHS if dry else MIN_EPOCHS)
-        means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
-    assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
+    cb = KerasForecastCallback("val_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+                               ledger=ledger, dry_run=dry, run_id="k")
+    x, y = data()
+    hist = build().fit(x, y, validation_split=0.25, epochs=EPOCHS, batch_size=16, verbose=0,
+                       callbacks=[cb])
+    return len(hist.history["esp/forecast_mean"])
 
 
-def test_lightning_unreachable_threshold(tmp_path: Path) -> None:
+def run_lightning(ledger: Path, dry: bool, tmp_path: Path) -> int:
+    """A real Lightning fit; returns the epochs trained (esp/* must be logged)."""
     pl = pytest.importorskip("lightning.pytorch")
     from test_lightning import TinyModule, loaders, trainer
 
     from earlystop_predict.integrations.lightning import LightningForecastCallback
 
-    means = {}
-    for dry in (False, True):
-        ledger = tmp_path / f"pl-{dry}.db"
-        cb = LightningForecastCallback("val_acc", threshold=0.999, min_epochs=MIN_EPOCHS,
-                                       ledger=ledger, dry_run=dry, run_id="l")
-        pl.seed_everything(0, verbose=False)  # the same curve both times
-        tr = trainer(cb, max_epochs=EPOCHS)
-        tr.fit(TinyModule(), *loaders())
-        assert tr.current_epoch == (EPOCHS if dry else MIN_EPOCHS)
-        assert "esp/forecast_mean" in tr.callback_metrics
-        means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
-    assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
+    cb = LightningForecastCallback("val_acc", threshold=0.999, min_epochs=MIN_EPOCHS,
+                                   ledger=ledger, dry_run=dry, run_id="l")
+    pl.seed_everything(0, verbose=False)  # the same curve both times
+    tr = trainer(cb, max_epochs=EPOCHS)
+    tr.fit(TinyModule(), *loaders())
+    assert "esp/forecast_mean" in tr.callback_metrics
+    return tr.current_epoch
 
 
-def test_hf_unreachable_threshold(tmp_path: Path) -> None:
+def run_hf(ledger: Path, dry: bool, tmp_path: Path) -> int:
+    """A real HF Trainer.train(); returns how many esp/* rows are in log_history."""
     pytest.importorskip("transformers")
     from test_transformers import esp_rows, make_trainer
 
     from earlystop_predict.integrations.transformers import HFForecastCallback
 
+    cb = HFForecastCallback("eval_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+                            ledger=ledger, dry_run=dry, run_id="h")
+    trainer = make_trainer(tmp_path / f"hf-{dry}", [cb], num_train_epochs=EPOCHS)
+    trainer.train()
+    return len(esp_rows(trainer))
+
+
+@pytest.mark.parametrize("run", [run_keras, run_lightning, run_hf],
+                         ids=["keras", "lightning", "transformers"])
+def test_unreachable_threshold_stops_early_and_dry_run_does_not(run, tmp_path: Path) -> None:
     means = {}
     for dry in (False, True):
-        ledger = tmp_path / f"hf-{dry}.db"
-        cb = HFForecastCallback("eval_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
-                                ledger=ledger, dry_run=dry, run_id="h")
-        trainer = make_trainer(tmp_path / str(dry), [cb], num_train_epochs=EPOCHS)
-        trainer.train()
-        assert len(esp_rows(trainer)) == (EPOCHS if dry else MIN_EPOCHS)
+        ledger = tmp_path / f"ledger-{dry}.db"
+        assert run(ledger, dry, tmp_path) == (EPOCHS if dry else MIN_EPOCHS)
         means[dry] = check_run(export(ledger, tmp_path), stopped=not dry)
     assert means[True][:MIN_EPOCHS] == pytest.approx(means[False], abs=1e-6)
