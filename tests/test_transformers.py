@@ -365,3 +365,16 @@ def test_two_ranks_stop_together(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as led:
         (stored,) = led.records()  # rank 0 alone wrote it
     assert [r["epoch"] for r in stored.epochs] == [1, 2, 3]
+
+
+def test_optimizer_passed_to_the_trainer_wins_over_the_arguments(tmp_path: Path) -> None:
+    model = tiny_bert()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.7, weight_decay=1e-3)
+    cb = HFForecastCallback("eval_accuracy", threshold=0.9, min_epochs=3, model=constant(0.2))
+    Trainer(model=model, args=train_args(tmp_path, num_train_epochs=3),
+            train_dataset=TinyDataset(64, 0), eval_dataset=TinyDataset(32, 1),
+            compute_metrics=accuracy, callbacks=[cb], optimizers=(sgd, None)).train()
+    hp = cb.monitor.record.hparams
+    assert hp["optimizer"] == "sgd"
+    assert hp["learning_rate"] == pytest.approx(0.03) and hp["momentum"] == pytest.approx(0.7)
+    assert hp["weight_decay"] == pytest.approx(1e-3)
