@@ -194,12 +194,12 @@ class ForecastMonitor:
         """
         if not self._started:
             self.begin(resume=self._restored)
-        metrics = dict(metrics)
-        if self.monitor not in metrics and self.metric not in canonical_metrics(metrics):
+        canon = canonical_metrics(metrics)
+        if self.metric not in canon:
             raise MetricNotFoundError(self.monitor, metrics)
         row: dict[str, Any] = {"epoch": int(epoch)}
         diverged = False
-        for key, value in canonical_metrics(metrics).items():
+        for key, value in canon.items():
             if isinstance(value, str) or key == "epoch":
                 continue
             row[key] = finite_or_none(value)
