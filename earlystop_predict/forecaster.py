@@ -100,6 +100,13 @@ class Forecast:
         return out
 
 
+def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
+                          mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
+    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles."""
+    return [Forecast(m, dict(zip(QKEYS, qs, strict=True)), model, "", rec.n_epochs, t)
+            for rec, t, m, qs in zip(records, targets, mean.tolist(), q.tolist(), strict=True)]
+
+
 def _check_target(record: RunRecord, target_epoch: int) -> int:
     if isinstance(target_epoch, bool) or not isinstance(target_epoch, (int, np.integer)):
         raise ConfigError("target_epoch", "a positive integer", target_epoch)

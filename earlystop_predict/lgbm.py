@@ -24,8 +24,7 @@ import numpy as np
 from . import calibration as calib
 from .errors import ForecastUnavailableError, ModelArtifactError
 from .features import STATIC_DIM, STATIC_NAMES, record_static
-from .forecaster import QUANTILES, Forecast, Forecaster, qkey
-from .lstm import forecasts_from_arrays
+from .forecaster import QUANTILES, Forecast, Forecaster, forecasts_from_arrays, qkey
 from .record import RunRecord, is_accuracy_like
 
 HEADER = "# earlystop_predict-lgbm "

@@ -30,7 +30,7 @@ from .features import (
     prefix_stats,
     record_static,
 )
-from .forecaster import QKEYS, Forecast, Forecaster
+from .forecaster import Forecast, Forecaster, forecasts_from_arrays
 from .record import RunRecord
 
 #: Metrics the LSTM was trained on (accuracy-like fractions).
@@ -251,9 +251,3 @@ class LSTMForecaster(Forecaster):
             out.extend(forecasts_from_arrays(chunk, tchunk, mean, q, self.name))
         return out
 
-
-def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
-                          mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
-    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles."""
-    return [Forecast(m, dict(zip(QKEYS, qs, strict=True)), model, "", rec.n_epochs, t)
-            for rec, t, m, qs in zip(records, targets, mean.tolist(), q.tolist(), strict=True)]
