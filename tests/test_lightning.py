@@ -298,3 +298,17 @@ def test_ddp_ranks_stop_together_on_rank_zero_decision(tmp_path):
     assert rec.run_id == "ddp" and [r["epoch"] for r in rec.epochs] == [1, 2, 3]
     assert rec.stopped["epoch"] == 3
     assert rec.hparams["batch_size"] == 32                     # 16 per device x 2
+
+
+def test_batch_size_read_from_a_batch_sampler():
+    """A loader built from a BatchSampler has batch_size None; the sampler knows it."""
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    train, val = loaders()
+    dataset = train.dataset
+    sampled = DataLoader(dataset, batch_sampler=BatchSampler(RandomSampler(dataset), 8, False))
+    assert sampled.batch_size is None
+    cb = LightningForecastCallback("val_acc", dry_run=True, model=scripted())
+    pl.seed_everything(0, verbose=False)
+    trainer(cb, max_epochs=3).fit(TinyModule(), sampled, val)
+    assert cb.monitor.record.hparams["batch_size"] == 8
