@@ -29,6 +29,11 @@ def scale(q: np.ndarray, inner: np.ndarray | float, outer: np.ndarray | float) -
     return out
 
 
+def _bin(observed_frac: np.ndarray) -> np.ndarray:
+    """Index of each row's observed-fraction bin (below 0 counts as the first)."""
+    return np.maximum(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0)
+
+
 def as_table(calibration: object) -> np.ndarray:
     """A ``(len(EDGES), 2)`` table from a stored calibration (a bare pair is broadcast)."""
     table = np.asarray(calibration, dtype=np.float64)
@@ -41,14 +46,14 @@ def as_table(calibration: object) -> np.ndarray:
 
 def apply(q: np.ndarray, observed_frac: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Calibrate quantiles ``(B, 5)`` given each row's observed fraction E / planned."""
-    b = np.maximum(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0)
+    b = _bin(observed_frac)
     return scale(q, table[b, 0], table[b, 1])
 
 
 def fit(q: np.ndarray, y: np.ndarray, observed_frac: np.ndarray,
         clip: tuple[float, float] | None = (0.0, 1.0), min_rows: int = 200) -> np.ndarray:
     """Factors per bin giving :data:`GOALS` coverage of ``y`` (bisection, log scale)."""
-    b = np.clip(np.searchsorted(EDGES, observed_frac, side="right") - 1, 0, len(EDGES) - 1)
+    b = _bin(observed_frac)
 
     def solve(qq: np.ndarray, yy: np.ndarray, lo: int, hi: int, goal: float) -> float:
         a, z = 0.05, 20.0

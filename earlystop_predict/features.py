@@ -263,13 +263,12 @@ QUERY_NAMES: tuple[str, ...] = (
 QUERY_DIM = len(QUERY_NAMES)
 
 
-def _ffill(x: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs along the last axis; leading NaNs become 0."""
+def forward_fill(x: np.ndarray, leading: float = 0.0) -> np.ndarray:
+    """Forward-fill non-finite values along the last axis; leading ones become ``leading``."""
     mask = np.isfinite(x)
     idx = np.where(mask, np.arange(x.shape[-1]), 0)
     np.maximum.accumulate(idx, axis=-1, out=idx)
-    out = np.take_along_axis(np.where(mask, x, 0.0), idx, axis=-1)
-    return out
+    return np.take_along_axis(np.where(mask, x, leading), idx, axis=-1)
 
 
 def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -298,7 +297,7 @@ def encode_sequence(target: np.ndarray, val_loss: np.ndarray, train_acc: np.ndar
     lv, lm = _masked(val_loss, np.log1p)
     av, am = _masked(train_acc)
     sv, sm = _masked(train_loss, np.log1p)
-    filled = _ffill(target)
+    filled = forward_fill(target)
     prev = np.concatenate([filled[:, :1], filled[:, :-1]], axis=1)
     delta = np.where(tm > 0, filled - prev, 0.0)
     best = np.maximum.accumulate(np.where(np.isfinite(target), target, -np.inf), axis=1)
@@ -334,7 +333,7 @@ def prefix_stats(target: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, .
     cols = np.arange(L)[None, :]
     inside = cols < lengths[:, None]
     x = np.where(inside, target, np.nan)
-    filled = _ffill(x)
+    filled = forward_fill(x)
     rows = np.arange(b)
     last = filled[rows, lengths - 1]
     best = np.where(inside, filled, -np.inf).max(axis=1)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import calibration as calib
 from .errors import ForecastUnavailableError, ModelArtifactError
-from .features import STATIC_DIM, STATIC_NAMES, record_static
+from .features import STATIC_DIM, STATIC_NAMES, forward_fill, record_static
 from .forecaster import QUANTILES, Forecast, Forecaster, forecasts_from_arrays, qkey
 from .record import RunRecord, is_accuracy_like
 
@@ -77,9 +77,7 @@ def curve_features(y: np.ndarray, n_obs: np.ndarray, last_epoch: np.ndarray,
     inside = cols < n_obs[:, None]
     yy = np.where(inside, y, np.nan)
     finite = np.isfinite(yy)
-    idx = np.where(finite, cols, 0)
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    filled = np.take_along_axis(np.where(finite, yy, np.nan), idx, axis=1)
+    filled = forward_fill(yy, leading=np.nan)
     first_idx = np.argmax(finite, axis=1)
     first = _at(np.where(finite, yy, np.nan), first_idx)
     n = n_obs
