@@ -43,3 +43,26 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
     for row in rows:
         cells = [f"{c:.3f}" if isinstance(c, float) else str(c) for c in row]
         print("| " + " | ".join(cells) + " |")
+
+
+def model_dir(model: str):  # noqa: ANN201 - pathlib.Path
+    """The directory of a ``--model`` argument ("auto"/"bundled"...: the bundled one)."""
+    from pathlib import Path
+
+    from earlystop_predict.artifacts import bundled_dir
+
+    return bundled_dir() if model in ("auto", "lstm", "lightgbm", "bundled") else Path(model)
+
+
+def folds(model: str) -> list[tuple[list[str], object]]:
+    """(families, directory) of each cross-validation fold model of a model directory
+    that ``earlystop-predict train`` wrote (``OUTPUT/folds/``; empty if none is there)."""
+    from earlystop_predict.artifacts import read_manifest
+
+    base = model_dir(model)
+    out = []
+    for fold in read_manifest(base).get("folds") or []:
+        path = base / fold["dir"]
+        if (path / "manifest.json").is_file():
+            out.append((list(fold["families"]), path))
+    return out

@@ -1,10 +1,13 @@
 """Forecast accuracy on real learning curves: the collector's corpus (models/corpus).
 
-Run: python benchmarks/real_curves.py [--model DIR] [--corpus PATH]
+Run: python benchmarks/real_curves.py [--model DIR] [--corpus PATH] [--in-sample]
 
-Every completed run of the corpus (none of them seen by the bundled models),
-forecasting its final epoch from the first 10, 20 and 40 % of its epochs; per
-family and overall, ours beside last value and a pow3 fit.
+Each family is scored with the cross-validation fold model that was trained
+without it (``OUTPUT/folds/`` written by ``earlystop-predict train``): whole
+families held out, never runs. Each completed run's final epoch is forecast from
+the first 10, 20 and 40 % of its epochs; ours beside LightGBM, last value and a
+pow3 fit. ``--in-sample`` scores the bundled model itself on every family (which
+it was trained on) instead.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import pow3_predict, print_table  # noqa: E402
+from _common import folds, model_dir, pow3_predict, print_table  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
+from earlystop_predict.artifacts import read_manifest  # noqa: E402
 from earlystop_predict.collect import load_corpus  # noqa: E402
+from earlystop_predict.lgbm import LGBMForecaster  # noqa: E402
+from earlystop_predict.training.evaluate import completed  # noqa: E402
+from earlystop_predict.training.real import family_of  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "models" / "corpus" / "runs.jsonl.gz"
 
@@ -29,35 +36,56 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="auto")
     ap.add_argument("--corpus", default=str(CORPUS))
+    ap.add_argument("--in-sample", action="store_true")
     args = ap.parse_args()
-    runs = [r for r in load_corpus(args.corpus)
-            if r.extra.get("collect", {}).get("status") == "completed"
-            and r.n_epochs == r.meta.get("max_epochs") and np.isfinite(r.series(r.metric)[-1])]
-    model = load_model(args.model)
-    print(f"{len(runs)} completed real runs from {args.corpus}")
+    runs = completed(load_corpus(args.corpus))
+    family = np.array([family_of(r) for r in runs])
+    plan = folds(args.model)
+    if args.in_sample or not plan:
+        if not args.in_sample:
+            print("no fold models next to the model (run `earlystop-predict train`): "
+                  "scoring the model in-sample")
+        plan = [(sorted(set(family.tolist())), model_dir(args.model))]
+    models = {}
+    for fams, path in plan:
+        lgbm = LGBMForecaster.from_dir(path, read_manifest(path))
+        for f in fams:
+            models[f] = (load_model(path), lgbm)
+    keep = np.array([f in models for f in family])
+    runs = [r for r, k in zip(runs, keep, strict=True) if k]
+    family = family[keep]
+    print(f"{len(runs)} completed real runs from {args.corpus}; "
+          + ("in-sample" if args.in_sample else "each family scored by a model trained "
+             "without it"))
     for frac in (0.1, 0.2, 0.4):
         prefixes = [r.truncated(max(1, round(frac * r.n_epochs))) for r in runs]
         truth = np.array([r.series(r.metric)[-1] for r in runs])
         last = np.array([p.series(p.metric)[-1] for p in prefixes])
-        fcs = model.forecast_many(prefixes, [r.n_epochs for r in runs])
-        mean = np.array([f.mean for f in fcs])
-        inside = np.array([f.quantile(0.1) <= t <= f.quantile(0.9) for f, t in zip(fcs, truth,
-                                                                                     strict=True)])
+        mean, lg = np.empty(len(runs)), np.empty(len(runs))
+        inside = np.empty(len(runs), dtype=bool)
+        for f, (model, lgbm) in models.items():
+            idx = np.where(family == f)[0]
+            ps, ends = [prefixes[i] for i in idx], [runs[i].n_epochs for i in idx]
+            fcs = model.forecast_many(ps, ends)
+            mean[idx] = [fc.mean for fc in fcs]
+            inside[idx] = [fc.quantile(0.1) <= truth[i] <= fc.quantile(0.9)
+                           for fc, i in zip(fcs, idx, strict=True)]
+            lg[idx] = [fc.mean for fc in lgbm.forecast_many(ps, ends)]
         pow3 = np.array([pow3_predict(p.series(p.metric), r.n_epochs)
                          for p, r in zip(prefixes, runs, strict=True)])
-        family = np.array([r.extra["collect"]["family"] for r in runs])
         rows = []
-        for name in [*sorted(set(family)), "all"]:
+        for name in [*sorted(set(family.tolist())), "all"]:
             sel = (family == name) if name != "all" else np.ones(len(runs), bool)
             sel &= np.isfinite(last)
             base = np.abs(last - truth)[sel].mean()
             rows.append([name, int(sel.sum()), 100 * np.abs(mean - truth)[sel].mean(),
                          np.abs(mean - truth)[sel].mean() / base,
+                         np.abs(lg - truth)[sel].mean() / base,
                          np.abs(pow3 - truth)[sel].mean() / base, 100 * base,
                          100 * inside[sel].mean()])
-        print_table(f"{int(frac * 100)} % observed", ["family", "runs", "ours MAE (pts)",
-                    "ours / last value", "pow3 / last value", "last value MAE (pts)",
-                    "cov80 (%)"], rows)
+        print_table(f"{int(frac * 100)} % observed", ["family", "runs", "LSTM MAE (pts)",
+                    "LSTM / last value", "LightGBM / last value", "pow3 / last value",
+                    "last value MAE (pts)", "LSTM cov80 (%)"], rows)
 
 
 if __name__ == "__main__":

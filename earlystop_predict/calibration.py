@@ -75,3 +75,55 @@ def fit(q: np.ndarray, y: np.ndarray, observed_frac: np.ndarray,
         if sel.sum() >= min_rows:
             table[k] = [solve(q[sel], y[sel], 1, 3, GOALS[0]), solve(q[sel], y[sel], 0, 4, GOALS[1])]
     return table
+
+
+# ------------------------------------------------------------------ mean shrinkage
+#: Shrinkage factors tried by :func:`fit_shrink`.
+SHRINK_GRID = np.linspace(0.0, 1.5, 31)
+
+
+def shrink(mean: np.ndarray, q: np.ndarray, last: np.ndarray, observed_frac: np.ndarray,
+           alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pull forecasts towards the last observed value: ``last + a * (mean - last)``
+    with ``a`` per observed-fraction bin; the quantiles move with their median.
+
+    On a family of runs unlike the training ones a model's forecast changes are
+    less reliable than on its own; ``a`` < 1, fitted on families held out of
+    training, says by how much.
+    """
+    a = np.asarray(alphas, dtype=np.float64)[_bin(observed_frac)]
+    new_mean = last + a * (mean - last)
+    med = q[:, 2]
+    q = q + (last + a * (med - last) - med)[:, None]
+    return new_mean, q
+
+
+def as_shrink(alphas: object) -> np.ndarray:
+    """A ``(len(EDGES),)`` vector from a stored value (None: no shrinkage)."""
+    if alphas is None:
+        return np.ones(len(EDGES))
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if a.shape == (1,):
+        a = np.repeat(a, len(EDGES))
+    if a.shape != (len(EDGES),) or not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError(f"shrink must be non-negative, shape ({len(EDGES)},)")
+    return a
+
+
+def fit_shrink(mean: np.ndarray, last: np.ndarray, y: np.ndarray, observed_frac: np.ndarray,
+               min_rows: int = 200) -> np.ndarray:
+    """Per-bin factor (from :data:`SHRINK_GRID`) minimising the MAE of the shrunk mean."""
+    b = _bin(observed_frac)
+
+    def best(sel: np.ndarray) -> float:
+        d, lv, yy = mean[sel] - last[sel], last[sel], y[sel]
+        errs = [np.abs(lv + a * d - yy).mean() for a in SHRINK_GRID]
+        return float(SHRINK_GRID[int(np.argmin(errs))])
+
+    glob = best(np.ones(len(y), dtype=bool))
+    out = np.full(len(EDGES), glob)
+    for k in range(len(EDGES)):
+        sel = b == k
+        if sel.sum() >= min_rows:
+            out[k] = best(sel)
+    return out

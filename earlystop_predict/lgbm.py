@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,7 +91,8 @@ def curve_features(y: np.ndarray, n_obs: np.ndarray, last_epoch: np.ndarray,
             return np.where(steps > 0, (last - prev) / np.maximum(steps, 1), 0.0)
 
     s1, s3, s5 = back(1), back(3), back(5)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: one epoch seen
         best_max = np.nanmax(np.where(finite, yy, -np.inf), axis=1)
         best_min = np.nanmin(np.where(finite, yy, np.inf), axis=1)
         last3 = np.where(inside & (cols >= (n - 3)[:, None]), filled, np.nan)
@@ -134,11 +136,16 @@ class LGBMForecaster(Forecaster):
     """LightGBM quantile boosters. Use :func:`earlystop_predict.load_model`."""
 
     name = "lightgbm"
+    #: Key of the artifact in the manifest, first line of its file, feature names.
+    artifact = "lightgbm"
+    header = HEADER
+    feature_names: tuple[str, ...] = FEATURE_NAMES
 
     def __init__(self, boosters: dict[str, Any], calibration: Any = (1.0, 1.0),
-                 manifest: dict[str, Any] | None = None) -> None:
+                 manifest: dict[str, Any] | None = None, shrink: Any = None) -> None:
         self.boosters = boosters
         self.calibration = calib.as_table(calibration)
+        self.shrink = calib.as_shrink(shrink)
         self.manifest = manifest or {}
 
     @classmethod
@@ -147,14 +154,14 @@ class LGBMForecaster(Forecaster):
         """Parse the ``lgbm.txt`` format (a header line, then LightGBM model texts)."""
         import lightgbm as lgb  # deferred: only the fallback needs it
 
-        if not text.startswith(HEADER):
-            raise ModelArtifactError(source, "not an earlystop_predict LightGBM file")
+        if not text.startswith(cls.header):
+            raise ModelArtifactError(source, f"not an earlystop_predict {cls.name} file")
         head, _, body = text.partition("\n")
         try:
-            info = json.loads(head[len(HEADER):])
+            info = json.loads(head[len(cls.header):])
         except json.JSONDecodeError as exc:
             raise ModelArtifactError(source, f"bad header: {exc}") from None
-        if list(info.get("features", [])) != list(FEATURE_NAMES):
+        if list(info.get("features", [])) != list(cls.feature_names):
             raise ModelArtifactError(source, "feature layout differs from this version")
         boosters: dict[str, Any] = {}
         for chunk in body.split(SEPARATOR)[1:]:
@@ -167,17 +174,18 @@ class LGBMForecaster(Forecaster):
         if missing:
             raise ModelArtifactError(source, f"missing boosters {missing}")
         try:
-            return cls(boosters, info.get("calibration", (1.0, 1.0)), manifest)
+            return cls(boosters, info.get("calibration", (1.0, 1.0)), manifest,
+                       info.get("shrink"))
         except ValueError as exc:
             raise ModelArtifactError(source, str(exc)) from None
 
     @classmethod
     def from_dir(cls, directory: str | os.PathLike[str],
                  manifest: dict[str, Any]) -> LGBMForecaster:
-        """Load ``lightgbm`` from a model directory (checksum checked)."""
+        """Load this model's artifact from a model directory (checksum checked)."""
         from .artifacts import artifact_path
 
-        path = artifact_path(directory, manifest, "lightgbm")
+        path = artifact_path(directory, manifest, cls.artifact)
         try:
             raw = path.read_bytes()
             text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
@@ -195,8 +203,9 @@ class LGBMForecaster(Forecaster):
 
     def to_text(self) -> str:
         """Serialise to the ``lgbm.txt`` format."""
-        head = HEADER + json.dumps({"features": list(FEATURE_NAMES),
-                                    "calibration": self.calibration.tolist()})
+        head = self.header + json.dumps({"features": list(self.feature_names),
+                                    "calibration": self.calibration.tolist(),
+                                    "shrink": self.shrink.tolist()})
         parts = [head]
         for name in BOOSTERS:
             parts.append(f"{SEPARATOR}{name}\n{self.boosters[name].model_to_string()}")
@@ -220,7 +229,12 @@ class LGBMForecaster(Forecaster):
         q = np.stack([last + self.boosters[qkey(lv)].predict(x, num_threads=1)
                       for lv in QUANTILES], axis=1)
         q = np.sort(q, axis=1)
-        q = calib.apply(q, x[:, CURVE_NAMES.index("observed_frac")], self.calibration)
+        frac = x[:, CURVE_NAMES.index("observed_frac")]
+        acc = np.asarray(kind) == 0  # shrinkage is fitted on accuracy-like targets
+        if acc.any() and not np.all(self.shrink == 1.0):
+            m_s, q_s = calib.shrink(mean, q, last, frac, self.shrink)
+            mean, q = np.where(acc, m_s, mean), np.where(acc[:, None], q_s, q)
+        q = calib.apply(q, frac, self.calibration)
         return from_space(mean, kind), from_space(q, kind)
 
     def forecast_many(self, records: Sequence[RunRecord],

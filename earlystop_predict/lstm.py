@@ -37,6 +37,7 @@ from .record import RunRecord
 KNOWN_METRICS = ("val_accuracy", "val_balanced_accuracy")
 _WEIGHTS = ("W_s", "b_s", "W_ih", "W_hh", "b", "W1", "b1", "W2", "b2", "W3", "b3")
 LAST = QUERY_NAMES.index("last")
+CHUNK = 2048  # records per forward pass in forecast_many
 OBSERVED_FRAC = QUERY_NAMES.index("observed_frac")
 
 
@@ -71,18 +72,24 @@ class LSTMWeights:
         self.max_target = int(arrays.get("max_target_epoch", 120))
         self.max_observed = int(arrays.get("max_observed_epochs", self.max_target - 1))
         self.calib = calibration.as_table(arrays.get("calibration", (1.0, 1.0)))
+        self.shrink = calibration.as_shrink(arrays.get("shrink"))
         if tuple(str(s) for s in arrays.get("seq_names", SEQ_NAMES)) != SEQ_NAMES or \
                 tuple(str(s) for s in arrays.get("static_names", STATIC_NAMES)) != STATIC_NAMES:
             raise ValueError("feature layout differs from this version of earlystop_predict")
-        # Hot-loop layout, float32: transposed, and the i, f, o gate rows scaled by 1/2 so
-        # that one tanh serves every gate: sigmoid(x) = (tanh(x / 2) + 1) / 2.
+        # Hot-loop layout, float32: input and hidden weights stacked (one matmul per
+        # step), gate columns reordered from torch's (i, f, g, o) to (i, f, o, g), and
+        # the i, f, o columns scaled by 1/2 so that one tanh serves every gate:
+        # sigmoid(x) = (tanh(x / 2) + 1) / 2.
         H = self.hidden
+        perm = np.concatenate([np.arange(0, 2 * H), np.arange(3 * H, 4 * H),
+                               np.arange(2 * H, 3 * H)])
         gate = np.full(4 * H, 0.5)
-        gate[2 * H:3 * H] = 1.0
+        gate[3 * H:] = 1.0
         f32 = np.float32
-        self._W_ih = (self.p["W_ih"].T * gate).astype(f32)
-        self._W_hh = (self.p["W_hh"].T * gate).astype(f32)
-        self._b = (self.p["b"] * gate).astype(f32)
+        W = np.concatenate([self.p["W_ih"].T, self.p["W_hh"].T], axis=0)[:, perm] * gate
+        self._W = np.ascontiguousarray(W, dtype=f32)
+        self._n_in = self.p["W_ih"].shape[1]
+        self._b = (self.p["b"][perm] * gate).astype(f32)
         self._head = [(self.p[f"W{i}"].T.astype(f32), self.p[f"b{i}"].astype(f32))
                       for i in (1, 2, 3)]
         self._W_s = self.p["W_s"].T.astype(f32)
@@ -109,54 +116,50 @@ class LSTMWeights:
         lens = lengths[order]
         static = static.astype(f32)
         h = np.tanh(static[order] @ self._W_s + self._b_s)
-        c = np.zeros_like(h)
         L = int(lens[0])
-        xw = np.ascontiguousarray(
-            (seq[order, :L].astype(f32) @ self._W_ih + self._b).transpose(1, 0, 2))
-        if len(lens) == 1:
-            out = self._run_one(xw[:, 0], h[0], c[0])[None, :]
-        else:
-            out = np.empty_like(h)
-            out[order] = self._run_many(xw, h, c, lens)
+        # Time-major inputs: step t reads a contiguous (B, F) block.
+        xs = np.ascontiguousarray(seq[order, :L].transpose(1, 0, 2), dtype=f32)
+        out = np.empty_like(h)
+        out[order] = self._run(xs, h, lens)
         z = np.concatenate([out, static, query.astype(f32)], axis=1)
         (W1, b1), (W2, b2), (W3, b3) = self._head
         z = np.maximum(z @ W1 + b1, 0.0)
         z = np.maximum(z @ W2 + b2, 0.0)
         return (z @ W3 + b3).astype(np.float64)
 
+    def _run(self, xs: np.ndarray, h: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """The recurrence for rows sorted longest first; last hidden state of each row.
 
-    def _run_one(self, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """The recurrence for one sequence ``(L, 4H)``: fewest numpy calls per step."""
-        H = self.hidden
-        W_hh = self._W_hh
-        for x in xw:
-            g = np.tanh(h @ W_hh + x)
-            s = g * 0.5 + 0.5  # i, f, o as sigmoids; g[2H:3H] is the cell input
-            c = s[H:2 * H] * c + s[:H] * g[2 * H:3 * H]
-            h = s[3 * H:] * np.tanh(c)
-        return h
-
-    def _run_many(self, xw: np.ndarray, h: np.ndarray, c: np.ndarray,
-                  lens: np.ndarray) -> np.ndarray:
-        """The recurrence for rows sorted longest first; last hidden state of each row."""
-        H = self.hidden
-        L = xw.shape[0]
+        Per step: one matmul of ``[x_t, h]`` with the stacked weights, one tanh for
+        all gates (in place), then the cell update on the rows still going.
+        """
+        H, F = self.hidden, self._n_in
+        B = len(lens)
         last = np.empty_like(h)
         # Rows still going at step t (lengths sorted longest first): the first active[t].
-        active = len(lens) - np.searchsorted(lens[::-1], np.arange(L), side="right")
-        g_buf = np.empty((len(lens), 4 * H), dtype=np.float32)
-        for t in range(L):
+        active = B - np.searchsorted(lens[::-1], np.arange(xs.shape[0]), side="right")
+        xh = np.empty((B, F + H), dtype=np.float32)
+        xh[:, F:] = h
+        c = np.zeros((B, H), dtype=np.float32)
+        g_buf = np.empty((B, 4 * H), dtype=np.float32)
+        for t in range(xs.shape[0]):
             n = int(active[t])
+            xh_n = xh[:n]
+            xh_n[:, :F] = xs[t, :n]
             g = g_buf[:n]
-            np.matmul(h[:n], self._W_hh, out=g)
-            g += xw[t, :n]
+            np.matmul(xh_n, self._W, out=g)
+            g += self._b
             np.tanh(g, out=g)
-            ifo = g * 0.5 + 0.5  # i, f, o as sigmoids; g[:, 2H:3H] is the cell input
-            c = ifo[:, H:2 * H] * c[:n] + ifo[:, :H] * g[:, 2 * H:3 * H]
-            h = ifo[:, 3 * H:] * np.tanh(c)
+            s = g[:, :3 * H]
+            s *= 0.5
+            s += 0.5  # i, f, o as sigmoids; g[:, 3H:] is the cell input
+            cn = c[:n]
+            cn *= s[:, H:2 * H]
+            cn += s[:, :H] * g[:, 3 * H:]
+            np.multiply(s[:, 2 * H:], np.tanh(cn), out=xh_n[:, F:])
             done = lens[:n] == t + 1
             if done.any():
-                last[:n][done] = h[done]
+                last[:n][done] = xh_n[done, F:]
         return last
 
 
@@ -236,18 +239,27 @@ class LSTMForecaster(Forecaster):
         """(mean (B,), quantiles (B, 5)) for records the model can serve."""
         x = prepare(records, targets)
         out = self.weights.forward(x["seq"], x["static"], x["query"], x["lengths"])
-        mean, q = head_transform(out, x["query"][:, LAST])
-        q = calibration.apply(q, x["query"][:, OBSERVED_FRAC], self.weights.calib)
+        last, frac = x["query"][:, LAST], x["query"][:, OBSERVED_FRAC]
+        mean, q = head_transform(out, last)
+        mean, q = calibration.shrink(mean, q, last, frac, self.weights.shrink)
+        q = calibration.apply(q, frac, self.weights.calib)
         return np.minimum(np.maximum(mean, 0.0), 1.0), np.minimum(np.maximum(q, 0.0), 1.0)
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
         targets = self._targets(records, target_epoch)
-        out: list[Forecast] = []
-        for start in range(0, len(records), 2048):  # bounded memory for huge batches
-            chunk = records[start:start + 2048]
-            tchunk = targets[start:start + 2048]
-            mean, q = self.predict_arrays(chunk, tchunk)
-            out.extend(forecasts_from_arrays(chunk, tchunk, mean, q, self.name))
-        return out
+        chunks = [(records[i:i + CHUNK], targets[i:i + CHUNK])
+                  for i in range(0, len(records), CHUNK)]  # bounded memory for huge batches
 
+        def one(chunk: tuple[Sequence[RunRecord], list[int]]) -> list[Forecast]:
+            mean, q = self.predict_arrays(*chunk)
+            return forecasts_from_arrays(chunk[0], chunk[1], mean, q, self.name)
+
+        if len(chunks) < 2:
+            return [fc for c in chunks for fc in one(c)]
+        # Large batches: two chunks in flight, so that one's numpy recurrence (which
+        # releases the GIL) overlaps the other's Python-side encoding.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            return [fc for part in pool.map(one, chunks) for fc in part]

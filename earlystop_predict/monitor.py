@@ -148,6 +148,16 @@ class ForecastMonitor:
         self._started = False
         self._restored = False
 
+    @property
+    def incumbent(self) -> float | None:
+        """The best final value of the study so far (None: none). Read from the ledger at
+        :meth:`begin`; search-engine adapters that know it better set it here."""
+        return self._incumbent
+
+    @incumbent.setter
+    def incumbent(self, value: float | None) -> None:
+        self._incumbent = finite_or_none(value)
+
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
               resume: bool = False) -> None:

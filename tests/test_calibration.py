@@ -39,3 +39,36 @@ def test_as_table_broadcasts_a_pair_and_rejects_garbage() -> None:
     for bad in ([1.0], [[1.0, -1.0]] * 4, [[np.nan, 1.0]] * 4):
         with pytest.raises(ValueError, match="calibration"):
             calibration.as_table(bad)
+
+
+def test_shrink_pulls_mean_and_quantiles_towards_the_last_value() -> None:
+    from earlystop_predict.calibration import shrink
+
+    mean = np.array([0.8, 0.8])
+    q = np.array([[0.6, 0.7, 0.8, 0.85, 0.9]] * 2)
+    last = np.array([0.5, 0.5])
+    frac = np.array([0.05, 0.6])  # bins 0 and 3
+    m, qq = shrink(mean, q, last, frac, np.array([0.0, 1.0, 1.0, 1.0]))
+    assert m.tolist() == pytest.approx([0.5, 0.8])
+    assert qq[0, 2] == pytest.approx(0.5) and qq[0] - qq[0, 2] == pytest.approx(q[0] - 0.8)
+    assert qq[1].tolist() == pytest.approx(q[1].tolist())
+
+
+def test_fit_shrink_recovers_the_factor_that_fits_held_out_outcomes() -> None:
+    from earlystop_predict.calibration import fit_shrink
+
+    rng = np.random.default_rng(0)
+    last = rng.uniform(0.2, 0.8, 4000)
+    mean = last + rng.uniform(-0.2, 0.2, 4000)
+    y = last + 0.5 * (mean - last) + rng.normal(0, 0.005, 4000)
+    frac = rng.uniform(0, 1, 4000)
+    assert fit_shrink(mean, last, y, frac) == pytest.approx([0.5] * 4, abs=0.05)
+
+
+def test_shrink_vector_validates() -> None:
+    from earlystop_predict.calibration import as_shrink
+
+    assert as_shrink(None).tolist() == [1.0] * 4
+    assert as_shrink([0.7]).tolist() == [0.7] * 4
+    with pytest.raises(ValueError):
+        as_shrink([1.0, -1.0, 1.0, 1.0])

@@ -30,6 +30,7 @@ ADAPTER_SHIMS: dict[str, tuple[str, ...]] = {
     "keras": ("keras", "tensorflow", "tf_keras"),
     "transformers": ("transformers",),
     "lightning": ("lightning", "pytorch_lightning"),
+    "optuna": ("optuna",),
 }
 # Adapter modules (framework-specific); ``_``-prefixed ones are framework-free helpers.
 ADAPTERS = sorted(p.stem for p in (REPO_ROOT / "integrations").glob("*.py")

@@ -156,6 +156,16 @@ def test_wheel_ships_every_model_file(built):
         assert built.wheel_bytes(name) == path.read_bytes()
 
 
+def test_wheel_ships_the_real_corpus_and_its_datasheet(built):
+    # `earlystop-predict train` reads it from the installed package by default.
+    names = built.wheel_names()
+    for rel in ("corpus/runs.jsonl.gz", "corpus/DATASHEET.md"):
+        path = built.src / "models" / rel
+        if path.is_file():
+            assert built.wheel_bytes(f"{PKG}/models/{rel}") == path.read_bytes()
+    assert f"{PKG}/models/corpus/ledger.db" not in names
+
+
 def test_wheel_ships_the_manifest_and_its_artifacts(built):
     manifest = _manifest(built.src)
     if manifest is None:

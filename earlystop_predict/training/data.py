@@ -18,16 +18,20 @@ they do on real runs. So every batch is augmented:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from .. import calibration
 from ..features import STATIC_DIM, encode_static, encode_static_numeric, static_slot
 from .lcbench import MAX_EPOCHS, LCBench
 
 MAX_HORIZON = 120
 MIN_HORIZON = 8
 N_NUMERIC_HP = 8  # hparam numeric slots come first in the static vector
+STATIC_DIM_NUMERIC = static_slot("max_epochs")[1] - static_slot("max_epochs")[0]
 
 
 def static_matrix(data: LCBench) -> np.ndarray:
@@ -50,6 +54,8 @@ class CurveBatch:
         horizon: (B,) planned epochs T.
         static: (B, STATIC_DIM) encoded hparams/meta with random masking.
         clean_loss: (B, L) the noise-free validation loss curve.
+        train_acc, train_loss: (B, L) training curves, or None (LCBench has none).
+        length: (B,) last recorded epoch, or None (every epoch to the horizon).
     """
 
     target: np.ndarray
@@ -58,6 +64,35 @@ class CurveBatch:
     horizon: np.ndarray
     static: np.ndarray
     clean_loss: np.ndarray
+    train_acc: np.ndarray | None = None
+    train_loss: np.ndarray | None = None
+    length: np.ndarray | None = None
+
+    @property
+    def recorded(self) -> np.ndarray:
+        """(B,) epochs recorded: ``length``, else the horizon."""
+        return self.horizon if self.length is None else self.length
+
+
+def mask_static(st: np.ndarray, rng: np.random.Generator, *,
+                horizon_too: bool = True) -> np.ndarray:
+    """Hide hyperparameters and meta at random (in place), as users omit them:
+    each numeric one 15 % of the time, all of them for 10 % of runs, the one-hot
+    groups for 15 %, and (``horizon_too``) the planned epochs for 10 %."""
+    b = st.shape[0]
+    drop = rng.random((b, N_NUMERIC_HP)) < 0.15
+    drop |= (rng.random(b) < 0.1)[:, None]
+    idx = np.arange(N_NUMERIC_HP)
+    st[:, idx] = np.where(drop, 0.0, st[:, idx])
+    st[:, idx + STATIC_DIM_NUMERIC] = np.where(drop, 0.0, st[:, idx + STATIC_DIM_NUMERIC])
+    onehots = slice(2 * STATIC_DIM_NUMERIC, STATIC_DIM)
+    st[:, onehots] = np.where((rng.random(b) < 0.15)[:, None], 0.0, st[:, onehots])
+    if horizon_too:
+        v_i, m_i = static_slot("max_epochs")
+        gone = rng.random(b) < 0.1
+        st[gone, v_i] = 0.0
+        st[gone, m_i] = 0.0
+    return st
 
 
 def _warp(curves: np.ndarray, horizon: np.ndarray, length: int) -> np.ndarray:
@@ -104,23 +139,92 @@ def sample_batch(data: LCBench, static: np.ndarray, rows: np.ndarray,
                          vloss)
         # val_loss is not always logged: drop it for some runs.
         vloss[rng.random(b) < 0.25] = np.nan
-        # Hyperparameters / meta missing at random; sometimes all of them.
-        drop = rng.random((b, N_NUMERIC_HP)) < 0.15
-        drop |= (rng.random(b) < 0.1)[:, None]
-        idx = np.arange(N_NUMERIC_HP)
-        st[:, idx] = np.where(drop, 0.0, st[:, idx])
-        st[:, idx + STATIC_DIM_NUMERIC] = np.where(drop, 0.0, st[:, idx + STATIC_DIM_NUMERIC])
-        onehots = slice(2 * STATIC_DIM_NUMERIC, STATIC_DIM)
-        st[:, onehots] = np.where((rng.random(b) < 0.15)[:, None], 0.0, st[:, onehots])
     v_i, m_i = static_slot("max_epochs")
     st[:, v_i] = encode_static_numeric("max_epochs", horizon)
     st[:, m_i] = 1.0
-    if augment:
-        gone = rng.random(b) < 0.1
-        st[gone, v_i] = 0.0
-        st[gone, m_i] = 0.0
+    if augment:  # hyperparameters / meta missing at random; sometimes all of them
+        mask_static(st, rng, horizon_too=True)
     return CurveBatch(target=target, clean=clean, val_loss=vloss, horizon=horizon, static=st,
                       clean_loss=clean_loss)
 
 
-STATIC_DIM_NUMERIC = static_slot("max_epochs")[1] - static_slot("max_epochs")[0]
+
+
+class LCBenchCurves:
+    """LCBench rows as a training source (the same ``sample`` as :class:`.real.RealCurves`)."""
+
+    def __init__(self, data: LCBench, static: np.ndarray | None = None) -> None:
+        self.data = data
+        self.static = static_matrix(data) if static is None else static
+        self.group = data.task_id
+
+    def __len__(self) -> int:
+        return len(self.data.task_id)
+
+    def sample(self, rows: np.ndarray, rng: np.random.Generator, *,
+               augment: bool = True) -> CurveBatch:
+        """Augmented (time-warped, noisy, masked) curves of ``rows``; see the module doc."""
+        return sample_batch(self.data, self.static, rows, rng, augment=augment)
+
+
+def slice_batch(batch: CurveBatch, idx: np.ndarray) -> CurveBatch:
+    """The rows ``idx`` of a batch."""
+    return CurveBatch(**{k: (None if getattr(batch, k) is None else getattr(batch, k)[idx])
+                         for k in batch.__dataclass_fields__})
+
+
+class Source(Protocol):
+    """Curves to train on: :class:`.data.LCBenchCurves` or :class:`.real.RealCurves`."""
+
+    group: np.ndarray
+
+    def sample(self, rows: np.ndarray, rng: np.random.Generator, *,
+               augment: bool = True) -> CurveBatch: ...
+
+
+#: A source and the rows of it to use (a row repeated is drawn that many times).
+Part = tuple[Source, np.ndarray]
+
+
+@dataclass
+class ForecastRows:
+    """Raw (uncalibrated) forecasts of held-aside curves and what happened: what
+    the interval calibration and the mean shrinkage are fitted on.
+
+    Attributes: q (N, 5) quantiles, mean (N,), y (N,) outcome, frac (N,) observed
+    fraction E / planned, last (N,) last observed value.
+    """
+
+    q: np.ndarray
+    mean: np.ndarray
+    y: np.ndarray
+    frac: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def concat(cls, rows: Sequence[ForecastRows]) -> ForecastRows:
+        """All rows of several sets."""
+        return cls(*(np.concatenate([getattr(r, k) for r in rows])
+                     for k in ("q", "mean", "y", "frac", "last")))
+
+    def take(self, idx: np.ndarray) -> ForecastRows:
+        """The rows ``idx``."""
+        return ForecastRows(self.q[idx], self.mean[idx], self.y[idx], self.frac[idx],
+                            self.last[idx])
+
+
+def fit_post(sets: Sequence[ForecastRows], seed: int = 0,
+             shrink: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration table, shrink factors) fitted on several sets of rows, each
+    subsampled to the size of the smallest so that no source dominates: first the
+    mean shrinkage (unless ``shrink`` is False), then the interval factors on the
+    shrunk quantiles."""
+    sets = [s for s in sets if len(s.y)]
+    n = min(len(s.y) for s in sets)
+    rng = np.random.default_rng(seed)
+    rows = ForecastRows.concat([s.take(rng.permutation(len(s.y))[:n]) for s in sets])
+    alphas = (calibration.fit_shrink(rows.mean, rows.last, rows.y, rows.frac) if shrink
+              else np.ones(len(calibration.EDGES)))
+    _, q = calibration.shrink(rows.mean, rows.q, rows.last, rows.frac, alphas)
+    table = calibration.fit(np.clip(q, 0.0, 1.0), rows.y, rows.frac)
+    return table, alphas

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..forecaster import Forecaster
 from ..record import RunRecord
 
-# (records truncated to E, target epoch) -> (mean (B,), q10 (B,) or None, q90 (B,) or None)
-PredictFn = Callable[[list[RunRecord], int], tuple[np.ndarray, np.ndarray | None,
+# (records truncated to E, target epoch or one per record) -> (mean (B,), q10 (B,) or None,
+# q90 (B,) or None)
+PredictFn = Callable[[list[RunRecord], Any], tuple[np.ndarray, np.ndarray | None,
                                                    np.ndarray | None]]
 
 
@@ -44,6 +46,11 @@ def evaluate(fn: PredictFn, records: Sequence[RunRecord], observed: int,
     prefix = [r.truncated(observed) for r in records]
     truth = np.array([r.series(r.metric)[target - 1] for r in records])
     mean, q10, q90 = fn(prefix, target)
+    return _scores(records, truth, mean, q10, q90)
+
+
+def _scores(records: Sequence[RunRecord], truth: np.ndarray, mean: np.ndarray,
+            q10: np.ndarray | None, q90: np.ndarray | None) -> dict[str, float]:
     err = mean - truth
     tasks = np.array([r.task or "" for r in records])
     rhos = [_spearman(mean[tasks == t], truth[tasks == t]) for t in np.unique(tasks)]
@@ -63,3 +70,28 @@ def last_value_fn(records: list[RunRecord], target: int):  # noqa: ANN201
 def best_so_far_fn(records: list[RunRecord], target: int):  # noqa: ANN201
     """Baseline: the best observed value."""
     return np.array([np.nanmax(r.series(r.metric)) for r in records]), None, None
+
+
+def completed(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Runs that trained to their planned end with a finite final value."""
+    out = []
+    for r in records:
+        planned = r.meta.get("max_epochs")
+        if r.stopped or (planned and r.last_epoch != int(planned)) or r.n_epochs < 5:
+            continue
+        if np.isfinite(r.series(r.metric)[-1]):
+            out.append(r)
+    return out
+
+
+def evaluate_end(fn: PredictFn, records: Sequence[RunRecord], frac: float) -> dict[str, float]:
+    """Score ``fn`` forecasting each run's last epoch from the first ``frac`` of its
+    epochs (at least one): MAE, RMSE, within-task Spearman, 0.1-0.9 coverage."""
+    if not records:
+        return {"mae": float("nan"), "rmse": float("nan"), "spearman": float("nan"),
+                "coverage80": float("nan")}
+    ends = [r.last_epoch for r in records]
+    prefix = [r.truncated(max(1, int(round(frac * r.n_epochs)))) for r in records]
+    truth = np.array([r.series(r.metric)[-1] for r in records])
+    mean, q10, q90 = fn(prefix, ends)
+    return _scores(records, truth, mean, q10, q90)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import calibration
 from ..forecaster import QUANTILES, qkey
 from ..lgbm import CURVE_NAMES, FEATURE_NAMES, LGBMForecaster, curve_features, to_space
-from .data import CurveBatch, sample_batch
-from .lcbench import LCBench
+from .data import CurveBatch, ForecastRows, Part, Source, fit_post, slice_batch
 
 LAST_COL = CURVE_NAMES.index("last")
 
@@ -19,12 +19,18 @@ LAST_COL = CURVE_NAMES.index("last")
 def batch_samples(batch: CurveBatch, rng: np.random.Generator | None, kind: int,
                   observed: np.ndarray | None = None,
                   target: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, target delta in model space, kind) for one prefix per curve."""
+    """(features, target delta in model space, kind) for one prefix per curve.
+
+    Drawn at random unless given: E among the recorded epochs, M the planned end
+    half of the time, else uniform after E. A delta is NaN where the run holds no
+    value at M (it diverged or stopped early): callers drop those rows.
+    """
     b = batch.target.shape[0]
     T = batch.horizon
     if observed is None:
         assert rng is not None
-        observed = 1 + np.floor(rng.random(b) * (T - 1)).astype(np.int64)
+        observed = 1 + np.floor(rng.random(b) * (np.minimum(T, batch.recorded) - 1))
+        observed = observed.astype(np.int64)
     if target is None:
         assert rng is not None
         span = T - observed
@@ -35,80 +41,108 @@ def batch_samples(batch: CurveBatch, rng: np.random.Generator | None, kind: int,
         y = np.where(np.isfinite(y), y, clean)
     kinds = np.full(b, kind)
     x = curve_features(to_space(y, kinds), observed, observed, target, T, batch.static, kinds)
-    goal = to_space(clean[np.arange(b), target - 1], kinds)
+    goal = to_space(clean[np.arange(b), np.minimum(target, clean.shape[1]) - 1], kinds)
     return x, goal - x[:, LAST_COL], kinds
 
 
-def build_dataset(data: LCBench, static: np.ndarray, rows: np.ndarray, rng: np.random.Generator,
-                  draws: int = 6, batch_size: int = 4096,
+def build_dataset(parts: Sequence[Part], rng: np.random.Generator, draws: int = 6,
+                  batch_size: int = 4096,
                   loss_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Stack ``draws`` augmented prefixes of every row (a share as loss-kind samples)."""
     xs, ys = [], []
     for _ in range(draws):
-        perm = rng.permutation(rows)
-        for i in range(0, len(perm), batch_size):
-            batch = sample_batch(data, static, perm[i:i + batch_size], rng)
-            kind = 1 if rng.random() < loss_fraction else 0
-            x, y, _ = batch_samples(batch, rng, kind)
-            ok = np.isfinite(y)
-            xs.append(x[ok])
-            ys.append(y[ok])
+        for source, rows in parts:
+            perm = rng.permutation(rows)
+            for i in range(0, len(perm), batch_size):
+                batch = source.sample(perm[i:i + batch_size], rng)
+                kind = 1 if rng.random() < loss_fraction else 0
+                x, y, _ = batch_samples(batch, rng, kind)
+                ok = np.isfinite(y)
+                xs.append(x[ok])
+                ys.append(y[ok])
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def train_lgbm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
-               val_rows: np.ndarray | None, *, draws: int = 6, rounds: int = 600,
-               fixed_rounds: dict[str, int] | None = None, seed: int = 0,
+BASE_PARAMS = {"learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 200,
+               "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1,
+               "max_bin": 127, "verbose": -1}
+
+
+def _objectives() -> list[tuple[str, dict[str, Any]]]:
+    return [("mean", {"objective": "regression"})] + [
+        (qkey(q), {"objective": "quantile", "alpha": q}) for q in QUANTILES]
+
+
+def train_lgbm(parts: Sequence[Part], val: Sequence[Part] | None, *, draws: int = 6,
+               rounds: int = 600, fixed_rounds: dict[str, int] | None = None, seed: int = 0,
+               init: LGBMForecaster | None = None, learning_rate: float = 0.05,
+               min_data_in_leaf: int = 200,
                progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> LGBMForecaster:
-    """Fit the mean (L2) and quantile boosters, early-stopped on ``val_rows``; with
-    ``val_rows=None`` (a refit) each booster runs ``fixed_rounds[name]`` rounds and
-    keeps unit calibration (the caller sets it)."""
+    """Fit the mean (L2) and quantile boosters, early-stopped on ``val``; with
+    ``val=None`` (a refit) each booster runs ``fixed_rounds[name]`` rounds and keeps
+    unit calibration (the caller sets it). ``init`` continues the boosters of a
+    shipped model (fine-tuning: new trees fit what it gets wrong on ``parts``)."""
     import lightgbm as lgb
 
     rng = np.random.default_rng(seed)
-    x, y = build_dataset(data, static, train_rows, rng, draws=draws)
+    x, y = build_dataset(parts, rng, draws=draws)
     if progress:
         progress(f"lightgbm: {len(y)} training samples")
-    base = {"learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 200,
-            "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1,
-            "max_bin": 127, "verbose": -1, "seed": seed,
-            "num_threads": threads or (os.cpu_count() or 2)}
-    dtrain = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    if val_rows is not None:
-        xv, yv = build_dataset(data, static, val_rows, np.random.default_rng(seed + 1), draws=1)
-        dval = lgb.Dataset(xv, yv, reference=dtrain)
+    base = {**BASE_PARAMS, "learning_rate": learning_rate, "min_data_in_leaf": min_data_in_leaf,
+            "seed": seed, "num_threads": threads or (os.cpu_count() or 2)}
+    if val is not None:
+        xv, yv = build_dataset(val, np.random.default_rng(seed + 1), draws=max(1, draws // 2))
     boosters = {}
-    specs = [("mean", {"objective": "regression"})] + [
-        (qkey(q), {"objective": "quantile", "alpha": q}) for q in QUANTILES]
-    for name, obj in specs:
-        if val_rows is None:
+    for name, obj in _objectives():
+        start = None if init is None else init.boosters[name]
+        dtrain = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+        if val is None:
             n = (fixed_rounds or {}).get(name, rounds)
-            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=n)
+            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=n, init_model=start)
         else:
+            dval = lgb.Dataset(xv, yv, reference=dtrain, free_raw_data=False)
             booster = lgb.train({**base, **obj}, dtrain, num_boost_round=rounds,
-                                valid_sets=[dval],
+                                valid_sets=[dval], init_model=start,
                                 callbacks=[lgb.early_stopping(30, verbose=False)])
         boosters[name] = booster
         if progress:
-            progress(f"lightgbm {name}: {booster.best_iteration} rounds")
+            progress(f"lightgbm {name}: {booster.current_iteration()} rounds")
     model = LGBMForecaster(boosters)
-    if val_rows is not None:
-        model.calibration = fit_lgbm_calibration(model, data, static, val_rows)
+    if val is not None:
+        model.calibration, model.shrink = fit_lgbm_calibration(model, val)
     return model
 
 
-def fit_lgbm_calibration(model: LGBMForecaster, data: LCBench, static: np.ndarray,
-                         rows: np.ndarray, target: int = 52) -> np.ndarray:
-    """Per-bin interval factors fitted on held-aside tasks (clean curves, every prefix)."""
-    batch = sample_batch(data, static, rows, np.random.default_rng(1), augment=False)
+def lgbm_rows(model: LGBMForecaster, source: Source, rows: np.ndarray) -> ForecastRows:
+    """Raw (uncalibrated, unshrunk) forecasts of every prefix of ``rows`` aimed at the
+    planned end, with the outcomes."""
+    saved = model.calibration, model.shrink
     model.calibration = calibration.as_table((1.0, 1.0))
-    qs, ys, fracs = [], [], []
-    for e in range(1, target):
-        obs = np.full(len(rows), e)
-        x, y, kinds = batch_samples(batch, None, 0, obs, np.full(len(rows), target))
-        _, q = model.predict_matrix(x, kinds, x[:, LAST_COL])
-        qs.append(q)
-        ys.append(y + x[:, LAST_COL])
-        fracs.append(np.full(len(rows), e / target))
-    return calibration.fit(np.concatenate(qs), np.concatenate(ys), np.concatenate(fracs))
+    model.shrink = calibration.as_shrink(None)
+    try:
+        batch = source.sample(rows, np.random.default_rng(1), augment=False)
+        T = batch.horizon
+        out = []
+        for e in range(1, int(T.max())):
+            ok = e < np.minimum(T, batch.recorded)
+            if not ok.any():
+                continue
+            sub = np.where(ok)[0]
+            x, y, kinds = batch_samples(slice_batch(batch, sub), None, 0, np.full(len(sub), e),
+                                        T[sub])
+            fin = np.isfinite(y) & np.isfinite(x[:, LAST_COL])
+            last = x[fin, LAST_COL]
+            mean, q = model.predict_matrix(x[fin], kinds[fin], last)
+            out.append(ForecastRows(q=q, mean=mean, y=(y + x[:, LAST_COL])[fin],
+                                    frac=(e / T[sub])[fin].astype(np.float64), last=last))
+        return ForecastRows.concat(out)
+    finally:
+        model.calibration, model.shrink = saved
+
+
+def fit_lgbm_calibration(model: LGBMForecaster, parts: Sequence[Part],
+                         shrink: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(interval factors, shrinkage) fitted on curves held aside from training (every
+    prefix forecasting the planned end), every source weighing the same."""
+    return fit_post([lgbm_rows(model, s, r) for s, r in parts], shrink=shrink)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .. import calibration
 from .._imports import require
 from ..features import (
     QUERY_DIM,
@@ -24,11 +24,11 @@ from ..features import (
     STATIC_NAMES,
     encode_query,
     encode_sequence,
+    forward_fill,
 )
 from ..forecaster import QUANTILES
 from ..lstm import LAST, OBSERVED_FRAC, LSTMWeights
-from .data import MAX_HORIZON, CurveBatch, sample_batch
-from .lcbench import LCBench
+from .data import MAX_HORIZON, CurveBatch, ForecastRows, Part, Source, fit_post, slice_batch
 
 torch = require("torch", extra="train")
 nn = torch.nn
@@ -58,6 +58,28 @@ class LSTMNet(nn.Module):
         z = torch.relu(self.l1(z))
         z = torch.relu(self.l2(z))
         return self.l3(z)
+
+    @classmethod
+    def from_weights(cls, w: LSTMWeights) -> LSTMNet:
+        """The torch net holding numpy weights (to fine-tune a shipped model)."""
+        a = w.p
+        net = cls(hidden=a["W_hh"].shape[1], head=a["W1"].shape[0])
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(x, dtype=np.float32).copy())
+
+        with torch.no_grad():
+            net.init.weight.copy_(t(a["W_s"]))
+            net.init.bias.copy_(t(a["b_s"]))
+            net.lstm.weight_ih_l0.copy_(t(a["W_ih"]))
+            net.lstm.weight_hh_l0.copy_(t(a["W_hh"]))
+            net.lstm.bias_ih_l0.copy_(t(a["b"]))
+            net.lstm.bias_hh_l0.zero_()
+            for name in ("l1", "l2", "l3"):
+                layer = getattr(net, name)
+                layer.weight.copy_(t(a[f"W{name[1]}"]))
+                layer.bias.copy_(t(a[f"b{name[1]}"]))
+        return net
 
     def export(self) -> dict[str, np.ndarray]:
         """Weights in the numpy layout of ``LSTMWeights``."""
@@ -92,22 +114,29 @@ class PositionBatch:
     seq: np.ndarray      # (B, L, SEQ_DIM)
     static: np.ndarray   # (B, STATIC_DIM)
     query: np.ndarray    # (B, L, QUERY_DIM), position t = E of t+1 epochs
-    y: np.ndarray        # (B, L) clean value at the target epoch
+    y: np.ndarray        # (B, L) value at the target epoch (clean for LCBench)
     valid: np.ndarray    # (B, L) bool
 
 
 def positions(batch: CurveBatch, rng: np.random.Generator | None,
-              fixed_target: int | None = None) -> PositionBatch:
-    """Expand curves to (prefix, target) samples; random M unless ``fixed_target``."""
+              fixed_target: int | str | None = None) -> PositionBatch:
+    """Expand curves to (prefix, target) samples: random M, or ``fixed_target`` (an
+    epoch, or ``"end"`` for each curve's planned last epoch)."""
     b, L = batch.target.shape
     T = batch.horizon
     L = int(min(L, T.max()))
     tgt = batch.target[:, :L]
+    nan = np.full_like(tgt, np.nan)
     epoch = np.tile(np.arange(1, L + 1, dtype=np.float64), (b, 1))
-    seq = encode_sequence(tgt, batch.val_loss[:, :L], np.full_like(tgt, np.nan),
-                          np.full_like(tgt, np.nan), epoch, T.astype(np.float64))
+    seq = encode_sequence(
+        tgt, batch.val_loss[:, :L],
+        nan if batch.train_acc is None else batch.train_acc[:, :L],
+        nan if batch.train_loss is None else batch.train_loss[:, :L],
+        epoch, T.astype(np.float64))
     E = epoch
-    if fixed_target is not None:
+    if fixed_target == "end":
+        M = np.broadcast_to(T[:, None].astype(np.float64), E.shape)
+    elif fixed_target is not None:
         M = np.full_like(E, float(fixed_target))
     else:
         assert rng is not None
@@ -116,17 +145,18 @@ def positions(batch: CurveBatch, rng: np.random.Generator | None,
         M = np.where(rng.random(E.shape) < 0.5, T[:, None].astype(np.float64),
                      E + 1 + np.floor(u * span))
         M = np.minimum(M, T[:, None])
-    valid = (E < T[:, None]) & (M > E) & (M <= T[:, None])
-    filled = np.nan_to_num(tgt)
+    filled = np.nan_to_num(forward_fill(tgt))
     best = np.maximum.accumulate(filled, axis=1)
     csum = np.cumsum(filled, axis=1)
     prev3 = np.concatenate([np.zeros((b, 3)), csum[:, :-3]], axis=1)[:, :L]
     mean3 = (csum - prev3) / np.minimum(E, 3)
     q = encode_query(E, M, np.broadcast_to(T[:, None], E.shape), filled, best, mean3)
     Mi = np.clip(M.astype(np.int64) - 1, 0, batch.clean.shape[1] - 1)
-    y = np.take_along_axis(np.nan_to_num(batch.clean), Mi, axis=1)
+    y = np.take_along_axis(batch.clean, Mi, axis=1)
+    valid = ((E < T[:, None]) & (M > E) & (M <= T[:, None]) & np.isfinite(y)
+             & (E <= batch.recorded[:, None]) & np.isfinite(tgt))
     return PositionBatch(seq=seq, static=batch.static.astype(np.float32), query=q,
-                         y=y.astype(np.float32), valid=valid)
+                         y=np.nan_to_num(y).astype(np.float32), valid=valid)
 
 
 def _tensors(pb: PositionBatch) -> tuple[torch.Tensor, ...]:
@@ -160,68 +190,111 @@ def predict_positions(net: LSTMNet, pb: PositionBatch) -> tuple[np.ndarray, np.n
     return mean.numpy(), q.numpy()
 
 
-def _eval_mae(net: LSTMNet, data: LCBench, static: np.ndarray, rows: np.ndarray,
-              at: tuple[int, ...] = (5, 10, 21), target: int = 52) -> float:
-    batch = sample_batch(data, static, rows, np.random.default_rng(0), augment=False)
-    pb = positions(batch, None, fixed_target=target)
-    mean, _ = predict_positions(net, pb)
-    idx = [e - 1 for e in at]
-    return float(np.abs(mean[:, idx] - pb.y[:, idx]).mean())
-
-
-def fit_calibration(net: LSTMNet, data: LCBench, static: np.ndarray, rows: np.ndarray,
-                    target: int = 52) -> np.ndarray:
-    """Per-bin interval factors (see :mod:`earlystop_predict.calibration`) fitted on
-    held-aside tasks: every prefix of their clean curves, forecasting the last epoch."""
-    batch = sample_batch(data, static, rows, np.random.default_rng(1), augment=False)
-    pb = positions(batch, None, fixed_target=target)
-    _, q = predict_positions(net, pb)
-    sel = np.arange(q.shape[1]) < target - 1
-    qq = q[:, sel].reshape(-1, 5).astype(np.float64)
-    y = pb.y[:, sel].reshape(-1).astype(np.float64)
-    frac = pb.query[:, sel, OBSERVED_FRAC].reshape(-1)
-    return calibration.fit(np.clip(qq, 0.0, 1.0), y, frac)
-
-
-def _slice(batch: CurveBatch, idx: np.ndarray) -> CurveBatch:
-    return CurveBatch(**{k: getattr(batch, k)[idx] for k in batch.__dataclass_fields__})
-
-
-def _sorted_batches(data: LCBench, static: np.ndarray, rows: np.ndarray, batch_size: int,
-                    rng: np.random.Generator):  # noqa: ANN202 - generator of PositionBatch
-    """Augmented batches grouped by horizon, so each is padded only to its own longest."""
-    chunk = batch_size * 16
+def _end_positions(source: Source, rows: np.ndarray,
+                   chunk: int = 1024) -> Iterator[tuple[PositionBatch, np.ndarray]]:
+    """Un-augmented curves of ``rows`` with every prefix aimed at the planned end."""
     for start in range(0, len(rows), chunk):
-        cb = sample_batch(data, static, rows[start:start + chunk], rng)
+        batch = source.sample(rows[start:start + chunk], np.random.default_rng(1),
+                              augment=False)
+        yield positions(batch, None, fixed_target="end"), batch.horizon
+
+
+def eval_mae(net: LSTMNet, parts: Sequence[Part],
+             fractions: tuple[float, ...] = (0.1, 0.2, 0.4)) -> float:
+    """MAE forecasting the planned end from 10, 20 and 40 % observed, averaged over
+    ``parts`` (each source weighs the same, however many rows it has)."""
+    maes = []
+    for source, rows in parts:
+        errs = []
+        for pb, T in _end_positions(source, rows):
+            mean, _ = predict_positions(net, pb)
+            for f in fractions:
+                idx = np.maximum(np.round(f * T).astype(np.int64), 1) - 1
+                r = np.arange(len(T))
+                ok = pb.valid[r, idx]
+                errs.append(np.abs(mean[r, idx] - pb.y[r, idx])[ok])
+        maes.append(float(np.concatenate(errs).mean()))
+    return float(np.mean(maes))
+
+
+def calibration_rows(net: LSTMNet, source: Source, rows: np.ndarray) -> ForecastRows:
+    """Raw forecasts of every prefix of ``rows`` aimed at the planned end, with the
+    outcomes: what the interval factors and the shrinkage are fitted on."""
+    out = []
+    for pb, _ in _end_positions(source, rows):
+        mean, q = predict_positions(net, pb)
+        v = pb.valid
+        out.append(ForecastRows(q=q[v].astype(np.float64), mean=mean[v].astype(np.float64),
+                                y=pb.y[v].astype(np.float64),
+                                frac=pb.query[..., OBSERVED_FRAC][v].astype(np.float64),
+                                last=pb.query[..., LAST][v].astype(np.float64)))
+    return ForecastRows.concat(out)
+
+
+def fit_calibration(net: LSTMNet, parts: Sequence[Part],
+                    shrink: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(interval factors per bin, mean shrinkage per bin) fitted on curves held aside
+    from training, every source weighing the same (see :func:`.data.fit_post`)."""
+    return fit_post([calibration_rows(net, s, r) for s, r in parts], shrink=shrink)
+
+
+def _chunks(parts: Sequence[Part], batch_size: int,
+            rng: np.random.Generator) -> list[tuple[Source, np.ndarray]]:
+    chunk = batch_size * 16
+    out = []
+    for source, rows in parts:
+        perm = rng.permutation(rows)
+        out += [(source, perm[i:i + chunk]) for i in range(0, len(perm), chunk)]
+    return [out[j] for j in rng.permutation(len(out))]
+
+
+def _sorted_batches(parts: Sequence[Part], batch_size: int,
+                    rng: np.random.Generator) -> Iterator[PositionBatch]:
+    """Augmented batches grouped by horizon, so each is padded only to its own longest;
+    each batch is from one source, the sources interleaved at random."""
+    for source, rows in _chunks(parts, batch_size, rng):
+        cb = source.sample(rows, rng)
         order = np.argsort(cb.horizon, kind="stable")
         groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         for j in rng.permutation(len(groups)):
-            yield positions(_slice(cb, groups[j]), rng)
+            yield positions(slice_batch(cb, groups[j]), rng)
 
 
-def train_lstm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
-               val_rows: np.ndarray | None, *, epochs: int = 30, batch_size: int = 128,
-               lr: float = 3e-3, seed: int = 0, hidden: int = 64,
-               progress: Callable[[str], None] | None = None,
+def n_batches(parts: Sequence[Part], batch_size: int) -> int:
+    """Batches per epoch of :func:`_sorted_batches`."""
+    chunk = batch_size * 16
+    total = 0
+    for _, rows in parts:
+        full, rest = divmod(len(rows), chunk)
+        total += full * 16 + int(np.ceil(rest / batch_size))
+    return total
+
+
+def train_lstm(parts: Sequence[Part], val: Sequence[Part] | None, *, epochs: int = 30,
+               batch_size: int = 128, lr: float = 3e-3, seed: int = 0, hidden: int = 64,
+               init: LSTMNet | None = None, progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> tuple[LSTMNet, dict[str, float]]:
-    """Train on ``train_rows`` (augmented), keep the best on ``val_rows`` (MAE); with
-    ``val_rows=None`` (a refit on every task) keep the last epoch's weights."""
+    """Train on ``parts`` (augmented), keep the best epoch on ``val`` (MAE); with
+    ``val=None`` (a refit on every task) keep the last epoch's weights. ``init``
+    starts from given weights (fine-tuning) instead of random ones."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2)))
     rng = np.random.default_rng(seed)
-    net = LSTMNet(hidden=hidden)
+    net = init if init is not None else LSTMNet(hidden=hidden)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * int(np.ceil(len(train_rows) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+    steps = epochs * n_batches(parts, batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps + 1,
                                                 pct_start=0.1)
-    best = (np.inf, None)
+    best: tuple[float, Any] = (np.inf, None)
+    if init is not None and val is not None:
+        net.eval()
+        best = (eval_mae(net, val), {k: v.clone() for k, v in net.state_dict().items()})
     bar = _progress_bar(steps)
     history: dict[str, float] = {}
     for ep in range(epochs):
-        perm = rng.permutation(train_rows)
         net.train()
         total = 0.0
-        for pb in _sorted_batches(data, static, perm, batch_size, rng):
+        for pb in _sorted_batches(parts, batch_size, rng):
             loss = _loss(net, pb)
             opt.zero_grad()
             loss.backward()
@@ -231,18 +304,18 @@ def train_lstm(data: LCBench, static: np.ndarray, train_rows: np.ndarray,
             total += float(loss.detach())
             bar.update(1)
         net.eval()
-        mae = _eval_mae(net, data, static, val_rows) if val_rows is not None else -float(ep)
+        mae = eval_mae(net, val) if val is not None else -float(ep)
         history[f"epoch{ep + 1}_val_mae"] = mae
         if mae < best[0]:
             best = (mae, {k: v.clone() for k, v in net.state_dict().items()})
         msg = f"lstm epoch {ep + 1}/{epochs} loss {total:.3f}" + (
-            f" val MAE {mae:.4f}" if val_rows is not None else "")
+            f" val MAE {mae:.4f}" if val is not None else "")
         bar.set_postfix_str(msg)
         if progress:
             progress(msg)
     bar.close()
     net.load_state_dict(best[1])
-    return net, {"val_mae": best[0] if val_rows is not None else float("nan")}
+    return net, {"val_mae": best[0] if val is not None else float("nan")}
 
 
 def _progress_bar(total: int):  # noqa: ANN202 - tqdm or a silent stand-in
@@ -259,9 +332,12 @@ def _progress_bar(total: int):  # noqa: ANN202 - tqdm or a silent stand-in
         return _Null()
 
 
-def save_lstm(net: LSTMNet, calibration: np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Write ``lstm.npz``: weights, calibration, feature layout and trained range."""
+def save_lstm(net: LSTMNet, calibration: np.ndarray, path: str | os.PathLike[str],
+              shrink: np.ndarray | None = None) -> None:
+    """Write ``lstm.npz``: weights, calibration, shrinkage, feature layout and range."""
     arrays = net.export()
+    if shrink is not None:
+        arrays["shrink"] = np.asarray(shrink, dtype=np.float64)
     np.savez_compressed(
         path, **arrays, calibration=np.asarray(calibration, dtype=np.float64),
         max_target_epoch=np.int64(MAX_HORIZON), max_observed_epochs=np.int64(MAX_HORIZON - 1),

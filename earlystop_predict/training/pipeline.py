@@ -1,8 +1,10 @@
 """``earlystop-predict train``: build a model directory (LSTM + LightGBM + manifest).
 
-Reads the shared LCBench corpus (and, optionally, the user's own run records),
-splits by task, trains both models with augmentation, scores them on held-out
-tasks and writes ``lstm.npz``, ``lgbm.txt.gz`` and ``manifest.json``.
+Reads the shared LCBench corpus and the real corpus collected by
+``earlystop-predict collect``, splits LCBench by task and the real runs by family,
+trains the LSTM, the LightGBM fallback and the zero-epoch model with augmentation,
+scores them on held-out tasks and families and writes ``lstm.npz``,
+``lgbm.txt.gz``, ``prior.txt.gz``, ``manifest.json`` and ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -10,28 +12,43 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import artifact_path, read_manifest, sha256_file, write_manifest
-from ..forecaster import AutoForecaster
+from ..artifacts import bundled_dir, read_manifest, sha256_file, write_manifest
+from ..forecaster import AutoForecaster, Forecaster
 from ..lgbm import LGBMForecaster
 from ..lstm import LSTMForecaster, LSTMWeights
-from .evaluate import evaluate, forecaster_fn, last_value_fn
+from ..record import RunRecord
+from .data import ForecastRows, LCBenchCurves, Part, fit_post
+from .evaluate import completed, evaluate, evaluate_end, forecaster_fn, last_value_fn
 from .lcbench import MAX_EPOCHS, TEST_TASKS, VAL_TASKS, lcbench_records, load_lcbench, train_tasks
+from .real import RealCurves, family_of, read_runs, usable
 
 FRACTIONS = (0.1, 0.2, 0.4)
+#: Cross-validation folds of the real corpus's families: a model is trained without
+#: each group and scored on it (families not listed are never held out).
+FAMILY_FOLDS: tuple[tuple[str, ...], ...] = (
+    ("sequence-gru", "wine"), ("text-hf", "digits-cnn", "breast-cancer"),
+    ("digits-mlp", "synthetic"))
+
+
+def bundled_corpus() -> Path:
+    """The real-run corpus shipped with the package (``earlystop-predict collect``)."""
+    return bundled_dir() / "corpus" / "runs.jsonl.gz"
 
 
 def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
-                    models: dict[str, Any] | None = None) -> dict[str, Any]:
+                    models: dict[str, Any] | None = None,
+                    lcbench: str | None = None) -> dict[str, Any]:
     """Errors of the models in ``model_dir`` and of last-value on the held-out tasks."""
     from ..forecaster import load_model
 
-    records = lcbench_records(TEST_TASKS, limit_per_task=runs_per_task)
+    records = lcbench_records(TEST_TASKS, path=lcbench, limit_per_task=runs_per_task)
     models = models or {"lstm": load_model(model_dir), "lightgbm": load_model(model_dir)}
     out: dict[str, Any] = {}
     for frac in FRACTIONS:
@@ -44,90 +61,295 @@ def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
     return out
 
 
-def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
-                 lstm_epochs: int = 20, lgbm_draws: int = 6, seed: int = 0,
-                 threads: int | None = None, refit_from: str | os.PathLike[str] | None = None,
-                 progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train both models and write a complete model directory at ``output``.
+def family_report(records: Sequence[RunRecord], models: dict[str, Forecaster],
+                  fractions: tuple[float, ...] = FRACTIONS) -> dict[str, Any]:
+    """Per family (and ``all``): each model's and last value's errors forecasting the
+    last epoch of completed runs from 10, 20 and 40 % of them."""
+    runs = completed(records)
+    fams = np.array([family_of(r) for r in runs])
+    out: dict[str, Any] = {}
+    for name in [*sorted(set(fams.tolist())), "all"]:
+        sel = [r for r, f in zip(runs, fams, strict=True) if name in ("all", f)]
+        rows: dict[str, Any] = {"runs": len(sel)}
+        for frac in fractions:
+            row = {m: evaluate_end(forecaster_fn(model), sel, frac)
+                   for m, model in models.items()}
+            row["last_value"] = evaluate_end(last_value_fn, sel, frac)
+            rows[f"{int(frac * 100)}%"] = row
+        out[name] = rows
+    return out
 
-    With ``refit_from`` (a directory this function wrote from the train/validation
-    split), both models are refitted on the training *and* validation tasks with the
-    same recipe: the LSTM for the same epochs, each booster for the rounds early
-    stopping chose there, and the interval calibration fitted there on the
-    validation tasks is kept (out-of-task, so still honest). Held-out tasks stay
-    held out either way."""
-    from .data import static_matrix
+
+@dataclass
+class Fitted:
+    """The three models of one training run, before calibration."""
+
+    net: Any
+    lstm_info: dict[str, float]
+    lgbm: LGBMForecaster
+    prior: Any
+
+
+def _fit(parts: list[Part], val: list[Part], *, lstm_epochs: int, lgbm_draws: int, seed: int,
+         threads: int | None, progress: Callable[[str], None]) -> Fitted:
     from .lgbm_train import train_lgbm
-    from .lstm_train import fit_calibration, save_lstm, train_lstm
+    from .lstm_train import train_lstm
+    from .prior_train import train_prior
+
+    net, info = train_lstm(parts, [(s, r[::3]) for s, r in val], epochs=lstm_epochs, seed=seed,
+                           threads=threads, progress=progress)
+    lgbm = train_lgbm(parts, val, draws=lgbm_draws, seed=seed, threads=threads,
+                      progress=progress)
+    prior = train_prior(parts, val, seed=seed, threads=threads, progress=progress)
+    return Fitted(net, info, lgbm, prior)
+
+
+def _write(out: Path, fitted: Fitted, lstm_post: tuple[np.ndarray, np.ndarray],
+           lgbm_post: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Write the artifacts with their calibration and shrinkage; their manifest entries."""
+    from .lstm_train import save_lstm
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_lstm(fitted.net, lstm_post[0], out / "lstm.npz", shrink=lstm_post[1])
+    fitted.lgbm.calibration, fitted.lgbm.shrink = lgbm_post
+    fitted.lgbm.save(out / "lgbm.txt.gz")
+    fitted.prior.save(out / "prior.txt.gz")
+    return {
+        "lstm": {"file": "lstm.npz", "sha256": sha256_file(out / "lstm.npz"),
+                 "format": "npz (numpy, no pickle)"},
+        "lightgbm": {"file": "lgbm.txt.gz", "sha256": sha256_file(out / "lgbm.txt.gz"),
+                     "format": "LightGBM text models, gzip"},
+        "prior": {"file": "prior.txt.gz", "sha256": sha256_file(out / "prior.txt.gz"),
+                  "format": "LightGBM text models, gzip (zero-epoch forecasts)"},
+    }
+
+
+def _models(directory: Path) -> dict[str, Forecaster]:
+    m = read_manifest(directory)
+    lgbm = LGBMForecaster.from_dir(directory, m)
+    return {"lstm": AutoForecaster(LSTMForecaster.from_dir(directory, m), lgbm),
+            "lightgbm": lgbm}
+
+
+def _post(rows: dict[str, list[ForecastRows]], skip: int | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration and shrinkage from held-aside rows (LCBench validation tasks and
+    real families out of fold), leaving out fold ``skip``."""
+    sets = [ForecastRows.concat([r for k, r in enumerate(v) if k != skip])
+            for v in rows.values() if [r for k, r in enumerate(v) if k != skip]]
+    return fit_post(sets)
+
+
+def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
+                 corpus: str | os.PathLike[str] | None = "bundled",
+                 folds: Sequence[Sequence[str]] = FAMILY_FOLDS, real_weight: int = 4,
+                 val_fraction: float = 0.15, lstm_epochs: int = 20, lgbm_draws: int = 6,
+                 seed: int = 0, threads: int | None = None,
+                 progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the LSTM, the LightGBM fallback and the zero-epoch model; write a
+    complete model directory (artifacts, ``manifest.json``, ``MODEL_CARD.md``).
+
+    Data: the LCBench corpus split by task (held-out tasks never seen; validation
+    tasks for early stopping and calibration) and, unless ``corpus`` is None, the
+    real corpus (``"bundled"``: the one in ``models/corpus``), each run drawn
+    ``real_weight`` times per epoch.
+
+    Real families are cross-validated: for each group of ``folds`` a model is
+    trained without those families (written to ``OUTPUT/folds/``) and scored on
+    them, so every family's figures in the model card come from a model that
+    never saw it. The interval calibration and the mean shrinkage are fitted on
+    those out-of-family forecasts (and the LCBench validation tasks); a fold's own
+    figures use factors fitted without it. The bundled model then trains on every
+    family. ``val_fraction`` of each family's runs is held aside for early
+    stopping only."""
+    from .lgbm_train import lgbm_rows
+    from .lstm_train import calibration_rows
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = load_lcbench(lcbench)
-    static = static_matrix(data)
-    fit_tasks = train_tasks(data) + (list(VAL_TASKS) if refit_from else [])
+    lcb = LCBenchCurves(data)
+    fit_tasks = train_tasks(data)
     tr = np.where(np.isin(data.task_id, fit_tasks))[0]
     va = np.where(np.isin(data.task_id, VAL_TASKS))[0]
-    progress(f"corpus: {len(data.task_id)} curves; train {len(tr)} rows on "
-             f"{len(fit_tasks)} tasks" + ("" if refit_from else
-                                          f", validation {len(va)} on {len(VAL_TASKS)}")
-             + f", held out {len(TEST_TASKS)} tasks")
-    if refit_from:
-        ref = read_manifest(refit_from)
-        ref_lstm = LSTMWeights.load(artifact_path(refit_from, ref, "lstm"))
-        ref_lgbm = LGBMForecaster.from_dir(refit_from, ref)
-        lstm_epochs = int(ref.get("lstm", {}).get("epochs", lstm_epochs))
-        lgbm_draws = int(ref.get("lightgbm", {}).get("draws", lgbm_draws))
-    net, info = train_lstm(data, static, tr, None if refit_from else va[::3],
-                           epochs=lstm_epochs, seed=seed, threads=threads, progress=progress)
-    calib = ref_lstm.calib if refit_from else fit_calibration(net, data, static, va)
-    save_lstm(net, calib, out / "lstm.npz")
-    progress(f"lstm: val MAE {info['val_mae']:.4f}, calibration {calib.round(3).tolist()}")
-    lgbm = train_lgbm(data, static, tr, None if refit_from else va, draws=lgbm_draws,
-                      seed=seed, threads=threads, progress=progress,
-                      fixed_rounds={name: b.current_iteration()
-                                    for name, b in ref_lgbm.boosters.items()}
-                      if refit_from else None)
-    if refit_from:
-        lgbm.calibration = ref_lgbm.calibration
-    lgbm.save(out / "lgbm.txt.gz")
+    kw = {"lstm_epochs": lstm_epochs, "lgbm_draws": lgbm_draws, "seed": seed,
+          "threads": threads, "progress": progress}
+    rows: dict[str, dict[str, list[ForecastRows]]] = {"lstm": {"lcbench": [], "real": []},
+                                                      "lightgbm": {"lcbench": [], "real": []}}
+    real_info: dict[str, Any] | None = None
+    fold_info: list[dict[str, Any]] = []
+    cv: dict[str, Any] = {}
+    parts: list[Part] = [(lcb, tr)]
+    val: list[Part] = [(lcb, va)]
+    if corpus is not None:
+        if str(corpus) == "bundled":
+            corpus = bundled_corpus()
+        records = usable(read_runs(corpus, option="--corpus"))
+        real = RealCurves.from_records(records)
+        rng = np.random.default_rng(seed)
+        early = np.zeros(len(records), dtype=bool)
+        for fam in sorted(set(real.group.tolist())):
+            idx = np.where(real.group == fam)[0]
+            early[rng.permutation(idx)[:int(round(val_fraction * len(idx)))]] = True
+        present = set(real.group.tolist())
+        folds = [tuple(f for f in fold if f in present) for fold in folds]
+        folds = [f for f in folds if f]
+        real_info = {"corpus": str(corpus), "runs": len(records),
+                     "families": sorted(present), "weight": real_weight,
+                     "early_stopping_runs": int(early.sum()),
+                     "folds": [list(f) for f in folds]}
+        progress(f"LCBench: {len(data.task_id)} curves, train {len(tr)} on {len(fit_tasks)} "
+                 f"tasks; real: {len(records)} runs of {len(present)} families, "
+                 f"{len(folds)} family folds")
+        for k, fams in enumerate(folds):
+            held = np.isin(real.group, list(fams))
+            progress(f"fold {k + 1}/{len(folds)}: without {', '.join(fams)}")
+            fitted = _fit([(lcb, tr), (real, np.repeat(np.where(~held & ~early)[0],
+                                                       real_weight))],
+                          [(lcb, va), (real, np.where(early & ~held)[0])], **kw)
+            held_idx = np.where(held)[0]
+            rows["lstm"]["real"].append(calibration_rows(fitted.net, real, held_idx))
+            rows["lstm"]["lcbench"].append(calibration_rows(fitted.net, lcb, va[k::len(folds)]))
+            rows["lightgbm"]["real"].append(lgbm_rows(fitted.lgbm, real, held_idx))
+            rows["lightgbm"]["lcbench"].append(lgbm_rows(fitted.lgbm, lcb, va[k::len(folds)]))
+            fold_info.append({"families": list(fams), "fitted": fitted, "held": held_idx})
+        for k, info in enumerate(fold_info):
+            fold_dir = out / "folds" / f"fold{k + 1}"
+            artifacts = _write(fold_dir, info.pop("fitted"),
+                               _post(rows["lstm"], skip=k),
+                               _post(rows["lightgbm"], skip=k))
+            write_manifest(fold_dir, {
+                "version": _dt.date.today().isoformat(), "artifacts": artifacts,
+                "training_data": {"real": {"held_out_families": info["families"]},
+                                  "held_out_tasks": list(TEST_TASKS)},
+                "note": f"cross-validation fold of {out}: trained without "
+                        f"{', '.join(info['families'])}; not the bundled model"})
+            cv.update({name: rep for name, rep in family_report(
+                [records[i] for i in info.pop("held")], _models(fold_dir)).items()
+                if name != "all"})
+            info["dir"] = f"folds/fold{k + 1}"
+        all_runs = completed(records)
+        cv["all"] = _pool(cv, len(all_runs))
+        parts.append((real, np.repeat(np.where(~early)[0], real_weight)))
+        val.append((real, np.where(early)[0]))
+        real_info["train_runs"] = int((~early).sum())
+    progress("final model: every family")
+    fitted = _fit(parts, val, **kw)
+    if corpus is None:
+        rows["lstm"]["lcbench"].append(calibration_rows(fitted.net, lcb, va))
+        rows["lightgbm"]["lcbench"].append(lgbm_rows(fitted.lgbm, lcb, va))
+    lstm_post, lgbm_post = _post(rows["lstm"]), _post(rows["lightgbm"])
+    info = fitted.lstm_info
     manifest: dict[str, Any] = {
         "version": _dt.date.today().isoformat(),
-        "artifacts": {
-            "lstm": {"file": "lstm.npz", "sha256": sha256_file(out / "lstm.npz"),
-                     "format": "npz (numpy, no pickle)"},
-            "lightgbm": {"file": "lgbm.txt.gz", "sha256": sha256_file(out / "lgbm.txt.gz"),
-                         "format": "LightGBM text models, gzip"},
-        },
+        "artifacts": _write(out, fitted, lstm_post, lgbm_post),
         "training_data": {
             "corpus": "LCBench surrogate (YAHPO Gym), shared/data/lcbench_surrogate",
             "curves": int(len(data.task_id)), "train_tasks": fit_tasks,
             "validation_tasks": list(VAL_TASKS), "held_out_tasks": list(TEST_TASKS),
-            "split": "by task", "augmentation": "horizons 8-120 (time warp), binomial + jitter "
-            "noise on inputs, random hparam/meta masking, random E and M",
+            "split": "LCBench by task; real runs by family (cross-validated folds)",
+            "augmentation": "LCBench: horizons 8-120 (time warp), binomial + jitter noise "
+            "on inputs; all: random hparam/meta masking, random E and M; real: runs "
+            "without val_loss or training metrics at random",
+            "real": real_info,
         },
         "lstm": {"epochs": lstm_epochs, "val_mae": info["val_mae"],
-                 "calibration": calib.tolist(), "max_target_epoch":
-                 LSTMWeights.load(out / "lstm.npz").max_target},
-        "lightgbm": {"calibration": lgbm.calibration.tolist(), "draws": lgbm_draws},
+                 "calibration": lstm_post[0].tolist(), "shrink": lstm_post[1].tolist(),
+                 "max_target_epoch": LSTMWeights.load(out / "lstm.npz").max_target},
+        "lightgbm": {"calibration": lgbm_post[0].tolist(), "shrink": lgbm_post[1].tolist(),
+                     "draws": lgbm_draws},
+        "prior": {"calibration": fitted.prior.calibration.tolist()},
         "seed": seed,
-        "refit_from": None if refit_from is None else {
-            "version": ref.get("version"), "train_tasks": ref["training_data"]["train_tasks"],
-            "lstm_val_mae": ref.get("lstm", {}).get("val_mae"),
-            "held_out": ref.get("held_out"),
-            "note": "refitted on train + validation tasks; calibration from that split run"},
+        "folds": [{"dir": f["dir"], "families": f["families"]} for f in fold_info],
     }
     write_manifest(out, manifest)
     progress("scoring on held-out tasks...")
-
-    m = read_manifest(out)
-    lstm_model = LSTMForecaster.from_dir(out, m)
-    lgbm_model = LGBMForecaster.from_dir(out, m)
-    manifest["held_out"] = held_out_report(out, models={
-        "lstm": AutoForecaster(lstm_model, lgbm_model), "lightgbm": lgbm_model})
+    manifest["held_out"] = held_out_report(out, models=_models(out), lcbench=lcbench)
+    if cv:
+        manifest["held_out_families"] = cv
     manifest["train_seconds"] = round(time.time() - t0, 1)
     write_manifest(out, manifest)
+    write_model_card(out, manifest)
     for frac, row in manifest["held_out"].items():
-        progress(f"held out {frac}: " + ", ".join(
+        progress(f"LCBench held out {frac}: " + ", ".join(
             f"{k} MAE {v['mae']:.2f}" for k, v in row.items() if isinstance(v, dict)))
+    if cv:
+        for frac in ("10%", "20%", "40%"):
+            r = cv["all"][frac]
+            progress(f"real families out of fold {frac}: lstm MAE {r['lstm']['mae']:.2f} "
+                     f"({r['lstm']['mae'] / r['last_value']['mae']:.2f} x last value), "
+                     f"coverage {r['lstm']['coverage80']:.0f} %")
     return manifest
+
+
+def _pool(report: dict[str, Any], n: int) -> dict[str, Any]:
+    """Run-weighted mean of per-family figures (every family held out in some fold)."""
+    fams = [v for k, v in report.items() if k != "all"]
+    total = sum(v["runs"] for v in fams)
+    out: dict[str, Any] = {"runs": total}
+    for frac in ("10%", "20%", "40%"):
+        row: dict[str, Any] = {}
+        for model in fams[0][frac]:
+            row[model] = {m: float(sum(v["runs"] * v[frac][model][m] for v in fams) / total)
+                          for m in fams[0][frac][model]}
+        out[frac] = row
+    return out
+
+
+def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """``MODEL_CARD.md``: data, splits and held-out errors from the manifest."""
+    td = manifest.get("training_data", {})
+    real = td.get("real") or {}
+    lines = ["# Model card: earlystop_predict accModels", "",
+             f"Version {manifest.get('version')}; trained in "
+             f"{manifest.get('train_seconds', '?')} s (seed {manifest.get('seed')}).", "",
+             "## Data", "",
+             f"- LCBench surrogate: {td.get('curves')} curves; trained on "
+             f"{len(td.get('train_tasks', []))} tasks, early stopping and calibration on "
+             f"{len(td.get('validation_tasks', []))}, held out "
+             f"{', '.join(map(str, td.get('held_out_tasks', [])))}."]
+    if real:
+        lines.append(f"- Real corpus ({real.get('runs')} runs): trained on "
+                     f"{', '.join(real.get('train_families', []))} "
+                     f"({real.get('train_runs')} runs, each drawn {real.get('weight')}x); "
+                     f"early stopping and calibration on "
+                     f"{', '.join(real.get('validation_families', []))}; whole families "
+                     f"held out: {', '.join(real.get('held_out_families', []))}.")
+    if manifest.get("fine_tuned"):
+        ft = manifest["fine_tuned"]
+        lines.append(f"- Fine-tuned from {ft.get('base')} on {ft.get('train_runs')} runs of "
+                     f"{ft.get('source')} ({ft.get('validation_runs')} for early stopping "
+                     f"and calibration, {ft.get('test_runs')} held out).")
+    lines.append(f"- {td.get('augmentation', '')}")
+
+    def table(title: str, report: dict[str, Any], key_name: str) -> None:
+        lines.extend(["", f"## {title}", "",
+                      "Forecasting the last epoch: MAE in accuracy points, the ratio to "
+                      "last value's MAE, and how often the 0.1-0.9 interval held the "
+                      "outcome.", "",
+                      f"| {key_name} | runs | observed | LSTM MAE | x last value | "
+                      "LightGBM x last value | coverage 0.1-0.9 |",
+                      "|---|---|---|---|---|---|---|"])
+        for name, rows in report.items():
+            for frac in ("10%", "20%", "40%"):
+                r = rows.get(frac)
+                if not r:
+                    continue
+                last = r["last_value"]["mae"]
+                lines.append(
+                    f"| {name} | {rows.get('runs', '')} | {frac} | {r['lstm']['mae']:.2f} | "
+                    f"{r['lstm']['mae'] / last:.2f} | {r['lightgbm']['mae'] / last:.2f} | "
+                    f"{r['lstm']['coverage80']:.0f} % |")
+
+    if manifest.get("held_out_families"):
+        table("Real runs of held-out families", manifest["held_out_families"], "family")
+    if manifest.get("fine_tune_report"):
+        table("The user's held-out runs, after fine-tuning", manifest["fine_tune_report"],
+              "model")
+    if manifest.get("held_out"):
+        lcb = {"LCBench held-out tasks": {"runs": "", **manifest["held_out"]}}
+        table("LCBench held-out tasks", lcb, "corpus")
+    path = Path(directory) / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,168 @@
+"""``earlystop-predict train --from RUNS --base bundled``: adapt the accModels to a
+user's own tuning history.
+
+A user's past runs (a ledger, a corpus or run records) are split by run: a test
+part held out for the before/after report, a validation part for early stopping
+and interval calibration, the rest trained on. The LSTM continues from the base
+weights at a small learning rate (the base itself is a candidate, so the chosen
+weights are never worse on the validation runs than the base); the LightGBM and
+zero-epoch boosters grow new trees on top of the base ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import bundled_dir, read_manifest, sha256_file, write_manifest
+from ..errors import ConfigError, ModelArtifactError
+from ..forecaster import AutoForecaster
+from ..lgbm import LGBMForecaster
+from ..lstm import LSTMForecaster, LSTMWeights
+from ..prior import PriorForecaster
+from .evaluate import completed
+from .pipeline import FRACTIONS, family_report, write_model_card
+from .real import RealCurves, read_runs, usable
+
+MIN_RUNS = 20
+
+
+def split_runs(n: int, test_fraction: float, val_fraction: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) row indices of ``n`` runs, a seeded split by run."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(test_fraction * n)))
+    n_val = max(1, int(round(val_fraction * n)))
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+def _base_dir(base: str | os.PathLike[str]) -> Path:
+    return bundled_dir() if str(base) in ("bundled", "auto") else Path(base)
+
+
+def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
+              base: str | os.PathLike[str] = "bundled", test_fraction: float = 0.2,
+              val_fraction: float = 0.15, lstm_epochs: int = 30, lr: float = 1e-3,
+              seed: int = 0, threads: int | None = None,
+              progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune the base model directory on the runs in ``source``; write ``output``.
+
+    Args:
+        source: a ledger (``.db``), a corpus (``.jsonl.gz``) or a JSONL of run records.
+        output: the model directory to write (``model=DIR`` for callbacks and CLI).
+        base: ``"bundled"`` or a model directory. Default ``"bundled"``.
+        test_fraction: share of runs held out for the report. Default 0.2.
+        val_fraction: share for early stopping and calibration. Default 0.15.
+        lstm_epochs: LSTM passes over the training runs. Default 30.
+        lr: peak LSTM learning rate. Default 1e-3.
+        seed: the split's and the training's seed. Default 0.
+        threads: CPU threads (default all).
+        progress: where progress lines go. Default ``print``.
+
+    Returns:
+        The manifest written, with ``fine_tuned`` (data, split) and
+        ``fine_tune_report`` (errors of base and fine-tuned on the test runs).
+
+    Raises:
+        ConfigError: fewer than 20 usable runs (accuracy-like target, >= 2 epochs),
+            or fractions out of range.
+        ModelArtifactError: the base directory lacks a model or fails its checksum.
+    """
+    from .lgbm_train import train_lgbm
+    from .lstm_train import LSTMNet, fit_calibration, save_lstm, train_lstm
+    from .prior_train import train_prior
+
+    t0 = time.time()
+    if not (0 < test_fraction < 0.5 and 0 < val_fraction < 0.5):
+        raise ConfigError("test/validation fraction", "in (0, 0.5)",
+                          (test_fraction, val_fraction))
+    records = usable(read_runs(source))
+    if len(records) < MIN_RUNS:
+        raise ConfigError("--from", f"at least {MIN_RUNS} runs with an accuracy-like "
+                                    "target metric and >= 2 epochs", f"{len(records)} in {source}")
+    base_dir = _base_dir(base)
+    base_manifest = read_manifest(base_dir)
+    base_lstm = LSTMForecaster.from_dir(base_dir, base_manifest)
+    base_lgbm = LGBMForecaster.from_dir(base_dir, base_manifest)
+    try:
+        base_prior: PriorForecaster | None = PriorForecaster.from_dir(base_dir, base_manifest)
+    except ModelArtifactError:
+        base_prior = None
+    tr, va, te = split_runs(len(records), test_fraction, val_fraction, seed)
+    curves = RealCurves.from_records(records)
+    repeat = max(1, int(np.ceil(1024 / max(len(tr), 1))))
+    parts = [(curves, np.repeat(tr, repeat))]
+    val = [(curves, va)]
+    progress(f"fine-tuning {base_dir} on {len(tr)} runs (validation {len(va)}, "
+             f"held out {len(te)}) from {source}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    net, info = train_lstm(parts, val, epochs=lstm_epochs, lr=lr, seed=seed, threads=threads,
+                           init=LSTMNet.from_weights(base_lstm.weights), progress=progress)
+    calib, shrink = fit_calibration(net, val)
+    save_lstm(net, calib, out / "lstm.npz", shrink=shrink)
+    lgbm = train_lgbm(parts, val, draws=4, seed=seed, init=base_lgbm, learning_rate=0.03,
+                      min_data_in_leaf=40, rounds=400, threads=threads, progress=progress)
+    lgbm.save(out / "lgbm.txt.gz")
+    artifacts = {
+        "lstm": {"file": "lstm.npz", "sha256": sha256_file(out / "lstm.npz"),
+                 "format": "npz (numpy, no pickle)"},
+        "lightgbm": {"file": "lgbm.txt.gz", "sha256": sha256_file(out / "lgbm.txt.gz"),
+                     "format": "LightGBM text models, gzip"},
+    }
+    if base_prior is not None:
+        prior = train_prior(parts, val, draws=2, seed=seed, init=base_prior,
+                            learning_rate=0.03, min_data_in_leaf=20, rounds=300,
+                            threads=threads, progress=progress)
+        prior.save(out / "prior.txt.gz")
+        artifacts["prior"] = {"file": "prior.txt.gz", "sha256": sha256_file(out / "prior.txt.gz"),
+                              "format": "LightGBM text models, gzip (zero-epoch forecasts)"}
+    manifest = {k: v for k, v in base_manifest.items()
+                if k not in ("schema", "artifacts", "held_out_families", "fine_tune_report",
+                             "folds")}
+    manifest.update({
+        "artifacts": artifacts,
+        "lstm": {**base_manifest.get("lstm", {}), "epochs": lstm_epochs,
+                 "val_mae": info["val_mae"], "calibration": calib.tolist(),
+                 "shrink": shrink.tolist(),
+                 "max_target_epoch": LSTMWeights.load(out / "lstm.npz").max_target},
+        "lightgbm": {**base_manifest.get("lightgbm", {}),
+                     "calibration": lgbm.calibration.tolist(), "shrink": lgbm.shrink.tolist()},
+        "fine_tuned": {"base": str(base) if str(base) != "auto" else "bundled",
+                       "base_version": base_manifest.get("version"),
+                       "source": str(source), "runs": len(records),
+                       "train_runs": int(len(tr)), "validation_runs": int(len(va)),
+                       "test_runs": int(len(te)), "seed": seed,
+                       "split": "by run (seeded)", "lr": lr},
+    })
+    write_manifest(out, manifest)
+
+    progress("scoring base and fine-tuned models on the held-out runs...")
+    m = read_manifest(out)
+    new_lgbm = LGBMForecaster.from_dir(out, m)
+    new = {"lstm": AutoForecaster(LSTMForecaster.from_dir(out, m), new_lgbm),
+           "lightgbm": new_lgbm}
+    old = {"lstm": AutoForecaster(base_lstm, base_lgbm), "lightgbm": base_lgbm}
+    test_records = [records[i] for i in te]
+    report = {}
+    for name, models in (("base", old), ("fine-tuned", new)):
+        report[name] = family_report(test_records, models)["all"]
+    manifest["fine_tune_report"] = report
+    manifest["train_seconds"] = round(time.time() - t0, 1)
+    write_manifest(out, manifest)
+    write_model_card(out, manifest)
+    n_done = len(completed(test_records))
+    for frac in FRACTIONS:
+        key = f"{int(frac * 100)}%"
+        b, f = report["base"][key]["lstm"], report["fine-tuned"][key]["lstm"]
+        progress(f"held-out runs ({n_done} completed), {key} observed: MAE {b['mae']:.2f} -> "
+                 f"{f['mae']:.2f} pts, coverage {b['coverage80']:.0f} -> "
+                 f"{f['coverage80']:.0f} %")
+    return manifest
+

@@ -1,0 +1,154 @@
+"""Optuna adapter: :class:`ForecastPruner`, a pruner that forecasts.
+
+Optuna's own pruners compare a trial's value *now* with other trials' values at
+the same step (median, percentile, successive halving). This one forecasts
+where the trial will *end* (the accModel, from its reported values and its
+parameters) and prunes it when that forecast is unlikely to beat the best
+completed trial, or to reach a ``threshold``, with the same
+:class:`~earlystop_predict.policy.StopPolicy` as the training callbacks. Every
+forecast and decision is kept in :attr:`ForecastPruner.records` and, with a
+``ledger``, on disk.
+
+Example:
+    >>> import optuna
+    >>> from earlystop_predict.integrations.optuna import ForecastPruner
+    >>> pruner = ForecastPruner(target_epoch=50, ledger="runs.db")
+    >>> study = optuna.create_study(direction="maximize", pruner=pruner)
+    >>> def objective(trial):                              # doctest: +SKIP
+    ...     for epoch in range(50):
+    ...         acc = train_one_epoch(...)
+    ...         trial.report(acc, epoch)                   # step 0 is epoch 1
+    ...         if trial.should_prune():
+    ...             raise optuna.TrialPruned()
+    ...     return acc
+    >>> study.optimize(objective, n_trials=100, callbacks=[pruner])  # doctest: +SKIP
+
+Passing the pruner as a callback too closes each trial's ledger row (completed,
+pruned or failed) when the trial ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from earlystop_predict._imports import require
+
+optuna = require("optuna", extra="optuna")
+
+from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.forecaster import Forecaster  # noqa: E402
+from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.policy import StopPolicy  # noqa: E402
+from earlystop_predict.record import RunRecord  # noqa: E402
+
+_STATES = optuna.trial.TrialState
+
+
+class ForecastPruner(optuna.pruners.BasePruner):
+    """Prune trials whose forecast final value is poor.
+
+    Args:
+        target_epoch: the epoch the trials train to (the forecast's target).
+        metric: name of the reported value in the records. Default ``"val_accuracy"``
+            (accuracy-like: forecast by the LSTM; any other by LightGBM).
+        threshold: also prune trials unlikely to reach this value. Default None.
+        confidence: quantile level that must clear the bar. Default 0.95.
+        min_epochs: first epoch at which a trial may be pruned. Default 3.
+        patience: consecutive poor forecasts before pruning. Default 1.
+        use_incumbent: prune trials unlikely to beat the best completed trial.
+            Default True.
+        model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
+            :class:`~earlystop_predict.forecaster.Forecaster`. Default ``"auto"``.
+        ledger: SQLite ledger path (the study name groups its runs). Default None.
+        meta: meta data of every trial (``train_size``, ``num_params``...). Default None.
+        step_offset: epoch = reported step + this. Default 1 (``trial.report(v, epoch)``
+            with a 0-based epoch).
+        dry_run: forecast and record, never prune. Default False.
+
+    Raises:
+        ConfigError: ``target_epoch`` < 2 or ``step_offset`` < 0.
+    """
+
+    def __init__(self, target_epoch: int, *, metric: str = "val_accuracy",
+                 threshold: float | None = None, confidence: float = 0.95,
+                 min_epochs: int = 3, patience: int = 1, use_incumbent: bool = True,
+                 model: str | os.PathLike[str] | Forecaster = "auto",
+                 ledger: str | os.PathLike[str] | None = None,
+                 meta: Mapping[str, Any] | None = None, step_offset: int = 1,
+                 dry_run: bool = False) -> None:
+        if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) \
+                or target_epoch < 2:
+            raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
+        if not isinstance(step_offset, int) or step_offset < 0:
+            raise ConfigError("step_offset", "an integer >= 0", step_offset)
+        self.target_epoch = target_epoch
+        self.step_offset = step_offset
+        # Fail at construction, not mid-study, on a bad policy argument.
+        StopPolicy(threshold=threshold, confidence=confidence, min_epochs=min_epochs,
+                   patience=patience)
+        self._kwargs = {"threshold": threshold, "confidence": confidence,
+                        "min_epochs": min_epochs, "patience": patience, "dry_run": dry_run}
+        self.use_incumbent = use_incumbent
+        self.metric = metric
+        self.meta = dict(meta or {})
+        self.model = _resolve_model(model)
+        self.ledger = ledger
+        self._monitors: dict[tuple[str, int], ForecastMonitor] = {}
+        self._fed: dict[tuple[str, int], int] = {}
+
+    # ----------------------------------------------------------------- optuna API
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Feed the trial's new reported values to its monitor; True to prune."""
+        key = (study.study_name, trial.number)
+        mon = self._monitors.get(key)
+        if mon is None:
+            mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+            mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
+                                                      trial.params, mode)
+        if self.use_incumbent:
+            mon.incumbent = self._incumbent(study, mon.mode)
+        last = self._fed.get(key, -1)
+        for step in sorted(s for s in trial.intermediate_values if s > last):
+            value = trial.intermediate_values[step]
+            epoch = step + self.step_offset
+            if epoch < 1:
+                raise ConfigError("reported step", f">= {1 - self.step_offset} "
+                                  f"(step_offset {self.step_offset})", step)
+            mon.update(epoch, {self.metric: value})
+            self._fed[key] = step
+        return mon.last_decision is not None and mon.last_decision.stop
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """As a ``study.optimize`` callback: close the trial's run (ledger row)."""
+        mon = self._monitors.get((study.study_name, trial.number))
+        if mon is None:
+            return
+        status = {_STATES.COMPLETE: None, _STATES.PRUNED: "stopped",
+                  _STATES.FAIL: "failed"}.get(trial.state)
+        mon.end(status if not mon.diverged else "diverged")
+
+    # ----------------------------------------------------------------- records
+    @property
+    def records(self) -> dict[int, RunRecord]:
+        """Each trial's record (epochs, forecasts, decisions), by trial number."""
+        return {number: mon.record for (_, number), mon in self._monitors.items()}
+
+    def _monitor(self, study: str, number: int, params: Mapping[str, Any],
+                 mode: str) -> ForecastMonitor:
+        mon = ForecastMonitor(self.metric, mode, target_epoch=self.target_epoch,
+                              study=study, model=self.model, ledger=self.ledger,
+                              run_id=f"{study}-trial-{number}", hparams=dict(params),
+                              meta={**self.meta, "max_epochs": self.target_epoch},
+                              task=study, **self._kwargs)
+        mon.begin()
+        return mon
+
+    @staticmethod
+    def _incumbent(study: optuna.Study, mode: str) -> float | None:
+        done = [t.value for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE,))
+                if t.value is not None]
+        if not done:
+            return None
+        return max(done) if mode == "max" else min(done)

@@ -1,0 +1,194 @@
+"""The training pipeline end to end on tiny synthetic corpora (never the bundled models):
+bundle training with real runs split by family, fine-tuning with --from, and rank."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from earlystop_predict import load_model  # noqa: E402
+from earlystop_predict.cli import main  # noqa: E402
+from earlystop_predict.errors import ConfigError, RecordError  # noqa: E402
+from earlystop_predict.prior import load_prior, rank  # noqa: E402
+from earlystop_predict.record import RunRecord, write_records  # noqa: E402
+from earlystop_predict.training.lcbench import TEST_TASKS, VAL_TASKS  # noqa: E402
+from earlystop_predict.training.real import RealCurves, family_of  # noqa: E402
+
+HP_NAMES = ["learning_rate", "batch_size", "momentum", "weight_decay", "num_layers", "width",
+            "dropout"]
+
+
+def _curve(rng: np.random.Generator, n: int, lr: float, noise: float = 0.0) -> np.ndarray:
+    top = 0.95 - 0.3 * abs(np.log10(lr) + 2) / 2 + rng.normal(0, 0.02)
+    e = np.arange(1, n + 1)
+    acc = top - (top - 0.1) * e ** (-0.6 - rng.uniform(0, 0.4))
+    return np.clip(acc + rng.normal(0, noise, n), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def lcbench_npz(tmp_path_factory) -> str:
+    """A tiny stand-in for the shared corpus: the real task ids, 16 curves each."""
+    rng = np.random.default_rng(0)
+    tasks = list(TEST_TASKS) + list(VAL_TASKS) + [1, 2, 3, 4]
+    tid, hps, curves = [], [], []
+    for t in tasks:
+        for _ in range(16):
+            lr = 10 ** rng.uniform(-4, 0)
+            hp = [lr, 64, 0.9, 1e-4, 2, 128, 0.1]
+            acc = _curve(rng, 52, lr)
+            loss = -np.log(np.clip(acc, 0.05, 1))
+            tid.append(t)
+            hps.append(hp)
+            curves.append(np.stack([acc, loss, acc, loss], axis=1))
+    path = tmp_path_factory.mktemp("lcb") / "train.npz"
+    np.savez(path, task_id=np.array(tid), hparam_names=np.array(HP_NAMES),
+             hparams=np.array(hps), curves=np.array(curves, dtype=np.float32),
+             metric_names=np.array(["val_accuracy", "val_loss", "train_accuracy",
+                                    "train_loss"]))
+    return str(path)
+
+
+def _runs(family: str, n: int, seed: int, lr_shift: float = 0.0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        lr = 10 ** rng.uniform(-4, 0)
+        T = int(rng.integers(20, 41))
+        acc = _curve(rng, T, lr * 10 ** lr_shift, noise=0.01)
+        epochs = [{"epoch": e + 1, "val_accuracy": float(acc[e]),
+                   "val_loss": float(-np.log(max(acc[e], 0.05))),
+                   "train_accuracy": float(min(1.0, acc[e] + 0.02))} for e in range(T)]
+        out.append({"run_id": f"{family}-{i}", "task": family, "metric": "val_accuracy",
+                    "hparams": {"learning_rate": lr, "optimizer": "adam", "batch_size": 32},
+                    "meta": {"max_epochs": T, "train_size": 500},
+                    "epochs": epochs, "collect": {"family": family, "status": "completed"}})
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    rows = (_runs("fam-a", 30, 1) + _runs("fam-b", 30, 2) + _runs("digits-cnn", 20, 3)
+            + _runs("sequence-gru", 20, 4))
+    path = tmp_path_factory.mktemp("corpus") / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, lcbench_npz, corpus) -> str:
+    out = tmp_path_factory.mktemp("model")
+    rc = main(["train", "--output", str(out), "--lcbench", lcbench_npz, "--corpus", corpus,
+               "--lstm-epochs", "2", "--lgbm-draws", "1", "--threads", "1"])
+    assert rc == 0
+    return str(out)
+
+
+def test_real_curves_keep_every_metric_and_the_family(corpus) -> None:
+    from earlystop_predict.training.real import read_runs
+
+    records = read_runs(corpus)
+    curves = RealCurves.from_records(records)
+    assert family_of(records[0]) == "fam-a"
+    assert curves.group[0] == "fam-a"
+    n = records[0].n_epochs
+    assert np.isfinite(curves.acc[0, :n]).all() and np.isnan(curves.acc[0, n:]).all()
+    assert np.isfinite(curves.train_acc[0, :n]).all()
+    assert np.isnan(curves.train_loss[0]).all()  # not logged: missing, not zero
+    assert curves.horizon[0] == records[0].meta["max_epochs"]
+
+
+def test_bundle_cross_validates_whole_families_and_writes_a_model_card(bundle) -> None:
+    from pathlib import Path
+
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == {"lstm", "lightgbm", "prior"}
+    real = manifest["training_data"]["real"]
+    assert real["families"] == ["digits-cnn", "fam-a", "fam-b", "sequence-gru"]
+    # Only the listed families that the corpus holds make folds; the others always train.
+    assert manifest["folds"] == [{"dir": "folds/fold1", "families": ["sequence-gru"]},
+                                 {"dir": "folds/fold2", "families": ["digits-cnn"]}]
+    for fold in manifest["folds"]:
+        fold_manifest = json.loads((Path(bundle) / fold["dir"] / "manifest.json").read_text())
+        assert fold_manifest["training_data"]["real"]["held_out_families"] == fold["families"]
+        assert load_model(Path(bundle) / fold["dir"]).forecast(
+            RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5), 30).model == "lstm"
+    cv = manifest["held_out_families"]
+    assert set(cv) == {"sequence-gru", "digits-cnn", "all"}
+    assert cv["sequence-gru"]["runs"] == 20 and cv["all"]["runs"] == 40
+    row = cv["all"]["20%"]
+    assert set(row) == {"lstm", "lightgbm", "last_value"} and 0 <= row["lstm"]["coverage80"] <= 100
+    assert len(manifest["lstm"]["shrink"]) == 4 and len(manifest["lightgbm"]["shrink"]) == 4
+    card = (Path(bundle) / "MODEL_CARD.md").read_text()
+    assert "| sequence-gru | 20 | 20% |" in card and "| all | 40 | 20% |" in card
+    rec = RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5)
+    fc = load_model(bundle).forecast(rec, 30)
+    assert fc.model == "lstm" and 0 <= fc.quantile(0.1) <= fc.mean <= 1
+
+
+def test_rank_orders_candidates_by_zero_epoch_forecast(bundle, tmp_path, capsys) -> None:
+    cands = [{"run_id": f"c{i}", "hparams": {"learning_rate": lr, "optimizer": "adam"},
+              "meta": {"max_epochs": 30}} for i, lr in enumerate([1e-4, 1e-2, 0.9])]
+    path = tmp_path / "cands.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in cands))
+    out = tmp_path / "ranked.jsonl"
+    assert main(["rank", str(path), "--target", "30", "--model", bundle,
+                 "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert sorted(r["run_id"] for r in rows) == ["c0", "c1", "c2"]
+    means = [r["mean"] for r in rows]
+    assert means == sorted(means, reverse=True)
+    assert rows[0]["model"] == "prior" and set(rows[0]["quantiles"]) == {
+        "0.1", "0.25", "0.5", "0.75", "0.9"}
+    # The synthetic curves peak at lr = 1e-2: the prior learned it from the corpora.
+    assert rows[0]["run_id"] == "c1"
+    assert rank(cands, 30, load_prior(bundle))[0]["run_id"] == "c1"
+
+
+def test_rank_rejects_bad_candidates(bundle, tmp_path, capsys) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"hparams": {"learning_rate": 0.1}}\n{"meta": {}}\n')
+    assert main(["rank", str(path), "--target", "30", "--model", bundle]) == 2
+    assert "line 2" in capsys.readouterr().err
+    with pytest.raises(RecordError, match="accuracy-like"):
+        rank([{"hparams": {}, "metric": "val_loss", "mode": "min"}], 30, load_prior(bundle))
+    with pytest.raises(ConfigError):
+        rank([{"hparams": {}}], 0, load_prior(bundle))
+
+
+def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    # A "new family" whose best learning rate is 100x lower than the base has seen.
+    history = [RunRecord.from_dict(r) for r in _runs("new-family", 40, 7, lr_shift=2.0)]
+    src = tmp_path / "history.jsonl"
+    write_records(src, history)
+    out = tmp_path / "tuned"
+    assert main(["train", "--from", str(src), "--base", bundle, "--output", str(out),
+                 "--lstm-epochs", "2", "--threads", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    ft = manifest["fine_tuned"]
+    assert (ft["train_runs"], ft["validation_runs"], ft["test_runs"]) == (26, 6, 8)
+    assert ft["base"] == bundle
+    report = manifest["fine_tune_report"]
+    assert set(report) == {"base", "fine-tuned"} and report["base"]["runs"] == 8
+    assert "after fine-tuning" in (out / "MODEL_CARD.md").read_text()
+    assert "->" in capsys.readouterr().out
+    fc = load_model(out).forecast(history[0].truncated(4), 20)
+    assert fc.model == "lstm"
+    assert load_prior(out).forecast_configs([{"hparams": {}}], 20)[0].model == "prior"
+    # The base model directory is untouched.
+    assert "fine_tuned" not in json.loads((Path(bundle) / "manifest.json").read_text())
+
+
+def test_fine_tune_needs_enough_runs(bundle, tmp_path, capsys) -> None:
+    src = tmp_path / "few.jsonl"
+    write_records(src, [RunRecord.from_dict(r) for r in _runs("f", 5, 1)])
+    assert main(["train", "--from", str(src), "--base", bundle,
+                 "--output", str(tmp_path / "o")]) == 2
+    assert "at least 20 runs" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "manifest.json").exists()
