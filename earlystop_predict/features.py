@@ -304,10 +304,12 @@ def encode_sequence(target: np.ndarray, val_loss: np.ndarray, train_acc: np.ndar
     draw = np.where(np.isfinite(best), best - filled, 0.0)
     ep = np.asarray(epoch, dtype=np.float64)
     t = np.asarray(max_epochs, dtype=np.float64).reshape(-1, 1)
-    out = np.stack([tv, tm, _clip(lv, 0, 5), lm, av, am, _clip(sv, 0, 5), sm,
-                    _clip(ep / t, 0, 2), np.log(np.maximum(ep, 1)) / 4.0, delta * 10.0,
-                    draw * 10.0], axis=-1)
-    return out.astype(np.float32)
+    parts = (tv, tm, _clip(lv, 0, 5), lm, av, am, _clip(sv, 0, 5), sm,
+             _clip(ep / t, 0, 2), np.log(np.maximum(ep, 1)) / 4.0, delta * 10.0, draw * 10.0)
+    out = np.empty(tv.shape + (len(parts),), dtype=np.float32)
+    for k, part in enumerate(parts):
+        out[..., k] = part
+    return out
 
 
 def encode_query(observed: np.ndarray, target_epoch: np.ndarray, max_epochs: np.ndarray,

@@ -103,8 +103,10 @@ class Forecast:
 def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
                           mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
     """:class:`Forecast` objects from (B,) means and (B, 5) quantiles."""
-    return [Forecast(m, dict(zip(QKEYS, qs, strict=True)), model, "", rec.n_epochs, t)
-            for rec, t, m, qs in zip(records, targets, mean.tolist(), q.tolist(), strict=True)]
+    k0, k1, k2, k3, k4 = QKEYS
+    return [Forecast(m, {k0: a, k1: b, k2: c, k3: d, k4: e}, model, "", len(rec.epochs), t)
+            for rec, t, m, (a, b, c, d, e) in zip(records, targets, mean.tolist(), q.tolist(),
+                                                  strict=True)]
 
 
 def _check_target(record: RunRecord, target_epoch: int) -> int:

@@ -163,21 +163,39 @@ class LSTMWeights:
         return last
 
 
+_COLUMNS = ("val_loss", "train_accuracy", "train_loss")
+
+
+def _values(records: Sequence[RunRecord]) -> np.ndarray:
+    """Every epoch row of every record as ``(rows, 5)``: epoch, target metric and
+    :data:`_COLUMNS`, NaN where missing or not finite (one pass, one array)."""
+    flat = [row.get(k) for r in records for row in r.epochs
+            for k in ("epoch", r.metric) + _COLUMNS]
+    try:
+        vals = np.array(flat, dtype=np.float64).reshape(-1, 2 + len(_COLUMNS))
+    except (TypeError, ValueError):  # a stray non-number somewhere: per-record path
+        vals = np.concatenate([r.matrix(("epoch", r.metric) + _COLUMNS) for r in records]
+                              + [np.empty((0, 2 + len(_COLUMNS)))])
+    vals[~np.isfinite(vals)] = np.nan
+    return vals
+
+
 def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, np.ndarray]:
     """Pad and encode records for the LSTM: seq, static, query and lengths."""
     n = len(records)
-    lengths = np.array([max(r.n_epochs, 1) for r in records], dtype=np.int64)
+    counts = np.fromiter((len(r.epochs) for r in records), dtype=np.int64, count=n)
+    lengths = np.maximum(counts, 1)
     L = int(lengths.max())
-    cols = np.full((n, L, 4), np.nan)
+    vals = _values(records)
+    rows = np.repeat(np.arange(n), counts)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    cols = np.full((n, L, 1 + len(_COLUMNS)), np.nan)
+    cols[rows, pos] = vals[:, 1:]
     epoch = np.tile(np.arange(1, L + 1, dtype=np.float64), (n, 1))
+    epoch[rows, pos] = vals[:, 0]
     max_ep = np.asarray(targets, dtype=np.float64).copy()
     static = np.empty((n, STATIC_DIM), dtype=np.float64)
     for i, rec in enumerate(records):
-        k = rec.n_epochs
-        if k:
-            m = rec.matrix(("epoch", rec.metric, "val_loss", "train_accuracy", "train_loss"))
-            epoch[i, :k] = m[:, 0]
-            cols[i, :k] = m[:, 1:]
         planned = rec.meta.get("max_epochs")
         if planned:
             try:
@@ -191,8 +209,7 @@ def prepare(records: Sequence[RunRecord], targets: Sequence[int]) -> dict[str, n
     observed = epoch[np.arange(n), lengths - 1]
     query = encode_query(observed, np.asarray(targets, dtype=np.float64), max_ep, last, best,
                          mean3)
-    return {"seq": seq.astype(np.float64), "static": static, "query": query.astype(np.float64),
-            "lengths": lengths}
+    return {"seq": seq, "static": static, "query": query, "lengths": lengths}
 
 
 class LSTMForecaster(Forecaster):

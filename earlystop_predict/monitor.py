@@ -243,6 +243,24 @@ class ForecastMonitor:
             self.ledger.log_epoch(self.record.run_id, row, decision)
         return decision
 
+    def override(self, stop: bool, reason: str) -> Decision:
+        """Replace this epoch's decision with one taken elsewhere (rank 0 of a
+        distributed run, which alone sees the incumbent): the record's last
+        forecast entry and the stop state follow it. Returns the new decision.
+
+        Raises:
+            RuntimeError: no epoch has been recorded yet.
+        """
+        if self.last_decision is None:
+            raise RuntimeError("override() before the first update()")
+        decision = replace(self.last_decision, stop=bool(stop), reason=reason)
+        self.last_decision = decision
+        if self.record.forecasts:
+            self.record.forecasts[-1] = decision.to_dict()
+        self.stopped = {"epoch": decision.epoch, "reason": reason} if stop else None
+        self.record.stopped = self.stopped
+        return decision
+
     def _forecast(self, epoch: int) -> tuple[Forecast | None, str]:
         """This epoch's forecast, or None and why there is none (never raises on data)."""
         if self.target_epoch is None or epoch >= self.target_epoch:

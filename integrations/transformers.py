@@ -23,7 +23,6 @@ import os
 import sys
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from earlystop_predict._imports import require
@@ -433,10 +432,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         if decision is None:  # pragma: no cover - update() returns a Decision or raises
             return
         if stop != decision.stop:  # rank 0 decided otherwise (it alone sees the incumbent)
-            decision = replace(decision, stop=stop, reason=f"rank 0: {reason}")
-            mon.last_decision = decision
-            mon.stopped = mon.record.stopped = (
-                {"epoch": index, "reason": decision.reason} if stop else None)
+            decision = mon.override(stop, f"rank 0: {reason}")
         self._n_evals += 1
         self._log(decision, index, args, state, control)
         if stop:

@@ -40,9 +40,9 @@ def test_numpy_forward_matches_torch_to_1e5() -> None:
     x = prepare(recs, targets)
     ours = weights.forward(x["seq"], x["static"], x["query"], x["lengths"])
     with torch.no_grad():
-        h = net.hidden_states(torch.from_numpy(x["seq"]), torch.from_numpy(x["static"]))
+        h = net.hidden_states(torch.from_numpy(x["seq"]).double(), torch.from_numpy(x["static"]))
         last = h[torch.arange(len(recs)), torch.from_numpy(x["lengths"] - 1)]
-        theirs = net.head(last, torch.from_numpy(x["static"]), torch.from_numpy(x["query"]))
+        theirs = net.head(last, torch.from_numpy(x["static"]), torch.from_numpy(x["query"]).double())
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5, rtol=0)
     # Single-record path (no padding bookkeeping) gives the same answer.
     one = prepare(recs[3:], targets[3:])
@@ -51,7 +51,7 @@ def test_numpy_forward_matches_torch_to_1e5() -> None:
         atol=1e-6)
     # The output transform matches too, and quantiles never cross.
     mean_np, q_np = head_transform(ours, x["query"][:, LAST])
-    mean_t, q_t = lstm_train.torch_head_transform(theirs, torch.from_numpy(x["query"][:, LAST]))
+    mean_t, q_t = lstm_train.torch_head_transform(theirs, torch.from_numpy(x["query"][:, LAST]).double())
     np.testing.assert_allclose(mean_np, mean_t.numpy(), atol=1e-5)
     np.testing.assert_allclose(q_np, q_t.numpy(), atol=1e-5)
     assert (np.diff(q_np, axis=1) >= 0).all()

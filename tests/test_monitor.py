@@ -509,3 +509,18 @@ def test_each_begin_is_a_new_run_in_the_ledger(monitor_factory, tmp_path):
         runs = led.runs()
     assert len(runs) == 2 and len({r["run_id"] for r in runs}) == 2
     assert all(r["status"] == "stopped" and r["n_epochs"] == 3 for r in runs)
+
+
+def test_override_replaces_the_decision_in_record_and_stop_state(monitor_factory) -> None:
+    mon = monitor_factory(min_epochs=1, threshold=0.99)
+    mon.begin(meta={"max_epochs": 20})
+    with pytest.raises(RuntimeError):
+        monitor_factory().override(True, "too early")
+    assert mon.update(1, {"val_accuracy": 0.3}).stop
+    d = mon.override(False, "rank 0: keep going")
+    assert not d.stop and mon.stopped is None and mon.record.stopped is None
+    assert mon.record.forecasts[-1]["stop"] is False
+    assert mon.record.forecasts[-1]["reason"] == "rank 0: keep going"
+    d = mon.override(True, "rank 0: stop")
+    assert mon.stopped == {"epoch": 1, "reason": "rank 0: stop"} == mon.record.stopped
+    assert d.forecast is not None and len(mon.record.forecasts) == 1

@@ -45,11 +45,10 @@ def bundled_corpus() -> Path:
 def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
                     models: dict[str, Any] | None = None,
                     lcbench: str | None = None) -> dict[str, Any]:
-    """Errors of the models in ``model_dir`` and of last-value on the held-out tasks."""
-    from ..forecaster import load_model
-
+    """Errors of the models in ``model_dir`` (LSTM with its fallback, and LightGBM)
+    and of last value on the LCBench tasks held out of training."""
     records = lcbench_records(TEST_TASKS, path=lcbench, limit_per_task=runs_per_task)
-    models = models or {"lstm": load_model(model_dir), "lightgbm": load_model(model_dir)}
+    models = models or _models(Path(model_dir))
     out: dict[str, Any] = {}
     for frac in FRACTIONS:
         e = max(1, int(round(frac * MAX_EPOCHS)))
@@ -229,8 +228,7 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
                 [records[i] for i in info.pop("held")], _models(fold_dir)).items()
                 if name != "all"})
             info["dir"] = f"folds/fold{k + 1}"
-        all_runs = completed(records)
-        cv["all"] = _pool(cv, len(all_runs))
+        cv["all"] = _pool(cv)
         parts.append((real, np.repeat(np.where(~early)[0], real_weight)))
         val.append((real, np.where(early)[0]))
         real_info["train_runs"] = int((~early).sum())
@@ -283,7 +281,7 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
     return manifest
 
 
-def _pool(report: dict[str, Any], n: int) -> dict[str, Any]:
+def _pool(report: dict[str, Any]) -> dict[str, Any]:
     """Run-weighted mean of per-family figures (every family held out in some fold)."""
     fams = [v for k, v in report.items() if k != "all"]
     total = sum(v["runs"] for v in fams)
