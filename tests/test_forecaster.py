@@ -40,9 +40,14 @@ def model_copy(tmp_path: Path) -> Path:
 
 def test_bundled_manifest_lists_checksummed_artifacts() -> None:
     m = read_manifest(bundled_dir())
-    assert set(m["artifacts"]) == {"lstm", "lightgbm"}
-    assert m["training_data"]["split"] == "by task"
+    assert set(m["artifacts"]) == {"lstm", "lightgbm", "prior"}
+    assert m["training_data"]["split"].startswith("LCBench by task")
     assert m["held_out"]["20%"]["lstm"]["mae"] > 0
+    # Real families are cross-validated: every family held out by one fold.
+    real = m["training_data"]["real"]
+    held = sorted(f for fold in m["folds"] for f in fold["families"])
+    assert held == sorted(real["families"]) and len(real["families"]) == 7
+    assert set(m["held_out_families"]) == set(real["families"]) | {"all"}
 
 
 def test_lstm_serves_and_quantiles_are_monotone(auto) -> None:

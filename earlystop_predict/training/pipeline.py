@@ -182,8 +182,9 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
     parts: list[Part] = [(lcb, tr)]
     val: list[Part] = [(lcb, va)]
     if corpus is not None:
-        if str(corpus) == "bundled":
-            corpus = bundled_corpus()
+        label = str(corpus)
+        if label == "bundled":
+            corpus, label = bundled_corpus(), "models/corpus/runs.jsonl.gz"
         records = usable(read_runs(corpus, option="--corpus"))
         real = RealCurves.from_records(records)
         rng = np.random.default_rng(seed)
@@ -194,7 +195,7 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
         present = set(real.group.tolist())
         folds = [tuple(f for f in fold if f in present) for fold in folds]
         folds = [f for f in folds if f]
-        real_info = {"corpus": str(corpus), "runs": len(records),
+        real_info = {"corpus": label, "runs": len(records),
                      "families": sorted(present), "weight": real_weight,
                      "early_stopping_runs": int(early.sum()),
                      "folds": [list(f) for f in folds]}
@@ -308,12 +309,15 @@ def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]
              f"{len(td.get('validation_tasks', []))}, held out "
              f"{', '.join(map(str, td.get('held_out_tasks', [])))}."]
     if real:
-        lines.append(f"- Real corpus ({real.get('runs')} runs): trained on "
-                     f"{', '.join(real.get('train_families', []))} "
-                     f"({real.get('train_runs')} runs, each drawn {real.get('weight')}x); "
-                     f"early stopping and calibration on "
-                     f"{', '.join(real.get('validation_families', []))}; whole families "
-                     f"held out: {', '.join(real.get('held_out_families', []))}.")
+        folds = "; ".join(", ".join(f) for f in real.get("folds", []))
+        lines.append(f"- Real corpus ({real.get('corpus')}, {real.get('runs')} runs of "
+                     f"{len(real.get('families', []))} families): the bundled model trains on "
+                     f"{real.get('train_runs')} runs of every family (each drawn "
+                     f"{real.get('weight')}x), {real.get('early_stopping_runs')} held aside "
+                     f"for early stopping. Cross-validation folds (a model trained without "
+                     f"each group, in folds/): {folds}.")
+        if real.get("note"):
+            lines.append(f"  Note: {real['note']}.")
     if manifest.get("fine_tuned"):
         ft = manifest["fine_tuned"]
         lines.append(f"- Fine-tuned from {ft.get('base')} on {ft.get('train_runs')} runs of "
@@ -341,7 +345,8 @@ def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]
                     f"{r['lstm']['coverage80']:.0f} % |")
 
     if manifest.get("held_out_families"):
-        table("Real runs of held-out families", manifest["held_out_families"], "family")
+        table("Real runs, each family scored by the fold model trained without it",
+              manifest["held_out_families"], "family")
     if manifest.get("fine_tune_report"):
         table("The user's held-out runs, after fine-tuning", manifest["fine_tune_report"],
               "model")
