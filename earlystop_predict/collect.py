@@ -39,6 +39,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -700,6 +701,37 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
     return "\n".join(lines)
 
 
+def _regeneration_commands(commands: list[str], records: list[dict[str, Any]]) -> list[str]:
+    """The logged commands reduced to what the corpus holds: sessions that differ only
+    in ``--runs`` merged, and ``--runs`` cut to the runs of that seed actually in the
+    corpus (a session stopped early, or superseded, planned more)."""
+    top: dict[int, int] = {}
+    for rec in records:
+        m = re.search(r"-s(\d+)-(\d+)", str(rec.get("run_id", "")))
+        if m:
+            seed, index = int(m.group(1)), int(m.group(2))
+            top[seed] = max(top.get(seed, -1), index)
+    merged: dict[tuple[str, ...], int] = {}
+    for cmd in commands:
+        parts = shlex.split(cmd)
+        try:
+            runs = int(parts[parts.index("--runs") + 1])
+            seed = int(parts[parts.index("--seed") + 1])
+        except (ValueError, IndexError):
+            continue
+        runs = min(runs, top.get(seed, -1) + 1)
+        if runs <= 0:
+            continue
+        key = tuple(p for i, p in enumerate(parts) if p != "--runs" and parts[i - 1] != "--runs")
+        merged[key] = max(merged.get(key, 0), runs)
+    out = []
+    for key, runs in merged.items():
+        parts = list(key)
+        at = parts.index("--seed")
+        out.append(shlex.join(parts[:at] + ["--runs", str(runs)] + parts[at:]))
+    return out
+
+
 def write_datasheet(directory: str | os.PathLike[str]) -> Path:
     """Write ``DIR/DATASHEET.md`` from the corpus and the sessions log; return its path."""
     directory = Path(directory)
@@ -715,6 +747,7 @@ def write_datasheet(directory: str | os.PathLike[str]) -> Path:
                 continue
             if cmd not in commands:
                 commands.append(cmd)
+    commands = _regeneration_commands(commands, records)
     target = directory / DATASHEET_NAME
     tmp = directory / f".{DATASHEET_NAME}.tmp"
     tmp.write_text(datasheet(records, commands), encoding="utf-8")

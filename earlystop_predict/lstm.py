@@ -88,7 +88,9 @@ class LSTMWeights:
         f32 = np.float32
         W = np.concatenate([self.p["W_ih"].T, self.p["W_hh"].T], axis=0)[:, perm] * gate
         self._W = np.ascontiguousarray(W, dtype=f32)
-        self._n_in = self.p["W_ih"].shape[1]
+        self._n_in = F = self.p["W_ih"].shape[1]
+        self._W_x = np.ascontiguousarray(self._W[:F])  # single-sequence path
+        self._W_h = np.ascontiguousarray(self._W[F:])
         self._b = (self.p["b"][perm] * gate).astype(f32)
         self._head = [(self.p[f"W{i}"].T.astype(f32), self.p[f"b{i}"].astype(f32))
                       for i in (1, 2, 3)]
@@ -120,12 +122,27 @@ class LSTMWeights:
         # Time-major inputs: step t reads a contiguous (B, F) block.
         xs = np.ascontiguousarray(seq[order, :L].transpose(1, 0, 2), dtype=f32)
         out = np.empty_like(h)
-        out[order] = self._run(xs, h, lens)
+        if len(lens) == 1:  # one forecast (the callbacks' case): fewest numpy calls
+            out[0] = self._run_one(xs[:, 0], h[0])
+        else:
+            out[order] = self._run(xs, h, lens)
         z = np.concatenate([out, static, query.astype(f32)], axis=1)
         (W1, b1), (W2, b2), (W3, b3) = self._head
         z = np.maximum(z @ W1 + b1, 0.0)
         z = np.maximum(z @ W2 + b2, 0.0)
         return (z @ W3 + b3).astype(np.float64)
+
+    def _run_one(self, xs: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """The recurrence for one sequence ``(L, F)``; its last hidden state."""
+        H = self.hidden
+        W_h = self._W_h
+        c = np.zeros(H, dtype=np.float32)
+        for x in xs @ self._W_x + self._b:
+            g = np.tanh(h @ W_h + x)
+            s = g[:3 * H] * 0.5 + 0.5  # i, f, o as sigmoids; g[3H:] is the cell input
+            c = s[H:2 * H] * c + s[:H] * g[3 * H:]
+            h = s[2 * H:] * np.tanh(c)
+        return h
 
     def _run(self, xs: np.ndarray, h: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The recurrence for rows sorted longest first; last hidden state of each row.
