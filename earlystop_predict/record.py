@@ -280,6 +280,18 @@ def iter_records(path: str | os.PathLike[str], *, validate: bool = True,
         FileNotFoundError: the file does not exist.
     """
     source = str(path)
+    for lineno, data in iter_json_lines(path):
+        yield RunRecord.from_dict(data, line=lineno, source=source, validate=validate,
+                                  allow_empty=allow_empty)
+
+
+def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSONL file.
+
+    Raises:
+        RecordError: a line is not JSON (names the line and the column).
+        FileNotFoundError: the file does not exist.
+    """
     with open(path, encoding="utf-8") as fh:
         for lineno, text in enumerate(fh, start=1):
             if not text.strip():
@@ -288,9 +300,8 @@ def iter_records(path: str | os.PathLike[str], *, validate: bool = True,
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise RecordError(f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                  line=lineno, source=source) from None
-            yield RunRecord.from_dict(data, line=lineno, source=source, validate=validate,
-                                      allow_empty=allow_empty)
+                                  line=lineno, source=str(path)) from None
+            yield lineno, data
 
 
 def read_records(path: str | os.PathLike[str], **kwargs: Any) -> list[RunRecord]:

@@ -4,7 +4,6 @@ training them, by their zero-epoch forecast."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -25,20 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def read_candidates(path: str) -> list[dict]:
     """The JSON objects of a JSONL file; a bad line raises RecordError naming it."""
     from ..errors import RecordError
+    from ..record import iter_json_lines
 
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"not valid JSON ({exc.msg})", line=lineno,
-                                  source=path) from None
-            if not isinstance(obj, dict):
-                raise RecordError("not a JSON object", line=lineno, source=path)
-            out.append(obj)
+    for lineno, obj in iter_json_lines(path):
+        if not isinstance(obj, dict):
+            raise RecordError("not a JSON object", line=lineno, source=path)
+        out.append(obj)
     return out
 
 
