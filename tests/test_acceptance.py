@@ -1,7 +1,9 @@
 """Issue acceptance with the real bundled accModel, one real tiny training per framework.
 
-An unreachable threshold (0.999 at the planned last epoch) makes the bundled LSTM's
-forecast poor from the first epoch on, so each callback must stop the run at
+An unreachable threshold (0.999 at the planned last epoch, judged at the 0.9
+quantile: the model calibrated on real runs is honestly unsure early on, and its
+0.95 quantile of a run at 60 % after 2 of 8 epochs can touch 1.0) makes the
+bundled LSTM's forecast poor from the first epoch on, so each callback must stop the run at
 ``min_epochs``, well before its planned end, and leave its forecasts in the
 framework's own log and in the ledger export; with ``dry_run=True`` the run goes
 to the end with the same forecasts recorded.
@@ -48,7 +50,7 @@ def run_keras(ledger: Path, dry: bool, tmp_path: Path) -> int:
 
     from earlystop_predict.integrations.keras import KerasForecastCallback
 
-    cb = KerasForecastCallback("val_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+    cb = KerasForecastCallback("val_accuracy", threshold=0.999, confidence=0.9, min_epochs=MIN_EPOCHS,
                                ledger=ledger, dry_run=dry, run_id="k")
     x, y = data()
     hist = build().fit(x, y, validation_split=0.25, epochs=EPOCHS, batch_size=16, verbose=0,
@@ -63,7 +65,7 @@ def run_lightning(ledger: Path, dry: bool, tmp_path: Path) -> int:
 
     from earlystop_predict.integrations.lightning import LightningForecastCallback
 
-    cb = LightningForecastCallback("val_acc", threshold=0.999, min_epochs=MIN_EPOCHS,
+    cb = LightningForecastCallback("val_acc", threshold=0.999, confidence=0.9, min_epochs=MIN_EPOCHS,
                                    ledger=ledger, dry_run=dry, run_id="l")
     pl.seed_everything(0, verbose=False)  # the same curve both times
     tr = trainer(cb, max_epochs=EPOCHS)
@@ -79,7 +81,7 @@ def run_hf(ledger: Path, dry: bool, tmp_path: Path) -> int:
 
     from earlystop_predict.integrations.transformers import HFForecastCallback
 
-    cb = HFForecastCallback("eval_accuracy", threshold=0.999, min_epochs=MIN_EPOCHS,
+    cb = HFForecastCallback("eval_accuracy", threshold=0.999, confidence=0.9, min_epochs=MIN_EPOCHS,
                             ledger=ledger, dry_run=dry, run_id="h")
     trainer = make_trainer(tmp_path / f"hf-{dry}", [cb], num_train_epochs=EPOCHS)
     trainer.train()
