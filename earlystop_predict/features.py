@@ -72,6 +72,7 @@ def _norm_key(key: str) -> str:
     return str(key).strip().lower()
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_metric(name: str) -> str:
     """Canonical metric name: ``eval_accuracy -> val_accuracy``, ``loss -> train_loss``."""
     return METRIC_ALIASES.get(_norm_key(name), name)
@@ -189,16 +190,24 @@ def encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.nda
     values are one-hot, all-zero when missing. Results are cached by value, so
     forecasting a run epoch after epoch encodes its hyperparameters once.
     """
+    return static_vector(hparams, meta).copy()
+
+
+def static_vector(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.ndarray:
+    """:func:`encode_static` without the copy: a cached, read-only array (the batch
+    encoders stack these rows; never write to it)."""
     try:
         key = (tuple(sorted(hparams.items())), tuple(sorted(meta.items())))
-        return _encode_static_cached(key).copy()
+        return _encode_static_cached(key)
     except TypeError:  # unhashable or unsortable values: no caching
         return _encode_static(hparams, meta)
 
 
 @functools.lru_cache(maxsize=4096)
 def _encode_static_cached(key: tuple[tuple[tuple[Any, Any], ...], ...]) -> np.ndarray:
-    return _encode_static(dict(key[0]), dict(key[1]))
+    vec = _encode_static(dict(key[0]), dict(key[1]))
+    vec.flags.writeable = False
+    return vec
 
 
 def _encode_static(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> np.ndarray:

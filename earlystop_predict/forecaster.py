@@ -102,14 +102,28 @@ class Forecast:
 
 def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
                           mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
-    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles."""
+    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles.
+
+    The batch path builds each frozen instance from its field dict in one step
+    (what ``__init__`` would set, field by field, through ``object.__setattr__``):
+    at tens of thousands of forecasts a second the per-field calls are a good part
+    of the cost.
+    """
     k0, k1, k2, k3, k4 = QKEYS
-    return [Forecast(m, {k0: a, k1: b, k2: c, k3: d, k4: e}, model, "", len(rec.epochs), t)
-            for rec, t, m, (a, b, c, d, e) in zip(records, targets, mean.tolist(), q.tolist(),
-                                                  strict=True)]
+    new, setattr_ = object.__new__, object.__setattr__
+    out = []
+    append = out.append
+    for rec, t, m, (a, b, c, d, e) in zip(records, targets, mean.tolist(), q.tolist(),
+                                          strict=True):
+        fc = new(Forecast)
+        setattr_(fc, "__dict__", {"mean": m, "quantiles": {k0: a, k1: b, k2: c, k3: d, k4: e},
+                                  "model": model, "reason": "",
+                                  "observed_epochs": len(rec.epochs), "target_epoch": t})
+        append(fc)
+    return out
 
 
-def _check_target(record: RunRecord, target_epoch: int) -> int:
+def _check_target(target_epoch: int) -> int:
     if isinstance(target_epoch, bool) or not isinstance(target_epoch, (int, np.integer)):
         raise ConfigError("target_epoch", "a positive integer", target_epoch)
     if target_epoch < 1:
@@ -153,15 +167,15 @@ class Forecaster(ABC):
     @staticmethod
     def _targets(records: Sequence[RunRecord], target_epoch: int | Sequence[int]) -> list[int]:
         if isinstance(target_epoch, (int, np.integer)) and not isinstance(target_epoch, bool):
-            targets = [int(target_epoch)] * len(records)
-        else:
-            targets = [int(t) for t in target_epoch]  # type: ignore[union-attr]
-            if len(targets) != len(records):
-                raise ConfigError("target_epoch", f"an int or {len(records)} ints",
-                                  f"{len(targets)} values")
-        for rec, t in zip(records, targets, strict=False):
-            _check_target(rec, t)
-        return targets
+            return [_check_target(target_epoch)] * len(records)
+        given = list(target_epoch)  # type: ignore[arg-type]
+        if len(given) != len(records):
+            raise ConfigError("target_epoch", f"an int or {len(records)} ints",
+                              f"{len(given)} values")
+        kinds = {type(t) for t in given}
+        if kinds <= {int} and (not given or min(given) >= 1):
+            return given  # the common case: plain positive ints, checked at once
+        return [_check_target(t) for t in given]
 
 
 @dataclass
@@ -223,15 +237,19 @@ class AutoForecaster(Forecaster):
         out: list[Forecast | None] = [None] * len(records)
         reasons: dict[int, str] = {}
         serve: list[int] = []
+        cannot_serve = None if self.primary is None else getattr(
+            self.primary, "cannot_serve", lambda rec, t: "")
         for i, (rec, t) in enumerate(zip(records, targets, strict=False)):
-            seen = observed_forecast(rec, t)
-            if seen is not None:
-                out[i] = seen
-                continue
-            if self.primary is None:
+            eps = rec.epochs
+            if eps and int(eps[-1]["epoch"]) >= t:  # the target may be held already
+                seen = observed_forecast(rec, t)
+                if seen is not None:
+                    out[i] = seen
+                    continue
+            if cannot_serve is None:
                 reasons[i] = self.primary_error
                 continue
-            why = self.primary.cannot_serve(rec, t)  # type: ignore[attr-defined]
+            why = cannot_serve(rec, t)
             if why:
                 reasons[i] = why
             else:

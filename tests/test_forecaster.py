@@ -69,6 +69,39 @@ def test_forecast_many_matches_forecast(auto) -> None:
         assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-6)
 
 
+def test_large_batches_in_chunks_match_one_by_one(auto, monkeypatch) -> None:
+    """The chunked, two-threaded batch path (one BLAS thread) answers as single calls:
+    per-record targets, a missing value, a held target, a run only LightGBM serves."""
+    import earlystop_predict.lstm as lstm
+
+    monkeypatch.setattr(lstm, "CHUNK", 4)
+    recs = [rising(n) for n in range(1, 15)]
+    recs[5].epochs[2]["val_accuracy"] = None
+    recs[6].meta["max_epochs"] = 30
+    targets = [50 - n for n in range(len(recs))]
+    targets[3] = 2          # already observed: the observation itself
+    targets[7] = 500        # beyond the LSTM's range: LightGBM
+    many = auto.forecast_many(recs, targets)
+    assert [fc.model for fc in many].count("lstm") == len(recs) - 2
+    assert many[3].model == "observed" and many[7].model == "lightgbm"
+    for rec, t, fc in zip(recs, targets, many, strict=True):
+        one = auto.forecast(rec, t)
+        assert (one.model, one.target_epoch, one.observed_epochs) == \
+            (fc.model, fc.target_epoch, fc.observed_epochs)
+        assert one.mean == pytest.approx(fc.mean, abs=1e-6)
+        assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "50"])
+def test_bad_target_epochs_are_config_errors(auto, bad) -> None:
+    from earlystop_predict import ConfigError
+
+    with pytest.raises(ConfigError, match="target_epoch"):
+        auto.forecast_many([rising(4), rising(5)], [50, bad])
+    with pytest.raises(ConfigError, match="target_epoch"):
+        auto.forecast_many([rising(4)], [50, 50])  # one target per record
+
+
 @pytest.mark.parametrize(("record", "target", "why"), [
     (rising(10, metric="val_loss"), 50, "unknown to lstm"),
     (rising(10), 500, "beyond lstm's trained range"),
