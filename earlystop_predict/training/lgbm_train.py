@@ -73,16 +73,16 @@ def _objectives() -> list[tuple[str, dict[str, Any]]]:
         (qkey(q), {"objective": "quantile", "alpha": q}) for q in QUANTILES]
 
 
-def train_lgbm(parts: Sequence[Part], val: Sequence[Part] | None, *, draws: int = 6,
-               rounds: int = 600, fixed_rounds: dict[str, int] | None = None, seed: int = 0,
+def train_lgbm(parts: Sequence[Part], val: Sequence[Part], *, draws: int = 6,
+               rounds: int = 600, seed: int = 0,
                init: LGBMForecaster | None = None, learning_rate: float = 0.05,
                min_data_in_leaf: int = 200,
                progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> LGBMForecaster:
-    """Fit the mean (L2) and quantile boosters, early-stopped on ``val``; with
-    ``val=None`` (a refit) each booster runs ``fixed_rounds[name]`` rounds and keeps
-    unit calibration (the caller sets it). ``init`` continues the boosters of a
-    shipped model (fine-tuning: new trees fit what it gets wrong on ``parts``)."""
+    """Fit the mean (L2) and quantile boosters, early-stopped on ``val`` (which also
+    fits the interval calibration and the mean shrinkage). ``init`` continues the
+    boosters of a shipped model (fine-tuning: new trees fit what it gets wrong on
+    ``parts``)."""
     import lightgbm as lgb
 
     rng = np.random.default_rng(seed)
@@ -91,26 +91,20 @@ def train_lgbm(parts: Sequence[Part], val: Sequence[Part] | None, *, draws: int 
         progress(f"lightgbm: {len(y)} training samples")
     base = {**BASE_PARAMS, "learning_rate": learning_rate, "min_data_in_leaf": min_data_in_leaf,
             "seed": seed, "num_threads": threads or (os.cpu_count() or 2)}
-    if val is not None:
-        xv, yv = build_dataset(val, np.random.default_rng(seed + 1), draws=max(1, draws // 2))
+    xv, yv = build_dataset(val, np.random.default_rng(seed + 1), draws=max(1, draws // 2))
     boosters = {}
     for name, obj in _objectives():
         start = None if init is None else init.boosters[name]
         dtrain = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-        if val is None:
-            n = (fixed_rounds or {}).get(name, rounds)
-            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=n, init_model=start)
-        else:
-            dval = lgb.Dataset(xv, yv, reference=dtrain, free_raw_data=False)
-            booster = lgb.train({**base, **obj}, dtrain, num_boost_round=rounds,
-                                valid_sets=[dval], init_model=start,
-                                callbacks=[lgb.early_stopping(30, verbose=False)])
+        dval = lgb.Dataset(xv, yv, reference=dtrain, free_raw_data=False)
+        booster = lgb.train({**base, **obj}, dtrain, num_boost_round=rounds,
+                            valid_sets=[dval], init_model=start,
+                            callbacks=[lgb.early_stopping(30, verbose=False)])
         boosters[name] = booster
         if progress:
             progress(f"lightgbm {name}: {booster.current_iteration()} rounds")
     model = LGBMForecaster(boosters)
-    if val is not None:
-        model.calibration, model.shrink = fit_lgbm_calibration(model, val)
+    model.calibration, model.shrink = fit_lgbm_calibration(model, val)
     return model
 
 

@@ -270,13 +270,13 @@ def n_batches(parts: Sequence[Part], batch_size: int) -> int:
     return total
 
 
-def train_lstm(parts: Sequence[Part], val: Sequence[Part] | None, *, epochs: int = 30,
+def train_lstm(parts: Sequence[Part], val: Sequence[Part], *, epochs: int = 30,
                batch_size: int = 128, lr: float = 3e-3, seed: int = 0, hidden: int = 64,
                init: LSTMNet | None = None, progress: Callable[[str], None] | None = None,
                threads: int | None = None) -> tuple[LSTMNet, dict[str, float]]:
-    """Train on ``parts`` (augmented), keep the best epoch on ``val`` (MAE); with
-    ``val=None`` (a refit on every task) keep the last epoch's weights. ``init``
-    starts from given weights (fine-tuning) instead of random ones."""
+    """Train on ``parts`` (augmented) and keep the best epoch on ``val`` (MAE).
+    ``init`` starts from given weights (fine-tuning) instead of random ones, and
+    is itself a candidate: the weights returned are never worse on ``val``."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2)))
     rng = np.random.default_rng(seed)
@@ -286,11 +286,10 @@ def train_lstm(parts: Sequence[Part], val: Sequence[Part] | None, *, epochs: int
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps + 1,
                                                 pct_start=0.1)
     best: tuple[float, Any] = (np.inf, None)
-    if init is not None and val is not None:
+    if init is not None:
         net.eval()
         best = (eval_mae(net, val), {k: v.clone() for k, v in net.state_dict().items()})
     bar = _progress_bar(steps)
-    history: dict[str, float] = {}
     for ep in range(epochs):
         net.train()
         total = 0.0
@@ -304,18 +303,16 @@ def train_lstm(parts: Sequence[Part], val: Sequence[Part] | None, *, epochs: int
             total += float(loss.detach())
             bar.update(1)
         net.eval()
-        mae = eval_mae(net, val) if val is not None else -float(ep)
-        history[f"epoch{ep + 1}_val_mae"] = mae
+        mae = eval_mae(net, val)
         if mae < best[0]:
             best = (mae, {k: v.clone() for k, v in net.state_dict().items()})
-        msg = f"lstm epoch {ep + 1}/{epochs} loss {total:.3f}" + (
-            f" val MAE {mae:.4f}" if val is not None else "")
+        msg = f"lstm epoch {ep + 1}/{epochs} loss {total:.3f} val MAE {mae:.4f}"
         bar.set_postfix_str(msg)
         if progress:
             progress(msg)
     bar.close()
     net.load_state_dict(best[1])
-    return net, {"val_mae": best[0] if val is not None else float("nan")}
+    return net, {"val_mae": best[0]}
 
 
 def _progress_bar(total: int):  # noqa: ANN202 - tqdm or a silent stand-in

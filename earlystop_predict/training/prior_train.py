@@ -35,7 +35,7 @@ def prior_dataset(parts: Sequence[Part], rng: np.random.Generator, draws: int = 
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(src)
 
 
-def train_prior(parts: Sequence[Part], val: Sequence[Part] | None, *, draws: int = 3,
+def train_prior(parts: Sequence[Part], val: Sequence[Part], *, draws: int = 3,
                 rounds: int = 800, seed: int = 0, init: PriorForecaster | None = None,
                 learning_rate: float = 0.05, min_data_in_leaf: int = 100,
                 progress: Callable[[str], None] | None = None,
@@ -49,29 +49,25 @@ def train_prior(parts: Sequence[Part], val: Sequence[Part] | None, *, draws: int
               "min_data_in_leaf": min_data_in_leaf, "seed": seed,
               "num_threads": threads or (os.cpu_count() or 2)}
     dtrain = lgb.Dataset(x, y, feature_name=list(PRIOR_FEATURES), free_raw_data=False)
-    if val is not None:
-        xv, yv, _ = prior_dataset(val, np.random.default_rng(seed + 1), draws=1,
-                                  augment=False)
-        dval = lgb.Dataset(xv, yv, reference=dtrain, free_raw_data=False)
+    xv, yv, _ = prior_dataset(val, np.random.default_rng(seed + 1), draws=1, augment=False)
+    dval = lgb.Dataset(xv, yv, reference=dtrain, free_raw_data=False)
     boosters = {}
     for name, obj in _objectives():
         start = None if init is None else init.boosters[name]
-        kwargs = {} if val is None else {
-            "valid_sets": [dval], "callbacks": [lgb.early_stopping(30, verbose=False)]}
         boosters[name] = lgb.train({**params, **obj}, dtrain, num_boost_round=rounds,
-                                   init_model=start, **kwargs)
+                                   valid_sets=[dval], init_model=start,
+                                   callbacks=[lgb.early_stopping(30, verbose=False)])
     if progress:
         progress(f"prior: {len(y)} samples, "
                  f"{boosters['mean'].current_iteration()} rounds (mean)")
     model = PriorForecaster(boosters)
-    if val is not None:
-        model.calibration = calibration.as_table((1.0, 1.0))
-        per_source = []
-        for source, rows in val:
-            xv, yv, _ = prior_dataset([(source, rows)], np.random.default_rng(seed + 2),
-                                      draws=1, augment=False, end_only=True)
-            mean, q = model.predict_matrix(xv)
-            zeros = np.zeros(len(yv))
-            per_source.append(ForecastRows(q=q, mean=mean, y=yv, frac=zeros, last=zeros))
-        model.calibration, _ = fit_post(per_source, shrink=False)
+    model.calibration = calibration.as_table((1.0, 1.0))
+    per_source = []
+    for source, rows in val:
+        xv, yv, _ = prior_dataset([(source, rows)], np.random.default_rng(seed + 2),
+                                  draws=1, augment=False, end_only=True)
+        mean, q = model.predict_matrix(xv)
+        zeros = np.zeros(len(yv))
+        per_source.append(ForecastRows(q=q, mean=mean, y=yv, frac=zeros, last=zeros))
+    model.calibration, _ = fit_post(per_source, shrink=False)
     return model
