@@ -31,6 +31,7 @@ ADAPTER_SHIMS: dict[str, tuple[str, ...]] = {
     "transformers": ("transformers",),
     "lightning": ("lightning", "pytorch_lightning"),
     "optuna": ("optuna",),
+    "ray": ("ray",),
 }
 # Adapter modules (framework-specific); ``_``-prefixed ones are framework-free helpers.
 ADAPTERS = sorted(p.stem for p in (REPO_ROOT / "integrations").glob("*.py")

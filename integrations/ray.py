@@ -1,0 +1,238 @@
+"""Ray Tune adapter: :class:`ForecastScheduler`, a trial scheduler that forecasts.
+
+Ray Tune's own early-stopping schedulers compare a trial's value *now* with
+other trials' values at the same time (median stopping, ASHA's rungs). This one
+forecasts where the trial will *end* (the accModel, from the trial's reported
+values and its config) and stops it when that forecast is unlikely to beat the
+best trial that completed, or to reach a ``threshold``, with the same
+:class:`~earlystop_predict.policy.StopPolicy` as the training callbacks.
+
+The scheduler runs in the Tune driver; trials may run on any node of the
+cluster: only their reported metrics reach it, so one accModel serves a search
+across many machines. Every forecast and decision is kept in
+:attr:`ForecastScheduler.records` and, with a ``ledger``, on disk (the driver's
+disk). Pass :attr:`ForecastScheduler.callback` to the run config too, and each
+trial's results also carry ``esp/forecast_mean``, ``esp/forecast_q10``,
+``esp/forecast_q90`` and ``esp/stop``: Tune's own logs (``progress.csv``,
+``result.json``, TensorBoard) and ``ResultGrid`` data frames then hold them.
+
+Example:
+    >>> from ray import tune
+    >>> from earlystop_predict.integrations.ray import ForecastScheduler
+    >>> sched = ForecastScheduler(target_epoch=50, ledger="runs.db")
+    >>> def train(config):                                      # doctest: +SKIP
+    ...     for epoch in range(50):
+    ...         tune.report({"val_accuracy": train_one_epoch(config)})
+    >>> tuner = tune.Tuner(                                     # doctest: +SKIP
+    ...     train, param_space={"lr": tune.loguniform(1e-4, 1e-1)},
+    ...     tune_config=tune.TuneConfig(metric="val_accuracy", mode="max",
+    ...                                 scheduler=sched, num_samples=100),
+    ...     run_config=tune.RunConfig(callbacks=[sched.callback]))
+    >>> results = tuner.fit()                                   # doctest: +SKIP
+
+The epoch is read from ``time_attr`` (Tune's own 1-based ``training_iteration``
+unless told otherwise). Report one result per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from earlystop_predict._imports import require
+
+ray = require("ray", extra="ray")
+tune = require("ray.tune", extra="ray")
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
+
+from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.features import canonical_metric  # noqa: E402
+from earlystop_predict.forecaster import Forecaster  # noqa: E402
+from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.policy import StopPolicy  # noqa: E402
+from earlystop_predict.record import RunRecord  # noqa: E402
+
+from ._common import scalar_metrics, to_float  # noqa: E402
+
+#: Curve columns the accModel reads, fed to it when a result holds them.
+_CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+
+
+class ForecastScheduler(FIFOScheduler):
+    """Stop Tune trials whose forecast final value is poor.
+
+    Args:
+        target_epoch: the epoch the trials train to (the forecast's target).
+        metric: the reported value to forecast; default: ``TuneConfig(metric=...)``.
+            Accuracy-like names (``val_accuracy``, ``val_acc``, ``eval_accuracy``...)
+            are forecast by the LSTM; any other by LightGBM.
+        mode: ``"max"`` or ``"min"``; default: ``TuneConfig(mode=...)``.
+        time_attr: the result key holding the 1-based epoch. Default
+            ``"training_iteration"``.
+        threshold: also stop trials unlikely to reach this value. Default None.
+        confidence: quantile level that must clear the bar. Default 0.95.
+        min_epochs: first epoch at which a trial may be stopped. Default 3.
+        patience: consecutive poor forecasts before stopping. Default 1.
+        use_incumbent: stop trials unlikely to beat the best trial that trained to
+            ``target_epoch``. Default True.
+        model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
+            :class:`~earlystop_predict.forecaster.Forecaster`. Default ``"auto"``.
+        ledger: SQLite ledger path (``study`` groups the runs). Default None.
+        study: name of the search in records and the ledger. Default ``"tune"``.
+        meta: meta data of every trial (``train_size``, ``num_params``...). Default None.
+        dry_run: forecast and record, never stop. Default False.
+
+    Raises:
+        ConfigError: ``target_epoch`` < 2, ``mode`` not max/min, or a bad policy
+            argument (at construction, not mid-search).
+    """
+
+    def __init__(self, target_epoch: int, *, metric: str | None = None,
+                 mode: str | None = None, time_attr: str = "training_iteration",
+                 threshold: float | None = None, confidence: float = 0.95,
+                 min_epochs: int = 3, patience: int = 1, use_incumbent: bool = True,
+                 model: str | os.PathLike[str] | Forecaster = "auto",
+                 ledger: str | os.PathLike[str] | None = None, study: str = "tune",
+                 meta: Mapping[str, Any] | None = None, dry_run: bool = False) -> None:
+        super().__init__()
+        if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) \
+                or target_epoch < 2:
+            raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
+        if mode not in (None, "max", "min"):
+            raise ConfigError("mode", '"max" or "min"', mode)
+        StopPolicy(threshold=threshold, confidence=confidence, min_epochs=min_epochs,
+                   patience=patience)
+        self.target_epoch = target_epoch
+        self._metric, self._mode = metric, mode
+        self.time_attr = time_attr
+        self._kwargs = {"threshold": threshold, "confidence": confidence,
+                        "min_epochs": min_epochs, "patience": patience, "dry_run": dry_run}
+        self.use_incumbent = use_incumbent
+        self.model = _resolve_model(model)
+        self.ledger = ledger
+        self.study = study
+        self.meta = dict(meta or {})
+        self._monitors: dict[str, ForecastMonitor] = {}
+        self._finals: dict[str, float] = {}  # trials that trained to the target epoch
+        self.callback = _LogCallback(self)
+
+    # ------------------------------------------------------------------ Tune API
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        """Take ``metric``/``mode`` from ``TuneConfig`` where not given here."""
+        if (self._metric and metric and metric != self._metric) or \
+                (self._mode and mode and mode != self._mode):
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self._metric or self._mode not in ("max", "min"):
+            raise ConfigError("metric and mode", "given to ForecastScheduler or to "
+                              "tune.TuneConfig(metric=..., mode=...)",
+                              (self._metric, self._mode))
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        """Feed the trial's epoch to its monitor; ``STOP`` if the policy says so."""
+        value = to_float(result.get(self._metric))
+        epoch = to_float(result.get(self.time_attr))
+        if self._metric not in result or epoch is None:
+            return TrialScheduler.CONTINUE  # not an epoch result (as Tune's own rules)
+        mon = self._monitor(trial)
+        if mon.stopped:  # a result buffered before the stop took effect
+            return TrialScheduler.STOP
+        if self.use_incumbent:
+            mon.incumbent = self.incumbent
+        metrics = {k: v for k, v in scalar_metrics(result).items()
+                   if canonical_metric(k) in _CURVE_KEYS}
+        metrics[self._metric] = value if value is not None else float("nan")
+        decision = mon.update(int(epoch), metrics)
+        return TrialScheduler.STOP if decision.stop else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any,
+                          result: dict[str, Any]) -> None:
+        """Close the trial's run; a trial that trained to the target sets the bar."""
+        mon = self._monitors.get(trial.trial_id)
+        if mon is None:
+            return
+        final = mon.record.final_value()
+        if not mon.stopped and mon.record.last_epoch >= self.target_epoch and final is not None:
+            self._finals[trial.trial_id] = final
+        mon.end()
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        mon = self._monitors.get(trial.trial_id)
+        if mon is not None:
+            mon.end("failed")
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        mon = self._monitors.get(trial.trial_id)
+        if mon is not None:
+            mon.end("stopped" if mon.stopped else "failed")
+
+    def debug_string(self) -> str:
+        stopped = sum(1 for m in self._monitors.values() if m.stopped)
+        return (f"Using ForecastScheduler (earlystop_predict): {stopped} of "
+                f"{len(self._monitors)} trials stopped by forecast; target epoch "
+                f"{self.target_epoch}, best completed {self.incumbent}.")
+
+    # ------------------------------------------------------------------ records
+    @property
+    def incumbent(self) -> float | None:
+        """The best final value of the trials that trained to ``target_epoch``."""
+        if not self._finals:
+            return None
+        pick = max if self._mode != "min" else min
+        return pick(self._finals.values())
+
+    @property
+    def records(self) -> dict[str, RunRecord]:
+        """Each trial's record (epochs, forecasts, decisions), by trial id."""
+        return {tid: mon.record for tid, mon in self._monitors.items()}
+
+    def _monitor(self, trial: Any) -> ForecastMonitor:
+        mon = self._monitors.get(trial.trial_id)
+        if mon is None:
+            mon = ForecastMonitor(self._metric, self._mode, target_epoch=self.target_epoch,
+                                  study=self.study, model=self.model, ledger=self.ledger,
+                                  run_id=f"{self.study}-{trial.trial_id}",
+                                  hparams=config_hparams(getattr(trial, "config", {})),
+                                  meta={**self.meta, "max_epochs": self.target_epoch},
+                                  task=self.study, **self._kwargs)
+            mon.begin()
+            self._monitors[trial.trial_id] = mon
+        return mon
+
+
+def config_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar entries of a trial's config (nested dicts by their leaf names,
+    the first one kept on a clash): what the accModel reads as hyperparameters."""
+    out: dict[str, Any] = {}
+
+    def walk(d: Mapping[str, Any]) -> None:
+        for key, value in d.items():
+            if isinstance(value, Mapping):
+                walk(value)
+            elif isinstance(value, (bool, int, float, str)) and str(key) not in out:
+                out[str(key)] = value
+
+    walk(config or {})
+    return out
+
+
+class _LogCallback(tune.Callback):
+    """Writes each trial's latest forecast and decision (``esp/*``) into its result,
+    so that Tune's loggers and result frames hold them."""
+
+    def __init__(self, scheduler: ForecastScheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
+        mon = self.scheduler._monitors.get(trial.trial_id)
+        decision = None if mon is None else mon.last_decision
+        if decision is not None and to_float(result.get(self.scheduler.time_attr)) == \
+                decision.epoch:
+            result.update(decision.log_items())

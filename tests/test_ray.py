@@ -1,0 +1,110 @@
+"""The Ray Tune adapter in real Tune searches: trials stopped by forecast, recorded
+in the ledger and in Tune's own results."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+
+ray = pytest.importorskip("ray")
+tune = pytest.importorskip("ray.tune")
+
+from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.integrations.ray import ForecastScheduler, config_hparams  # noqa: E402
+from earlystop_predict.ledger import Ledger  # noqa: E402
+
+EPOCHS = 20
+# Trials run in Ray worker processes, which cannot import this test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def accuracy(top: float, epoch: int) -> float:
+    """A saturating learning curve towards ``top`` (epoch 1-based)."""
+    return top - (top - 0.1) * epoch ** -0.8
+
+
+def trainable(config: dict) -> None:
+    for epoch in range(1, EPOCHS + 1):
+        tune.report({"val_accuracy": accuracy(config["top"], epoch),
+                     "val_loss": 2.0 - config["top"] * math.log1p(epoch) / 3})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _search(sched: ForecastScheduler, tops: list[float], tmp_path, **tune_kw) -> tune.ResultGrid:
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"top": tune.grid_search(tops), "learning_rate": 0.01,
+                     "model": {"width": 64}},
+        tune_config=tune.TuneConfig(scheduler=sched, max_concurrent_trials=1, **tune_kw),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0,
+                                  callbacks=[sched.callback]))
+    return tuner.fit()
+
+
+def test_hopeless_trials_are_stopped_at_min_epochs_and_recorded(tmp_path) -> None:
+    ledger = tmp_path / "runs.db"
+    sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(ledger), study="s")
+    grid = _search(sched, [0.9, 0.3, 0.25], tmp_path, metric="val_accuracy", mode="max")
+    iters = sorted((r.config["top"], r.metrics["training_iteration"]) for r in grid)
+    assert iters == [(0.25, 3), (0.3, 3), (0.9, EPOCHS)]
+    recs = {r.hparams["top"]: r for r in sched.records.values()}
+    assert recs[0.3].hparams["learning_rate"] == 0.01 and recs[0.3].hparams["width"] == 64
+    assert recs[0.3].meta["max_epochs"] == EPOCHS
+    assert recs[0.3].stopped["epoch"] == 3 and "incumbent" in recs[0.3].stopped["reason"]
+    assert recs[0.3].forecasts[-1]["model"] == "lstm"
+    assert "val_loss" in recs[0.9].epochs[0]  # the other curve columns are fed too
+    assert sched.incumbent == pytest.approx(accuracy(0.9, EPOCHS))
+    # Tune's own results carry the forecast and the decision.
+    last = {r.config["top"]: r.metrics for r in grid}
+    assert last[0.3]["esp/stop"] == 1.0 and last[0.9]["esp/stop"] == 0.0
+    assert 0.0 < last[0.3]["esp/forecast_mean"] < 0.9
+    frame = next(r for r in grid if r.config["top"] == 0.3).metrics_dataframe
+    assert list(frame["esp/stop"]) == [0.0, 0.0, 1.0]
+    with Ledger(ledger) as led:
+        runs = {r.run_id: r for r in led.records()}
+    assert len(runs) == 3
+    by_epochs = sorted(r.n_epochs for r in runs.values())
+    assert by_epochs == [3, 3, EPOCHS]
+    assert sum(1 for r in runs.values() if r.stopped) == 2
+
+
+def test_threshold_without_incumbent_and_dry_run(tmp_path) -> None:
+    sched = ForecastScheduler(EPOCHS, metric="val_accuracy", mode="max", min_epochs=2,
+                              threshold=0.8)
+    grid = _search(sched, [0.3], tmp_path / "a")
+    assert next(iter(grid)).metrics["training_iteration"] == 2
+    assert "threshold" in next(iter(sched.records.values())).stopped["reason"]
+    dry = ForecastScheduler(EPOCHS, metric="val_accuracy", mode="max", min_epochs=2,
+                            threshold=0.8, dry_run=True)
+    grid = _search(dry, [0.3], tmp_path / "b")
+    assert next(iter(grid)).metrics["training_iteration"] == EPOCHS
+    rec = next(iter(dry.records.values()))
+    assert rec.stopped is None and len(rec.forecasts) == EPOCHS
+    assert any("threshold" in f["reason"] for f in rec.forecasts)
+
+
+def test_metric_and_mode_must_be_known(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="target_epoch"):
+        ForecastScheduler(1)
+    with pytest.raises(ConfigError, match="mode"):
+        ForecastScheduler(EPOCHS, mode="up")
+    with pytest.raises(ConfigError, match="confidence"):
+        ForecastScheduler(EPOCHS, confidence=1.5)
+    sched = ForecastScheduler(EPOCHS)  # neither here nor in TuneConfig
+    with pytest.raises(Exception, match="metric and mode"):
+        _search(sched, [0.5], tmp_path)
+
+
+def test_config_hparams_keeps_scalars_by_leaf_name() -> None:
+    got = config_hparams({"lr": 0.1, "opt": {"name": "adam", "lr": 9.0},
+                          "layers": [64, 32], "fn": len})
+    assert got == {"lr": 0.1, "name": "adam"}
