@@ -12,9 +12,10 @@ and shipped as ``lstm.npz``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -305,9 +306,23 @@ class LSTMForecaster(Forecaster):
         # chunk's Python needs (1.6x the throughput on 2 cores).
         from concurrent.futures import ThreadPoolExecutor
 
-        with _one_blas_thread(), \
+        with _one_blas_thread(), _gc_paused(), \
                 ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
             return [fc for part in pool.map(one, chunks) for fc in part]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large batch builds its forecasts:
+    tens of thousands of new objects would otherwise set off full collections that
+    walk every record in memory (none of these objects form cycles)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 _BLAS: list[Any] = []  # the threadpoolctl controller, made on first use
