@@ -21,7 +21,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -54,6 +54,9 @@ class Forecast:
         reason: why that model served (empty when the first choice served).
         observed_epochs: how many epochs the forecast was made from (E).
         target_epoch: the epoch forecast (M).
+        bounds: the metric's range where it has one (``(0.0, 1.0)`` for the
+            accuracies the accModels forecast), else None; :meth:`quantile` keeps
+            its tail extension inside it.
     """
 
     mean: float
@@ -62,6 +65,7 @@ class Forecast:
     reason: str = ""
     observed_epochs: int = 0
     target_epoch: int = 0
+    bounds: tuple[float, float] | None = None
 
     def quantile(self, q: float) -> float:
         """The ``q`` quantile, for any ``q`` in (0, 1).
@@ -69,7 +73,7 @@ class Forecast:
         Interpolated linearly between the stored levels; beyond the outermost one
         the tail is extended as a normal distribution would (the distance from
         the median grows with the standard normal quantile), so that a
-        ``confidence`` of 0.95 asks more than one of 0.9.
+        ``confidence`` of 0.95 asks more than one of 0.9, within :attr:`bounds`.
         """
         levels = sorted((float(k), v) for k, v in self.quantiles.items())
         xs = [lv for lv, _ in levels]
@@ -84,7 +88,10 @@ class Forecast:
         z_edge = _NORMAL.inv_cdf(edge_q)
         if z_edge == 0.0:
             return edge_v
-        return float(med + (edge_v - med) * z / z_edge)
+        value = float(med + (edge_v - med) * z / z_edge)
+        if self.bounds is not None:
+            value = min(max(value, self.bounds[0]), self.bounds[1])
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (RUN_RECORD.md forecast fields)."""
@@ -101,8 +108,11 @@ class Forecast:
 
 
 def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
-                          mean: np.ndarray, q: np.ndarray, model: str) -> list[Forecast]:
-    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles.
+                          mean: np.ndarray, q: np.ndarray, model: str,
+                          bounds: tuple[float, float] | Sequence[tuple[float, float] | None]
+                          | None = None) -> list[Forecast]:
+    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles; ``bounds`` one
+    range for all, or one (or None) per record.
 
     The batch path builds each frozen instance from its field dict in one step
     (what ``__init__`` would set, field by field, through ``object.__setattr__``):
@@ -111,14 +121,17 @@ def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
     """
     k0, k1, k2, k3, k4 = QKEYS
     new, setattr_ = object.__new__, object.__setattr__
+    one = bounds is None or isinstance(bounds[0], (int, float))
+    per = [bounds] * len(records) if one else list(bounds)
     out = []
     append = out.append
-    for rec, t, m, (a, b, c, d, e) in zip(records, targets, mean.tolist(), q.tolist(),
-                                          strict=True):
+    for rec, t, m, (a, b, c, d, e), lim in zip(records, targets, mean.tolist(), q.tolist(),
+                                               per, strict=True):
         fc = new(Forecast)
         setattr_(fc, "__dict__", {"mean": m, "quantiles": {k0: a, k1: b, k2: c, k3: d, k4: e},
                                   "model": model, "reason": "",
-                                  "observed_epochs": len(rec.epochs), "target_epoch": t})
+                                  "observed_epochs": len(rec.epochs), "target_epoch": t,
+                                  "bounds": lim})
         append(fc)
     return out
 
@@ -268,10 +281,7 @@ class AutoForecaster(Forecaster):
             got = self.fallback.forecast_many([records[i] for i in rest],
                                               [targets[i] for i in rest])
             for i, fc in zip(rest, got, strict=False):
-                out[i] = Forecast(mean=fc.mean, quantiles=fc.quantiles, model=fc.model,
-                                  reason=reasons.get(i, fc.reason),
-                                  observed_epochs=fc.observed_epochs,
-                                  target_epoch=fc.target_epoch)
+                out[i] = replace(fc, reason=reasons.get(i, fc.reason))
         return out  # type: ignore[return-value]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -249,4 +250,6 @@ class LGBMForecaster(Forecaster):
         kinds = np.array([metric_kind(r) for r in records])
         x = record_matrix(records, targets, kinds)
         mean, q = self.predict_matrix(x, kinds, x[:, CURVE_NAMES.index("last")])
-        return forecasts_from_arrays(records, targets, mean, q, self.name)
+        return forecasts_from_arrays(records, targets, mean, q, self.name,
+                                     [(0.0, 1.0) if k == 0 else (0.0, math.inf)
+                                      for k in kinds])

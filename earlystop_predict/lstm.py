@@ -296,7 +296,7 @@ class LSTMForecaster(Forecaster):
 
         def one(chunk: tuple[Sequence[RunRecord], list[int]]) -> list[Forecast]:
             mean, q = self.predict_arrays(*chunk)
-            return forecasts_from_arrays(chunk[0], chunk[1], mean, q, self.name)
+            return forecasts_from_arrays(chunk[0], chunk[1], mean, q, self.name, (0.0, 1.0))
 
         if len(chunks) < 2:
             return [fc for c in chunks for fc in one(c)]

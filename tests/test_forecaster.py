@@ -92,6 +92,27 @@ def test_large_batches_in_chunks_match_one_by_one(auto, monkeypatch) -> None:
         assert one.quantiles == pytest.approx(fc.quantiles, abs=1e-6)
 
 
+def test_quantile_tail_stays_within_the_metrics_range(auto) -> None:
+    from earlystop_predict.forecaster import Forecast
+
+    rec = rising(6, top=1.0)  # close to the ceiling, still climbing
+    for model in (auto, load_model("lightgbm")):
+        fc = model.forecast(rec, 50)
+        assert fc.bounds == (0.0, 1.0)
+        assert 0.0 <= fc.quantile(0.001) <= fc.quantile(0.1)
+        assert fc.quantile(0.9) <= fc.quantile(0.999) <= 1.0
+    loss = rising(6, metric="val_loss")
+    loss.mode = "min"
+    for row in loss.epochs:
+        row["val_loss"] = 2.0 - row["val_loss"] / 2
+    fc = auto.forecast(loss, 50)
+    assert fc.model == "lightgbm" and fc.bounds == (0.0, float("inf"))
+    assert fc.quantile(1e-6) >= 0.0
+    # Without bounds (a scripted forecast) the normal tail is not cut.
+    free = Forecast(0.95, {"0.1": 0.9, "0.5": 0.95, "0.9": 0.99}, "scripted")
+    assert free.quantile(0.999) > 1.0
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "50"])
 def test_bad_target_epochs_are_config_errors(auto, bad) -> None:
     from earlystop_predict import ConfigError
