@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
@@ -41,8 +42,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -533,9 +536,32 @@ def _run_pool(specs: Sequence[RunSpec], workers: int, ledger: str, forecaster: s
                           "error": f"worker process died: {exc}"}
             done(spec, result)
     except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): the runs in flight are redone on restart, so
+        # stop their workers now rather than let them train on unobserved.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl-C: workers are
+    stopped and the progress bar closed, instead of the default immediate exit
+    that leaves spawned workers training on. The main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def collect(opts: CollectOptions) -> CollectSummary:
@@ -592,10 +618,11 @@ def collect(opts: CollectOptions) -> CollectSummary:
 
     workers = min(opts.workers or default_workers(), max(1, len(todo)))
     try:
-        if todo and workers == 1:
-            _run_serial(todo, ledger, opts.forecaster, done)
-        elif todo:
-            _run_pool(todo, workers, ledger, opts.forecaster, done)
+        with _sigterm_exits():
+            if todo and workers == 1:
+                _run_serial(todo, ledger, opts.forecaster, done)
+            elif todo:
+                _run_pool(todo, workers, ledger, opts.forecaster, done)
     finally:
         progress.close()
     write_datasheet(directory)

@@ -266,6 +266,46 @@ def test_killed_parallel_collection_resumes_without_redoing_or_losing_runs(
                                                        rel=1e-4, nan_ok=True)
 
 
+def test_sigterm_stops_the_workers_and_keeps_finished_runs(tmp_path, lightning_ready):
+    """``kill PARENT`` (SIGTERM, the parent only): the workers it spawned stop too,
+    the exit status says so, and what finished is in the corpus."""
+    out = tmp_path / "corpus"
+    corpus = out / CORPUS_NAME
+    args = ["collect", "--output", str(out), "--families", "wine", "--runs", "6",
+            "--framework", "lightning", "--min-epochs", "40", "--max-epochs", "40",
+            "--workers", "2", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-m", "earlystop_predict.cli", *args],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if corpus.exists() and lines(corpus):
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        survivors = True
+        while survivors and time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)  # anyone left in the collector's process group?
+                time.sleep(0.1)
+            except ProcessLookupError:
+                survivors = False
+        assert not survivors, "spawned workers outlived their parent"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finished = lines(corpus)
+    assert 1 <= len(finished) < 6
+    for rec in load_corpus(corpus):
+        assert rec.last_epoch == 40 or rec.extra["collect"]["status"] == "diverged"
+
+
 def test_keras_and_hf_runs(tmp_path, lightning_ready):
     pytest.importorskip("keras")
     pytest.importorskip("transformers")
