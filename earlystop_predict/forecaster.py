@@ -109,10 +109,10 @@ class Forecast:
 
 def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
                           mean: np.ndarray, q: np.ndarray, model: str,
-                          bounds: tuple[float, float] | Sequence[tuple[float, float] | None]
+                          bounds: tuple[float, float] | list[tuple[float, float] | None]
                           | None = None) -> list[Forecast]:
-    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles; ``bounds`` one
-    range for all, or one (or None) per record.
+    """:class:`Forecast` objects from (B,) means and (B, 5) quantiles; ``bounds`` a
+    tuple (one range for all) or a list (one range, or None, per record).
 
     The batch path builds each frozen instance from its field dict in one step
     (what ``__init__`` would set, field by field, through ``object.__setattr__``):
@@ -121,8 +121,8 @@ def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
     """
     k0, k1, k2, k3, k4 = QKEYS
     new, setattr_ = object.__new__, object.__setattr__
-    one = bounds is None or isinstance(bounds[0], (int, float))
-    per = [bounds] * len(records) if one else list(bounds)
+    per = [bounds] * len(records) if bounds is None or isinstance(bounds, tuple) \
+        else list(bounds)
     out = []
     append = out.append
     for rec, t, m, (a, b, c, d, e), lim in zip(records, targets, mean.tolist(), q.tolist(),
