@@ -216,27 +216,37 @@ def test_diverging_run_is_kept_and_marked(tmp_path, lightning_ready):
     assert "1 runs (1 diverged)" in (opts.directory / "DATASHEET.md").read_text()
 
 
-def test_killed_parallel_collection_resumes_without_redoing_or_losing_runs(
-        tmp_path, lightning_ready):
-    """Two spawned workers, the whole process tree SIGKILLed mid-collection, a restart."""
-    out = tmp_path / "corpus"
-    corpus = out / CORPUS_NAME
-    args = ["collect", "--output", str(out), "--families", "wine", "--runs", "4",
-            "--framework", "lightning", "--min-epochs", "25", "--max-epochs", "25",
-            "--workers", "2", "-q"]
+def _collect_until_a_run_finishes(out: Path, runs: int, epochs: int) -> subprocess.Popen:
+    """``earlystop-predict collect`` with two spawned workers in a session of its own,
+    returned once the first run is in the corpus (or it ended, or 120 s passed)."""
+    args = ["collect", "--output", str(out), "--families", "wine", "--runs", str(runs),
+            "--framework", "lightning", "--min-epochs", str(epochs), "--max-epochs",
+            str(epochs), "--workers", "2", "-q"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.Popen([sys.executable, "-m", "earlystop_predict.cli", *args],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    corpus = out / CORPUS_NAME
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if corpus.exists() and lines(corpus):
                 break
             time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # parent and workers: no clean-up of any kind
-        proc.wait(timeout=30)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc
+
+
+def test_killed_parallel_collection_resumes_without_redoing_or_losing_runs(
+        tmp_path, lightning_ready):
+    """Two spawned workers, the whole process tree SIGKILLed mid-collection, a restart."""
+    out = tmp_path / "corpus"
+    corpus = out / CORPUS_NAME
+    proc = _collect_until_a_run_finishes(out, runs=4, epochs=25)
+    os.killpg(proc.pid, signal.SIGKILL)  # parent and workers: no clean-up of any kind
+    proc.wait(timeout=30)
     first = lines(corpus)
     assert 1 <= len(first) < 4, "the kill should land before the collection ends"
     running = [k for k, v in ledger_runs(out / "ledger.db").items() if v["status"] == "running"]
@@ -271,19 +281,8 @@ def test_sigterm_stops_the_workers_and_keeps_finished_runs(tmp_path, lightning_r
     the exit status says so, and what finished is in the corpus."""
     out = tmp_path / "corpus"
     corpus = out / CORPUS_NAME
-    args = ["collect", "--output", str(out), "--families", "wine", "--runs", "6",
-            "--framework", "lightning", "--min-epochs", "40", "--max-epochs", "40",
-            "--workers", "2", "-q"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "earlystop_predict.cli", *args],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = _collect_until_a_run_finishes(out, runs=6, epochs=40)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if corpus.exists() and lines(corpus):
-                break
-            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
         deadline = time.monotonic() + 30
