@@ -24,6 +24,10 @@ Policies:
   rule, re-implemented without optuna: with steps ``epoch - 1``, prune when the
   run's best value so far is worse than the median of the completed runs' values at
   that step, once ``n_startup_trials`` runs completed.
+- ``asha``: Ray Tune's ``ASHAScheduler(grace_period=min_epochs, reduction_factor=4,
+  max_t=<longest target>)`` (asynchronous successive halving, one bracket),
+  re-implemented without ray: at each rung epoch ``min_epochs * 4**k`` a run stops
+  unless its value there is in the top quarter of the values earlier runs had there.
 
 Forecasts are made once per (run, observed epochs) pair, in large
 :meth:`~earlystop_predict.forecaster.Forecaster.forecast_many` batches, and reused
@@ -47,6 +51,7 @@ import bisect
 import functools
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,9 +63,10 @@ from .forecaster import QUANTILES, Forecast, Forecaster, qkey
 from .policy import StopPolicy
 from .record import RunRecord, is_accuracy_like
 
-POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "none")
+POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
 FORECAST_POLICIES = frozenset({"incumbent", "threshold"})
 MEDIAN_STARTUP_TRIALS = 5
+ASHA_REDUCTION_FACTOR = 4  # Ray Tune's default
 _NO_STOP = 1 << 30  # "trained to the end" in stop-epoch arithmetic
 
 
@@ -368,6 +374,35 @@ def _run_median(task: _Task, order: np.ndarray, best_so_far: np.ndarray, min_epo
     return _finish(task, order, stop)
 
 
+def _run_asha(task: _Task, order: np.ndarray, min_epochs: int,
+              rf: int = ASHA_REDUCTION_FACTOR) -> _OrderResult:
+    """Ray Tune's ASHA rule (``_Bracket.on_result``) over one order: at each rung, the
+    cutoff is the ``1 - 1/rf`` percentile of the values recorded there before this
+    run; every value reaching a rung is recorded, stopped or not."""
+    max_t = int(task.targets.max())
+    n_rungs = max(int(np.log(max_t / min_epochs) / np.log(rf) + 1), 0)
+    rungs = [min_epochs * rf ** k for k in range(n_rungs)]
+    recorded: dict[int, list[float]] = {m: [] for m in rungs}
+    sign = 1.0 if task.mode == "max" else -1.0  # Ray compares rewards, max-oriented
+    stop: dict[int, int] = {}
+    for r in order:
+        r = int(r)
+        end = int(task.targets[r])
+        for m in rungs:
+            if m > end:
+                break
+            value = sign * float(task.values[r, m - 1])
+            seen = recorded[m]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # only NaN so far
+                cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
+            seen.append(value)
+            if cutoff is not None and value < cutoff and m < end:
+                stop[r] = m
+                break
+    return _finish(task, order, stop)
+
+
 def _nan_median(x: np.ndarray) -> np.ndarray:
     """Column medians ignoring NaN (NaN where a column has none): ``np.nanpercentile(x, 50,
     axis=0)``, as Optuna computes it, without its slow per-column fallback."""
@@ -467,8 +502,8 @@ def replay(records: Sequence[RunRecord], policies: Sequence[str] = POLICIES,
 
     Args:
         records: full runs; grouped into studies by ``task`` (and metric).
-        policies: any of ``"incumbent"``, ``"threshold"``, ``"median"``, ``"none"``.
-            Default all four.
+        policies: any of ``"incumbent"``, ``"threshold"``, ``"median"``, ``"asha"``,
+            ``"none"``. Default all five.
         forecaster: the accModel for ``incumbent``/``threshold`` (unused otherwise).
         target: 1-based target epoch for every run, >= 2. Default: each run's
             ``meta["max_epochs"]``, else its last epoch.
@@ -564,6 +599,8 @@ def replay(records: Sequence[RunRecord], policies: Sequence[str] = POLICIES,
                 elif p == "median":
                     res = _run_median(task, order, best, min_epochs,  # type: ignore[arg-type]
                                       n_startup_trials)
+                elif p == "asha":
+                    res = _run_asha(task, order, min_epochs)
                 else:
                     res = _run_stop_policy(task, order, stoppers[p], p == "incumbent")
                 task_results[p].append(res)

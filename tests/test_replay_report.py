@@ -185,6 +185,40 @@ def test_median_rule_matches_optuna():
         assert detail["stops"] == expected
 
 
+def test_asha_rule_matches_ray_tune(tmp_path):
+    """The replayed ASHA stops each run where Ray Tune's own ASHAScheduler does, in a
+    real sequential Tune search over the same curves."""
+    ray = pytest.importorskip("ray")
+    tune = pytest.importorskip("ray.tune")
+    from ray.tune.schedulers import ASHAScheduler
+
+    runs = _noisy_runs(16, seed=3)
+    order = list(np.random.default_rng(1).permutation(16))
+    res = replay(runs, ["asha"], orders=[order], min_epochs=2, details=True)
+    [detail] = res.details["n"]["asha"]
+    assert 0 < len(detail["stops"]) < 16
+    curves = {i: runs[i].series("val_accuracy").tolist() for i in order}
+
+    def trainable(config: dict) -> None:
+        for value in curves[config["run"]]:
+            tune.report({"val_accuracy": value})
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        grid = tune.Tuner(
+            trainable, param_space={"run": tune.grid_search([int(r) for r in order])},
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max", max_concurrent_trials=1,
+                scheduler=ASHAScheduler(grace_period=2, reduction_factor=4, max_t=M)),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    stopped = {r.config["run"]: r.metrics["training_iteration"] for r in grid
+               if r.metrics["training_iteration"] < M}
+    assert stopped == detail["stops"]
+
+
 def test_nan_median_is_optunas_nanpercentile():
     rng = np.random.default_rng(0)
     for k in range(1, 9):

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "runs per policy.")
     parser.add_argument("runs", help="RUN_RECORD.md JSONL of full runs")
     parser.add_argument("--policy", action="append", choices=POLICIES, default=None,
-                        help="policy to replay, repeatable (default all four)")
+                        help="policy to replay, repeatable (default all)")
     parser.add_argument("--target", type=int, default=None,
                         help="target epoch (default each run's meta.max_epochs or last epoch)")
     parser.add_argument("--orders", type=int, default=50,
