@@ -49,9 +49,11 @@ def main() -> None:
     runs = completed(load_corpus(args.corpus))
     for r in runs:
         r.task = family_of(r)  # one study per family
-    plan = folds(args.model) or [(sorted({r.task for r in runs}), model_dir(args.model))]
-    if len(plan) == 1:
-        print("no fold models next to the model: scoring it in-sample")
+    plan = folds(args.model)
+    if not plan:
+        print("no fold models next to the model (run `earlystop-predict train`): "
+              "scoring the model in-sample")
+        plan = [(sorted({r.task for r in runs}), model_dir(args.model))]
     per_family: dict[str, dict[str, dict[str, float]]] = {}
     for fams, path in plan:
         sub = [r for r in runs if r.task in fams]
