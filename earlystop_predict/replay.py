@@ -161,6 +161,7 @@ class ForecastTable:
     models: list[str]
     model_idx: np.ndarray  # (R, Mmax) int, -1 where none
     targets: np.ndarray  # (R,)
+    bounds: tuple[float, float] | None = None  # the metric's range, as the forecasts gave it
 
     def get(self, r: int, epoch: int) -> Forecast | None:
         """The forecast of run ``r`` made after ``epoch`` epochs, None if none was made."""
@@ -172,7 +173,7 @@ class ForecastTable:
                         quantiles={key: float(v) for key, v in zip(self.keys, qs, strict=True)
                                    if v == v},
                         model=self.models[k], observed_epochs=epoch,
-                        target_epoch=int(self.targets[r]))
+                        target_epoch=int(self.targets[r]), bounds=self.bounds)
 
 
 def _prefix(record: RunRecord, epoch: int, epoch_numbers: list[int]) -> RunRecord:
@@ -228,6 +229,7 @@ def precompute_forecasts(tasks: Sequence[_Task], forecaster: Forecaster, first_e
             if fc is None:
                 continue
             tab = tables[ti]
+            tab.bounds = tab.bounds or fc.bounds  # one metric per task: one range
             if fc.model not in models:
                 models.append(fc.model)
             tab.model_idx[r, e - 1] = models.index(fc.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -156,6 +157,19 @@ def test_forecast_table_keeps_every_quantile_level():
     assert got.quantiles == {"0.05": 0.3, "0.5": 0.5, "0.9": 0.6}
     assert (got.mean, got.observed_epochs, got.target_epoch, got.model) == (0.5, 5, M, "scripted")
     assert table.get(0, 1) is None and fc.calls == 3 * (M - 2)
+
+
+def test_forecast_table_keeps_the_metrics_bounds():
+    class Bounded(ScriptedForecaster):
+        def forecast_many(self, records, target_epoch):
+            return [replace(f, bounds=(0.0, 1.0))
+                    for f in super().forecast_many(records, target_epoch)]
+
+    fc = Bounded(lambda rec, m: (0.95, {0.1: 0.9, 0.5: 0.95, 0.9: 0.99}))
+    tasks, _ = build_tasks(RUNS)
+    [table] = precompute_forecasts(tasks, fc, first_epoch=2, batch_size=4)
+    got = table.get(0, 5)
+    assert got.bounds == (0.0, 1.0) and got.quantile(0.999) <= 1.0
 
 
 def test_median_rule_matches_optuna():
