@@ -21,6 +21,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.policy import StopPolicy
 from earlystop_predict.record import write_jsonl
 
 #: Prefix of the keys the adapters log; never fed back to the monitor.
@@ -187,6 +189,23 @@ def torch_module_hparams(module: Any,
 
 
 # ----------------------------------------------------------------------------- state
+def search_policy_kwargs(target_epoch: Any, *, threshold: float | None, confidence: float,
+                         min_epochs: int, patience: int, dry_run: bool) -> dict[str, Any]:
+    """The :class:`~earlystop_predict.monitor.ForecastMonitor` policy arguments of a
+    search-engine adapter (Optuna, Ray Tune), checked when the adapter is built
+    rather than mid-search.
+
+    Raises:
+        ConfigError: ``target_epoch`` not an integer >= 2, or a bad policy argument.
+    """
+    if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) or target_epoch < 2:
+        raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
+    StopPolicy(threshold=threshold, confidence=confidence, min_epochs=min_epochs,
+               patience=patience)
+    return {"threshold": threshold, "confidence": confidence, "min_epochs": min_epochs,
+            "patience": patience, "dry_run": dry_run}
+
+
 def write_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     """Write a JSON state atomically (temporary file + ``os.replace``)."""
     write_jsonl(path, [dict(state)])

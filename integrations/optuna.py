@@ -40,8 +40,9 @@ optuna = require("optuna", extra="optuna")
 from earlystop_predict.errors import ConfigError  # noqa: E402
 from earlystop_predict.forecaster import Forecaster  # noqa: E402
 from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
-from earlystop_predict.policy import StopPolicy  # noqa: E402
 from earlystop_predict.record import RunRecord  # noqa: E402
+
+from ._common import search_policy_kwargs  # noqa: E402
 
 _STATES = optuna.trial.TrialState
 
@@ -78,18 +79,13 @@ class ForecastPruner(optuna.pruners.BasePruner):
                  ledger: str | os.PathLike[str] | None = None,
                  meta: Mapping[str, Any] | None = None, step_offset: int = 1,
                  dry_run: bool = False) -> None:
-        if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) \
-                or target_epoch < 2:
-            raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
+        self._kwargs = search_policy_kwargs(target_epoch, threshold=threshold,
+                                            confidence=confidence, min_epochs=min_epochs,
+                                            patience=patience, dry_run=dry_run)
         if not isinstance(step_offset, int) or step_offset < 0:
             raise ConfigError("step_offset", "an integer >= 0", step_offset)
         self.target_epoch = target_epoch
         self.step_offset = step_offset
-        # Fail at construction, not mid-study, on a bad policy argument.
-        StopPolicy(threshold=threshold, confidence=confidence, min_epochs=min_epochs,
-                   patience=patience)
-        self._kwargs = {"threshold": threshold, "confidence": confidence,
-                        "min_epochs": min_epochs, "patience": patience, "dry_run": dry_run}
         self.use_incumbent = use_incumbent
         self.metric = metric
         self.meta = dict(meta or {})

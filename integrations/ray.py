@@ -42,7 +42,6 @@ from typing import Any
 
 from earlystop_predict._imports import require
 
-ray = require("ray", extra="ray")
 tune = require("ray.tune", extra="ray")
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
@@ -51,10 +50,9 @@ from earlystop_predict.errors import ConfigError  # noqa: E402
 from earlystop_predict.features import canonical_metric  # noqa: E402
 from earlystop_predict.forecaster import Forecaster  # noqa: E402
 from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
-from earlystop_predict.policy import StopPolicy  # noqa: E402
 from earlystop_predict.record import RunRecord  # noqa: E402
 
-from ._common import scalar_metrics, to_float  # noqa: E402
+from ._common import scalar_metrics, search_policy_kwargs, to_float  # noqa: E402
 
 #: Curve columns the accModel reads, fed to it when a result holds them.
 _CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
@@ -97,18 +95,14 @@ class ForecastScheduler(FIFOScheduler):
                  ledger: str | os.PathLike[str] | None = None, study: str = "tune",
                  meta: Mapping[str, Any] | None = None, dry_run: bool = False) -> None:
         super().__init__()
-        if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) \
-                or target_epoch < 2:
-            raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
+        self._kwargs = search_policy_kwargs(target_epoch, threshold=threshold,
+                                            confidence=confidence, min_epochs=min_epochs,
+                                            patience=patience, dry_run=dry_run)
         if mode not in (None, "max", "min"):
             raise ConfigError("mode", '"max" or "min"', mode)
-        StopPolicy(threshold=threshold, confidence=confidence, min_epochs=min_epochs,
-                   patience=patience)
         self.target_epoch = target_epoch
         self._metric, self._mode = metric, mode
         self.time_attr = time_attr
-        self._kwargs = {"threshold": threshold, "confidence": confidence,
-                        "min_epochs": min_epochs, "patience": patience, "dry_run": dry_run}
         self.use_incumbent = use_incumbent
         self.model = _resolve_model(model)
         self.ledger = ledger
