@@ -8,8 +8,11 @@ they do on real runs. So every batch is augmented:
   (8..120; the original 52 for 55 % of curves), as a cosine run of T epochs
   would trace it;
 * **observation noise** (on 35 % of curves): binomial noise of a finite
-  validation set (50..20000
-  examples) plus epoch-to-epoch jitter, on the inputs only (targets stay clean);
+  validation set (50..20000 examples) plus epoch-to-epoch jitter, on the inputs
+  only (targets stay clean). It costs the clean held-out LCBench tasks some
+  accuracy (at 5 % the bundle's error there fell from 0.51 to 0.48 x last value
+  at 20 % observed), but the interval calibration then fell short (73 %
+  coverage) and real families held out did not improve; see the README;
 * **missing values**: hyperparameters and meta masked at random, so a user who
   passes fewer of them still gets a forecast;
 * **random E and M**: every observed prefix length of the curve is a sample,
@@ -30,6 +33,10 @@ from .lcbench import MAX_EPOCHS, LCBench
 
 MAX_HORIZON = 120
 MIN_HORIZON = 8
+#: Share of LCBench curves kept at their own 52 epochs (the rest are time-warped).
+NATIVE_HORIZON_SHARE = 0.55
+#: Share of LCBench curves given observation noise.
+NOISY_SHARE = 0.35
 N_NUMERIC_HP = 8  # hparam numeric slots come first in the static vector
 STATIC_DIM_NUMERIC = static_slot("max_epochs")[1] - static_slot("max_epochs")[0]
 
@@ -118,7 +125,7 @@ def sample_batch(data: LCBench, static: np.ndarray, rows: np.ndarray,
     loss = data.loss[rows].astype(np.float64)
     st = static[rows].copy()
     if augment:
-        horizon = np.where(rng.random(b) < 0.55, MAX_EPOCHS,
+        horizon = np.where(rng.random(b) < NATIVE_HORIZON_SHARE, MAX_EPOCHS,
                            np.exp(rng.uniform(np.log(MIN_HORIZON), np.log(MAX_HORIZON), b)))
         horizon = np.round(horizon).astype(np.int64)
     else:
@@ -128,7 +135,7 @@ def sample_batch(data: LCBench, static: np.ndarray, rows: np.ndarray,
     clean_loss = vloss.copy()
     target = clean.copy()
     if augment:
-        noisy = rng.random(b) < 0.35
+        noisy = rng.random(b) < NOISY_SHARE
         n_val = np.exp(rng.uniform(np.log(50), np.log(20000), b))[:, None]
         p = np.clip(np.nan_to_num(clean), 1e-4, 1 - 1e-4)
         sd = np.sqrt(p * (1 - p) / n_val) + rng.uniform(0, 0.012, b)[:, None]

@@ -190,7 +190,7 @@ def predict_positions(net: LSTMNet, pb: PositionBatch) -> tuple[np.ndarray, np.n
     return mean.numpy(), q.numpy()
 
 
-def _end_positions(source: Source, rows: np.ndarray,
+def end_positions(source: Source, rows: np.ndarray,
                    chunk: int = 1024) -> Iterator[tuple[PositionBatch, np.ndarray]]:
     """Un-augmented curves of ``rows`` with every prefix aimed at the planned end."""
     for start in range(0, len(rows), chunk):
@@ -206,7 +206,7 @@ def eval_mae(net: LSTMNet, parts: Sequence[Part],
     maes = []
     for source, rows in parts:
         errs = []
-        for pb, T in _end_positions(source, rows):
+        for pb, T in end_positions(source, rows):
             mean, _ = predict_positions(net, pb)
             for f in fractions:
                 idx = np.maximum(np.round(f * T).astype(np.int64), 1) - 1
@@ -221,7 +221,7 @@ def calibration_rows(net: LSTMNet, source: Source, rows: np.ndarray) -> Forecast
     """Raw forecasts of every prefix of ``rows`` aimed at the planned end, with the
     outcomes: what the interval factors and the shrinkage are fitted on."""
     out = []
-    for pb, _ in _end_positions(source, rows):
+    for pb, _ in end_positions(source, rows):
         mean, q = predict_positions(net, pb)
         v = pb.valid
         out.append(ForecastRows(q=q[v].astype(np.float64), mean=mean[v].astype(np.float64),
