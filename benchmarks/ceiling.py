@@ -69,7 +69,7 @@ def fit_gain(x: np.ndarray, y: np.ndarray, *, eval_set: tuple[np.ndarray, np.nda
 
 
 def clean_lstm_forecasts(data, test: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """Means (runs, 51) forecasting epoch 52 from every E, by an LSTM of the bundled
+    """Means (runs, 52) forecasting epoch 52 from every E (column E - 1), by an LSTM of the bundled
     shape trained on the training tasks' un-augmented curves (early stopped on the
     validation tasks)."""
     from earlystop_predict.training import lstm_train

@@ -191,7 +191,7 @@ def predict_positions(net: LSTMNet, pb: PositionBatch) -> tuple[np.ndarray, np.n
 
 
 def end_positions(source: Source, rows: np.ndarray,
-                   chunk: int = 1024) -> Iterator[tuple[PositionBatch, np.ndarray]]:
+                  chunk: int = 1024) -> Iterator[tuple[PositionBatch, np.ndarray]]:
     """Un-augmented curves of ``rows`` with every prefix aimed at the planned end."""
     for start in range(0, len(rows), chunk):
         batch = source.sample(rows[start:start + chunk], np.random.default_rng(1),
