@@ -5,9 +5,11 @@ Run: python benchmarks/finetune.py [--family all|NAME] [--runs 200] [--base DIR]
 For each family (default: every family of the cross-validation folds with enough
 runs) takes, as the base, the fold model that was trained without it (``models/folds/``, written by ``earlystop-predict train``; or
 ``--base DIR``), gives ``--runs`` of the family's runs to ``earlystop-predict train --from``
-(which itself keeps 20 % aside for its report and 15 % for early stopping), and
-scores base and fine-tuned models on the family's *other* completed runs, which
-the fine-tuning never saw: MAE forecasting the final epoch from 10, 20 and 40 %.
+(which itself keeps 20 % aside for its report and 15 % for early stopping and the
+blend weight), and scores the base, the fine-tuned LSTM alone and the directory as
+served (the LSTM blended with the history model) on the family's *other*
+completed runs, which the fine-tuning never saw: MAE forecasting the final epoch
+from 10, 20 and 40 %.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from real_curves import CORPUS  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.collect import load_corpus  # noqa: E402
+from earlystop_predict.forecaster import BlendForecaster  # noqa: E402
 from earlystop_predict.record import write_records  # noqa: E402
 from earlystop_predict.training.evaluate import (  # noqa: E402
     completed,
@@ -55,14 +58,18 @@ def run_family(family: str, base: str, runs_all: list, n_runs: int,
         fine_tune(src, Path(tmp) / "tuned", base=base, seed=seed, progress=lambda s: None)
         seconds = time.time() - t0
         tuned = load_model(Path(tmp) / "tuned")
+        weight = tuned.weight if isinstance(tuned, BlendForecaster) else 1.0
+        alone = tuned.primary if isinstance(tuned, BlendForecaster) else tuned
         base_model = load_model(base)
         rows = []
         for frac in (0.1, 0.2, 0.4):
             b = evaluate_end(forecaster_fn(base_model), test, frac)
+            a = evaluate_end(forecaster_fn(alone), test, frac)
             t = evaluate_end(forecaster_fn(tuned), test, frac)
             last = evaluate_end(last_value_fn, test, frac)
-            rows.append([family, len(test), f"{int(frac * 100)} %", b["mae"], t["mae"],
-                         f"{100 * (1 - t['mae'] / b['mae']):.0f} %", last["mae"],
+            rows.append([family, len(test), f"{int(frac * 100)} %", b["mae"], a["mae"],
+                         f"{100 * (1 - a['mae'] / b['mae']):.0f} %", t["mae"],
+                         f"{100 * (1 - t['mae'] / b['mae']):.0f} %", weight,
                          t["mae"] / last["mae"], b["coverage80"], t["coverage80"],
                          f"{seconds:.0f}"])
     return rows
@@ -93,9 +100,10 @@ def main() -> None:
         rows += run_family(family, base, runs, args.runs, args.seed)
     print_table(f"fine-tuning on {args.runs} runs of a family the base never saw "
                 f"({os.cpu_count()} CPUs)",
-                ["family", "test runs", "observed", "base MAE (pts)", "fine-tuned MAE (pts)",
-                 "error cut", "last value MAE", "fine-tuned / last", "base cov80 (%)",
-                 "fine-tuned cov80 (%)", "seconds"], rows)
+                ["family", "test runs", "observed", "base MAE (pts)",
+                 "fine-tuned LSTM alone MAE", "its cut", "served (blend) MAE", "error cut",
+                 "LSTM weight", "served / last value", "base cov80 (%)", "served cov80 (%)",
+                 "seconds"], rows)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,59 @@ class AutoForecaster(Forecaster):
         return out  # type: ignore[return-value]
 
 
+class BlendForecaster(Forecaster):
+    """A fine-tuned model directory's forecasts: its own (LSTM, LightGBM fallback)
+    averaged with those of a model grown on the user's history alone.
+
+    ``weight`` of the first and ``1 - weight`` of the second, for the mean and each
+    quantile; ``earlystop-predict train --from`` fits the weight on runs of the history
+    that neither model trained on. A forecast of both reads ``"lstm+history"`` (or
+    ``"lightgbm+history"``); a target already observed is served as it is, and where the
+    history model cannot serve or fails, the first model's forecast stands, with why.
+
+    Args:
+        primary: the directory's model (an :class:`AutoForecaster`).
+        history: the history model (:class:`~earlystop_predict.lgbm.HistoryForecaster`).
+        weight: the primary's share, in [0, 1].
+    """
+
+    name = "blend"
+
+    def __init__(self, primary: Forecaster, history: Forecaster, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError("blend weight", "in [0, 1]", weight)
+        self.primary = primary
+        self.history = history
+        self.weight = float(weight)
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        out = self.primary.forecast_many(records, targets)
+        cannot_serve = getattr(self.history, "cannot_serve", lambda rec, t: "")
+        idx = [i for i, fc in enumerate(out)
+               if fc.model != "observed" and not cannot_serve(records[i], targets[i])]
+        if not idx:
+            return out
+        try:
+            got = self.history.forecast_many([records[i] for i in idx],
+                                             [targets[i] for i in idx])
+        except Exception as exc:  # noqa: BLE001 - the primary's forecast stands
+            why = f"{self.history.name} failed: {type(exc).__name__}: {exc}"
+            for i in idx:
+                out[i] = replace(out[i], reason=out[i].reason or why)
+            return out
+        w = self.weight
+        for i, h in zip(idx, got, strict=True):
+            fc = out[i]
+            keys = sorted(fc.quantiles, key=float)
+            qs = sorted(w * fc.quantiles[k] + (1.0 - w) * h.quantile(float(k)) for k in keys)
+            out[i] = replace(fc, mean=w * fc.mean + (1.0 - w) * h.mean,
+                             quantiles=dict(zip(keys, qs, strict=True)),
+                             model=f"{fc.model}+{self.history.name}")
+        return out
+
+
 def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
     """Load an accModel.
 
@@ -292,8 +345,9 @@ def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
         kind: ``"auto"`` (bundled LSTM, LightGBM fallback), ``"lstm"`` (LSTM only:
             queries it cannot serve raise :class:`ForecastUnavailableError`),
             ``"lightgbm"`` (LightGBM only), or the path of a model directory holding
-            a ``manifest.json`` (as ``earlystop-predict train`` writes), served as auto.
-            Default ``"auto"``.
+            a ``manifest.json`` (as ``earlystop-predict train`` writes), served as auto;
+            a directory fine-tuned on a user's history (``train --from``) serves a
+            :class:`BlendForecaster` of that and its history model. Default ``"auto"``.
 
     Raises:
         ModelArtifactError: a requested artifact is missing or fails its checksum
@@ -322,7 +376,33 @@ def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
         error = ""
     except ModelArtifactError as exc:
         primary, error = None, f"lstm unavailable: {exc}"
-    return AutoForecaster(primary, fallback, error)
+    auto = AutoForecaster(primary, fallback, error)
+    blend = manifest.get("blend")
+    if not blend or blend.get("weight", 1.0) >= 1.0 or "history" not in manifest["artifacts"]:
+        return auto
+    from .lgbm import HistoryForecaster
+
+    try:
+        history: Forecaster = HistoryForecaster.from_dir(directory, manifest)
+    except ModelArtifactError as exc:  # served without the blend; every forecast says why
+        return _Unblended(auto, f"history model unavailable: {exc}")
+    return BlendForecaster(auto, history, float(blend["weight"]))
+
+
+class _Unblended(Forecaster):
+    """A fine-tuned directory whose history model failed to load: its own forecasts,
+    each saying why the blend is missing."""
+
+    name = "auto"
+
+    def __init__(self, inner: Forecaster, why: str) -> None:
+        self.inner = inner
+        self.why = why
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        return [fc if fc.model == "observed" or fc.reason else replace(fc, reason=self.why)
+                for fc in self.inner.forecast_many(records, target_epoch)]
 
 
 class StrictForecaster(Forecaster):

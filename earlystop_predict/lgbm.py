@@ -37,6 +37,11 @@ CURVE_NAMES = ("kind", "last", "best_max", "best_min", "first", "mean_last3", "s
                "observed_frac", "target_frac", "gap_frac", "log_ratio", "n_rows")
 N_NUMERIC_STATIC = STATIC_NAMES.index("optimizer=sgd") // 2
 FEATURE_NAMES = CURVE_NAMES + STATIC_NAMES[:N_NUMERIC_STATIC] + STATIC_NAMES[2 * N_NUMERIC_STATIC:]
+#: Features of a run's other curves (validation loss, training accuracy and loss, NaN
+#: where not recorded). The history model of a fine-tuned directory uses them; the
+#: bundled fallback does not, as most of its training curves (LCBench) lack them.
+AUX_NAMES = ("val_loss_last", "val_loss_slope3", "val_loss_best", "train_acc_last",
+             "train_val_gap", "train_loss_last", "train_loss_slope3")
 
 
 def metric_kind(record: RunRecord) -> int | None:
@@ -112,35 +117,82 @@ def curve_features(y: np.ndarray, n_obs: np.ndarray, last_epoch: np.ndarray,
     return np.concatenate([curve, num, static[:, 2 * N_NUMERIC_STATIC:]], axis=1)
 
 
+def aux_features(val_loss: np.ndarray, train_acc: np.ndarray | None,
+                 train_loss: np.ndarray | None, n_obs: np.ndarray,
+                 target_last: np.ndarray) -> np.ndarray:
+    """:data:`AUX_NAMES` features ``(B, 7)`` from padded ``(B, L)`` curves of which
+    row b holds ``n_obs[b]`` observed epochs (NaN where missing; losses as log1p).
+    ``target_last`` is the target metric's last value (for the train-val gap)."""
+    b, L = val_loss.shape
+    cols = np.arange(L)[None, :]
+    inside = cols < n_obs[:, None]
+    n = np.asarray(n_obs)
+
+    def last_and_slope(x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if x is None:
+            return np.full(b, np.nan), np.full(b, np.nan)
+        filled = forward_fill(np.where(inside, x, np.nan), leading=np.nan)
+        last = _at(filled, n - 1)
+        prev = _at(filled, np.maximum(n - 4, 0))
+        steps = np.minimum(3, np.maximum(n - 1, 0))
+        return last, np.where(steps > 0, (last - prev) / np.maximum(steps, 1), 0.0)
+
+    with np.errstate(invalid="ignore"):
+        vl = np.log1p(np.maximum(val_loss, 0.0))
+        tl = None if train_loss is None else np.log1p(np.maximum(train_loss, 0.0))
+    vl_last, vl_slope = last_and_slope(vl)
+    ta_last, _ = last_and_slope(train_acc)
+    tl_last, tl_slope = last_and_slope(tl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no loss recorded: NaN
+        vl_best = np.nanmin(np.where(inside, vl, np.nan), axis=1)
+    return np.stack([vl_last, vl_slope, vl_best, ta_last, ta_last - target_last, tl_last,
+                     tl_slope], axis=1)
+
+
 def record_matrix(records: Sequence[RunRecord], targets: Sequence[int],
-                  kinds: Sequence[int]) -> np.ndarray:
-    """:func:`curve_features` for records (padded to the longest)."""
+                  kinds: Sequence[int], aux: bool = False) -> np.ndarray:
+    """:func:`curve_features` for records (padded to the longest), followed by
+    :func:`aux_features` when ``aux``."""
     n = len(records)
     L = max(max(r.n_epochs for r in records), 1)
     y = np.full((n, L), np.nan)
     static = np.empty((n, STATIC_DIM))
     planned = np.empty(n)
+    others = np.full((3, n, L), np.nan) if aux else None
     for i, (rec, m) in enumerate(zip(records, targets, strict=False)):
-        y[i, :rec.n_epochs] = rec.series(rec.metric)
+        if others is None:
+            y[i, :rec.n_epochs] = rec.series(rec.metric)
+        else:
+            both = rec.matrix((rec.metric, "val_loss", "train_accuracy", "train_loss"))
+            y[i, :rec.n_epochs] = both[:, 0]
+            others[:, i, :rec.n_epochs] = both[:, 1:].T
         static[i] = record_static(rec)
         try:
             planned[i] = float(rec.meta.get("max_epochs") or m)
         except (TypeError, ValueError):
             planned[i] = float(m)
     kind = np.asarray(kinds)
-    return curve_features(to_space(y, kind), np.array([r.n_epochs for r in records]),
-                          np.array([r.last_epoch for r in records]), np.asarray(targets),
-                          planned, static, kind)
+    n_obs = np.array([r.n_epochs for r in records])
+    x = curve_features(to_space(y, kind), n_obs, np.array([r.last_epoch for r in records]),
+                       np.asarray(targets), planned, static, kind)
+    if others is None:
+        return x
+    last = x[:, CURVE_NAMES.index("last")]
+    return np.concatenate([x, aux_features(others[0], others[1], others[2], n_obs,
+                                           np.where(kind == 0, last, np.nan))], axis=1)
 
 
 class LGBMForecaster(Forecaster):
     """LightGBM quantile boosters. Use :func:`earlystop_predict.load_model`."""
 
     name = "lightgbm"
-    #: Key of the artifact in the manifest, first line of its file, feature names.
+    #: Key of the artifact in the manifest, first line of its file, feature names,
+    #: and whether the features include :data:`AUX_NAMES`.
     artifact = "lightgbm"
     header = HEADER
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    aux = False
 
     def __init__(self, boosters: dict[str, Any], calibration: Any = (1.0, 1.0),
                  manifest: dict[str, Any] | None = None, shrink: Any = None) -> None:
@@ -248,8 +300,21 @@ class LGBMForecaster(Forecaster):
             if why:
                 raise ForecastUnavailableError(f"run {rec.run_id!r}: {why}")
         kinds = np.array([metric_kind(r) for r in records])
-        x = record_matrix(records, targets, kinds)
+        x = record_matrix(records, targets, kinds, aux=self.aux)
         mean, q = self.predict_matrix(x, kinds, x[:, CURVE_NAMES.index("last")])
         return forecasts_from_arrays(records, targets, mean, q, self.name,
                                      [(0.0, 1.0) if k == 0 else (0.0, math.inf)
                                       for k in kinds])
+
+
+class HistoryForecaster(LGBMForecaster):
+    """Quantile boosters grown on one user's tuning history alone (``history.txt.gz``
+    of a fine-tuned model directory), with the curves' own features and those of the
+    run's other curves (:data:`AUX_NAMES`). A fine-tuned directory serves a blend of
+    its LSTM and this model (:class:`~earlystop_predict.forecaster.BlendForecaster`)."""
+
+    name = "history"
+    artifact = "history"
+    header = "# earlystop_predict-history "
+    feature_names = FEATURE_NAMES + AUX_NAMES
+    aux = True

@@ -240,3 +240,55 @@ def test_read_back_forecast_input_is_untouched(tmp_path: Path) -> None:
     before = runs.read_text()
     main(["forecast", str(runs), "--target", "30", "--output", str(tmp_path / "o.jsonl")])
     assert runs.read_text() == before and read_records(runs)[0].n_epochs == 4
+
+
+def test_blend_averages_mean_and_quantiles_and_keeps_the_primary_on_failure() -> None:
+    from earlystop_predict.errors import ConfigError
+    from earlystop_predict.forecaster import BlendForecaster, ScriptedForecaster
+
+    primary = ScriptedForecaster(lambda rec, m: (0.6, {0.1: 0.5, 0.5: 0.6, 0.9: 0.7}),
+                                 name="lstm")
+    history = ScriptedForecaster(lambda rec, m: (0.8, {0.1: 0.6, 0.5: 0.8, 0.9: 1.0}),
+                                 name="history")
+    rec = rising(5)
+    blend = BlendForecaster(primary, history, 0.25)
+    fc = blend.forecast(rec, 30)
+    assert fc.model == "lstm+history" and fc.mean == pytest.approx(0.75)
+    assert fc.quantiles == pytest.approx({"0.1": 0.575, "0.5": 0.75, "0.9": 0.925})
+
+    def broken(rec, m):
+        raise RuntimeError("boom")
+
+    fc = BlendForecaster(primary, ScriptedForecaster(broken, name="history"), 0.25).forecast(
+        rec, 30)
+    assert (fc.model, fc.mean) == ("lstm", 0.6) and "history failed: RuntimeError" in fc.reason
+    with pytest.raises(ConfigError):
+        BlendForecaster(primary, history, 1.5)
+
+
+def test_blend_serves_an_observed_target_as_observed() -> None:
+    from earlystop_predict.forecaster import BlendForecaster, ScriptedForecaster
+
+    history = ScriptedForecaster(lambda rec, m: 0.0, name="history")
+    fc = BlendForecaster(load_model(), history, 0.5).forecast(rising(12), 10)
+    assert fc.model == "observed" and history.calls == 0
+
+
+@pytest.mark.parametrize(("runs", "history_value", "weight", "rule"), [
+    (120, 0.70, 0.3, "fitted"),          # enough runs: the weight of least error
+    (20, 0.70, 0.5, "equal"),            # too few to fit: an equal blend...
+    (20, 0.10, 1.0, "primary alone"),    # ...unless it does worse than the primary
+    (0, 0.70, 1.0, "primary alone: no completed"),
+])
+def test_blend_weight_rule(runs: int, history_value: float, weight: float, rule: str) -> None:
+    from earlystop_predict.forecaster import ScriptedForecaster
+    from earlystop_predict.training.finetune import fit_blend_weight
+
+    # Every run ends at 0.64; the primary says 0.5, the history model history_value:
+    # 0.3 * 0.5 + 0.7 * 0.7 = 0.64 is the blend of least error.
+    records = [RunRecord(f"r{i}", epochs=[{"epoch": e, "val_accuracy": 0.4 if e < 20 else 0.64}
+                                          for e in range(1, 21)], meta={"max_epochs": 20})
+               for i in range(runs)]
+    got, info = fit_blend_weight(ScriptedForecaster(lambda rec, m: 0.5),
+                                 ScriptedForecaster(lambda rec, m: history_value), records)
+    assert got == pytest.approx(weight) and info["rule"].startswith(rule)

@@ -13,6 +13,8 @@ pytest.importorskip("torch")
 from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.cli import main  # noqa: E402
 from earlystop_predict.errors import ConfigError, RecordError  # noqa: E402
+from earlystop_predict.forecaster import BlendForecaster  # noqa: E402
+from earlystop_predict.lgbm import HistoryForecaster  # noqa: E402
 from earlystop_predict.prior import load_prior, rank  # noqa: E402
 from earlystop_predict.record import RunRecord, write_records  # noqa: E402
 from earlystop_predict.training.lcbench import TEST_TASKS, VAL_TASKS  # noqa: E402
@@ -178,11 +180,77 @@ def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, caps
     assert set(report) == {"base", "fine-tuned"} and report["base"]["runs"] == 8
     assert "after fine-tuning" in (out / "MODEL_CARD.md").read_text()
     assert "->" in capsys.readouterr().out
+    # 40 runs are too few to grow a history model on: the LSTM serves alone.
+    assert manifest["blend"]["weight"] == 1.0 and "fewer than 100 runs" in \
+        manifest["blend"]["rule"]
+    assert "history" not in manifest["artifacts"] and not (out / "history.txt.gz").exists()
     fc = load_model(out).forecast(history[0].truncated(4), 20)
     assert fc.model == "lstm"
     assert load_prior(out).forecast_configs([{"hparams": {}}], 20)[0].model == "prior"
     # The base model directory is untouched.
     assert "fine_tuned" not in json.loads((Path(bundle) / "manifest.json").read_text())
+
+
+def test_fine_tune_on_enough_runs_serves_the_lstm_blended_with_a_history_model(
+        bundle, tmp_path) -> None:
+    history = [RunRecord.from_dict(r) for r in _runs("new-family", 120, 8, lr_shift=2.0)]
+    src = tmp_path / "history.jsonl"
+    write_records(src, history)
+    out = tmp_path / "tuned"
+    assert main(["train", "--from", str(src), "--base", bundle, "--output", str(out),
+                 "--lstm-epochs", "2", "--threads", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    blend = manifest["blend"]
+    # 18 validation runs are too few to fit the weight: an equal blend, unless the
+    # LSTM alone clearly beat it there.
+    assert blend["validation_runs"] == 18 and len(blend["validation_mae"]) == 11
+    assert blend["weight"] in (0.5, 1.0) and (blend["weight"] == 0.5) == \
+        blend["rule"].startswith("equal")
+    assert "history" in manifest["artifacts"]
+    assert blend["rule"] in (out / "MODEL_CARD.md").read_text()
+    # Served at a weight below 1, the directory blends the two models' forecasts.
+    w = 0.4
+    (out / "manifest.json").write_text(json.dumps({**manifest, "blend": {"weight": w}}))
+    served = load_model(out)
+    assert isinstance(served, BlendForecaster) and served.weight == w
+    prefix = history[0].truncated(4)
+    fc = served.forecast(prefix, 20)
+    alone = served.primary.forecast(prefix, 20)
+    grown = HistoryForecaster.from_dir(out, manifest).forecast(prefix, 20)
+    assert fc.model == "lstm+history" and alone.model == "lstm"
+    assert fc.mean == pytest.approx(w * alone.mean + (1 - w) * grown.mean)
+    assert fc.quantiles["0.9"] == pytest.approx(
+        w * alone.quantiles["0.9"] + (1 - w) * grown.quantiles["0.9"])
+    # A corrupt history model: the directory still serves, each forecast says why.
+    (out / "history.txt.gz").write_bytes(b"\x1f\x8bbroken")
+    fc = load_model(out).forecast(prefix, 20)
+    assert fc.model == "lstm" and "history model unavailable" in fc.reason
+    assert "sha256 mismatch" in fc.reason
+
+
+def test_history_features_match_between_training_and_serving(corpus) -> None:
+    """The history model's features of a run, computed as training computes them (from
+    a batch of curves) and as serving does (from its record), are the same."""
+    from earlystop_predict.lgbm import AUX_NAMES, record_matrix
+    from earlystop_predict.training.lgbm_train import batch_samples
+    from earlystop_predict.training.real import read_runs
+
+    records = read_runs(corpus)[:12]
+    rows = np.arange(len(records))
+    batch = RealCurves.from_records(records).sample(rows, np.random.default_rng(0),
+                                                    augment=False)
+    observed = np.array([3 + i % 7 for i in rows])
+    ends = np.array([r.n_epochs for r in records])
+    x_train, _, _ = batch_samples(batch, None, 0, observed, ends, aux=True)
+    x_serve = record_matrix([r.truncated(int(e)) for r, e in zip(records, observed, strict=True)],
+                            list(ends), [0] * len(records), aux=True)
+    assert x_train.shape == x_serve.shape
+    np.testing.assert_allclose(x_train, x_serve, rtol=1e-5, atol=1e-6)
+    aux = x_serve[:, -len(AUX_NAMES):]
+    # every run records validation loss and training accuracy, none training loss
+    assert np.isfinite(aux[:, :5]).all() and np.isnan(aux[:, 5:]).all()
+    gap = AUX_NAMES.index("train_val_gap")
+    np.testing.assert_allclose(aux[:, gap], 0.02, atol=1e-6)  # train acc = val acc + 0.02
 
 
 def test_fine_tune_needs_enough_runs(bundle, tmp_path, capsys) -> None:

@@ -325,12 +325,13 @@ def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]
                      f"and calibration, {ft.get('test_runs')} held out).")
     lines.append(f"- {td.get('augmentation', '')}")
 
-    def table(title: str, report: dict[str, Any], key_name: str) -> None:
+    def table(title: str, report: dict[str, Any], key_name: str,
+              served: str = "LSTM") -> None:
         lines.extend(["", f"## {title}", "",
                       "Forecasting the last epoch: MAE in accuracy points, the ratio to "
                       "last value's MAE, and how often the 0.1-0.9 interval held the "
                       "outcome.", "",
-                      f"| {key_name} | runs | observed | LSTM MAE | x last value | "
+                      f"| {key_name} | runs | observed | {served} MAE | x last value | "
                       "LightGBM x last value | coverage 0.1-0.9 |",
                       "|---|---|---|---|---|---|---|"])
         for name, rows in report.items():
@@ -349,7 +350,14 @@ def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]
               manifest["held_out_families"], "family")
     if manifest.get("fine_tune_report"):
         table("The user's held-out runs, after fine-tuning", manifest["fine_tune_report"],
-              "model")
+              "model", "served")
+        blend = manifest.get("blend") or {}
+        weight = blend.get("weight", 1.0)
+        how = "not blended" if weight >= 1.0 else \
+            f"blended {weight:.1f} : {1 - weight:.1f} with the history model (boosters " \
+            "grown on these runs alone)"
+        lines.extend(["", "Served: the LSTM where it can serve, else LightGBM; after "
+                      f"fine-tuning {how}: {blend.get('rule', 'no history model')}."])
     if manifest.get("held_out"):
         lcb = {"LCBench held-out tasks": {"runs": "", **manifest["held_out"]}}
         table("LCBench held-out tasks", lcb, "corpus")
