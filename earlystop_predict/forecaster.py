@@ -290,8 +290,9 @@ class BlendForecaster(Forecaster):
     averaged with those of a model grown on the user's history alone.
 
     ``weight`` of the first and ``1 - weight`` of the second, for the mean and each
-    quantile; ``earlystop-predict train --from`` fits the weight on runs of the history
-    that neither model trained on. A forecast of both reads ``"lstm+history"`` (or
+    quantile (the history model's point forecast is its median); ``earlystop-predict
+    train --from`` chooses the weight (:func:`~earlystop_predict.training.finetune.
+    fit_blend_weight`). A forecast of both reads ``"lstm+history"`` (or
     ``"lightgbm+history"``); a target already observed is served as it is, and where the
     history model cannot serve or fails, the first model's forecast stands, with why.
 

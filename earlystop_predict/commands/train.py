@@ -12,9 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "model on the shared LCBench corpus and the real corpus (LCBench split by "
                     "task; real families cross-validated, one model per fold written to "
                     "OUTPUT/folds; augmented) into a model directory. With --from: "
-                    "fine-tune a model directory (--base) on your own past runs and report "
-                    "errors before and after on a held-out part of them. Needs the 'train' "
-                    "extra (torch).")
+                    "fine-tune a model directory (--base) on your own past runs, grow a "
+                    "history model on them alone (from 100 runs; served blended with the "
+                    "LSTM) and report errors before and after on a held-out part of them. "
+                    "Needs the 'train' extra (torch).")
     p.add_argument("--output", required=True, help="model directory to write")
     p.add_argument("--from", dest="source", default=None, metavar="RUNS",
                    help="fine-tune on these runs: a ledger (.db), a corpus (.jsonl.gz) or "
