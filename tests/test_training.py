@@ -162,17 +162,22 @@ def test_rank_rejects_bad_candidates(bundle, tmp_path, capsys) -> None:
         rank([{"hparams": {}}], 0, load_prior(bundle))
 
 
-def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, capsys) -> None:
-    from pathlib import Path
-
-    # A "new family" whose best learning rate is 100x lower than the base has seen.
-    history = [RunRecord.from_dict(r) for r in _runs("new-family", 40, 7, lr_shift=2.0)]
+def _fine_tune(bundle: str, tmp_path, runs: int, seed: int) -> tuple[list, object, dict]:
+    """``train --from`` on ``runs`` runs of a "new family" whose best learning rate is
+    100x lower than the base has seen: (runs, output directory, manifest)."""
+    history = [RunRecord.from_dict(r) for r in _runs("new-family", runs, seed, lr_shift=2.0)]
     src = tmp_path / "history.jsonl"
     write_records(src, history)
     out = tmp_path / "tuned"
     assert main(["train", "--from", str(src), "--base", bundle, "--output", str(out),
                  "--lstm-epochs", "2", "--threads", "1"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    return history, out, json.loads((out / "manifest.json").read_text())
+
+
+def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    history, out, manifest = _fine_tune(bundle, tmp_path, 40, 7)
     ft = manifest["fine_tuned"]
     assert (ft["train_runs"], ft["validation_runs"], ft["test_runs"]) == (26, 6, 8)
     assert ft["base"] == bundle
@@ -193,13 +198,7 @@ def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, caps
 
 def test_fine_tune_on_enough_runs_serves_the_lstm_blended_with_a_history_model(
         bundle, tmp_path) -> None:
-    history = [RunRecord.from_dict(r) for r in _runs("new-family", 120, 8, lr_shift=2.0)]
-    src = tmp_path / "history.jsonl"
-    write_records(src, history)
-    out = tmp_path / "tuned"
-    assert main(["train", "--from", str(src), "--base", bundle, "--output", str(out),
-                 "--lstm-epochs", "2", "--threads", "1"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    history, out, manifest = _fine_tune(bundle, tmp_path, 120, 8)
     blend = manifest["blend"]
     # 18 validation runs are too few to fit the weight: an equal blend, unless the
     # LSTM alone clearly beat it there.
