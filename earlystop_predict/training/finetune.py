@@ -196,7 +196,8 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         "lightgbm": {"file": "lgbm.txt.gz", "sha256": sha256_file(out / "lgbm.txt.gz"),
                      "format": "LightGBM text models, gzip"},
     }
-    served = AutoForecaster(LSTMForecaster(LSTMWeights.load(out / "lstm.npz")), lgbm)
+    new_weights = LSTMWeights.load(out / "lstm.npz")
+    served = AutoForecaster(LSTMForecaster(new_weights), lgbm)
     blend = _grow_history(records, tr, va, val, served, out, seed=seed, threads=threads)
     if blend.pop("file", None):
         artifacts["history"] = {
@@ -219,7 +220,7 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         "lstm": {**base_manifest.get("lstm", {}), "epochs": lstm_epochs,
                  "val_mae": info["val_mae"], "calibration": calib.tolist(),
                  "shrink": shrink.tolist(),
-                 "max_target_epoch": LSTMWeights.load(out / "lstm.npz").max_target},
+                 "max_target_epoch": new_weights.max_target},
         "lightgbm": {**base_manifest.get("lightgbm", {}),
                      "calibration": lgbm.calibration.tolist(), "shrink": lgbm.shrink.tolist()},
         "blend": blend,
