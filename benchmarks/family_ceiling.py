@@ -9,7 +9,8 @@ run's last epoch from its first 20 %, beside last value:
 * the bundled LSTM's fold model that never saw the family (``models/folds/``);
 * the history model's point forecast (``training.lgbm_train.train_history``'s
   absolute-loss booster, on the same features and samples) grown on
-  - the other six families (the family held out, as the target asks),
+  - the other six families (the family held out, as the target asks; also
+    averaged with the LSTM's),
   - the family's own other runs (k-fold by run: the family seen),
   - every family's other runs (k-fold by run over the corpus).
 
@@ -89,6 +90,9 @@ def main() -> None:
         booster = grow([runs[i] for i in np.where(family != f)[0]])
         held[idx] = predict(booster, [prefixes[i] for i in idx], [ends[i] for i in idx])
     preds["history model, family held out"] = held
+    if "LSTM, family held out (fold model)" in preds:
+        preds["both held out, equal blend"] = 0.5 * (preds["LSTM, family held out (fold model)"]
+                                                     + held)
 
     k = np.random.default_rng(0).permutation(len(runs)) % args.folds
     own, every = np.full(len(runs), np.nan), np.full(len(runs), np.nan)
