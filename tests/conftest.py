@@ -139,3 +139,35 @@ def monitor_factory() -> Callable[..., ForecastMonitor]:
         return ForecastMonitor(**kwargs)
 
     return make
+
+
+def blended_model_dir(directory: Path, weight: float = 0.5) -> Path:
+    """A copy of the bundled model directory with a history model grown on 30 small
+    synthetic runs and served blended at ``weight``: what ``train --from`` writes,
+    without training an LSTM."""
+    import shutil
+
+    import numpy as np
+
+    from earlystop_predict.artifacts import bundled_dir, read_manifest, sha256_file
+    from earlystop_predict.training.lgbm_train import train_history
+
+    shutil.copytree(bundled_dir(), directory, ignore=shutil.ignore_patterns("__*", "folds",
+                                                                            "corpus"))
+    rng = np.random.default_rng(0)
+    runs = []
+    for i in range(30):
+        top, rate = rng.uniform(0.4, 0.95), rng.uniform(0.1, 0.5)
+        acc = top * (1 - np.exp(-rate * np.arange(1, 21)))
+        runs.append(RunRecord(f"h{i}", epochs=[
+            {"epoch": e + 1, "val_accuracy": float(a), "val_loss": float(2 - 2 * a),
+             "train_accuracy": float(min(1.0, a + 0.05))} for e, a in enumerate(acc)],
+            hparams={"learning_rate": float(rng.uniform(1e-3, 1e-1))},
+            meta={"max_epochs": 20}))
+    train_history(runs, seed=0, threads=1).save(directory / "history.txt.gz")
+    manifest = read_manifest(directory)
+    manifest["artifacts"]["history"] = {"file": "history.txt.gz",
+                                        "sha256": sha256_file(directory / "history.txt.gz")}
+    manifest["blend"] = {"weight": weight, "rule": "test"}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory

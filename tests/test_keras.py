@@ -217,3 +217,19 @@ def test_state_path_resumes_with_initial_epoch(tmp_path):
     fit(fresh, model=build(), epochs=2)
     assert fresh.monitor.record.run_id != run_id
     assert [r["epoch"] for r in fresh.monitor.record.epochs] == [1, 2]
+
+
+def test_a_fine_tuned_directory_serves_its_blend_and_the_ledger_says_so(tmp_path):
+    from conftest import blended_model_dir
+
+    model_dir = blended_model_dir(tmp_path / "mine")
+    cb = make(tmp_path, model=str(model_dir), dry_run=True, run_id="blend", study="b",
+              target_epoch=20)
+    hist = fit(cb)
+    assert len(hist.history["loss"]) == EPOCHS
+    (rec,) = Ledger(tmp_path / "l.db").records(study="b")
+    assert len(rec.forecasts) == EPOCHS
+    assert {f["model"] for f in rec.forecasts} == {"lstm+history"}
+    for f in rec.forecasts:
+        q = f["quantiles"]
+        assert 0.0 <= q["0.1"] <= q["0.5"] <= q["0.9"] <= 1.0
