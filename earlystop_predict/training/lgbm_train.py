@@ -180,9 +180,12 @@ def history_samples(records: Sequence[RunRecord],
             continue
         for frac in HISTORY_FRACTIONS:
             e = min(max(1, int(round(frac * n))), n - 1)
+            if not np.isfinite(y[:e]).any():
+                continue
+            prefix = rec.truncated(e)  # one copy serves both targets
             for k in {n - 1, int(rng.integers(e, n))}:  # row index of the target epoch
-                if np.isfinite(y[k]) and np.isfinite(y[:e]).any():
-                    prefixes.append(rec.truncated(e))
+                if np.isfinite(y[k]):
+                    prefixes.append(prefix)
                     targets.append(int(rec.epochs[k]["epoch"]))
                     kinds.append(kind)
                     goals.append(y[k])
