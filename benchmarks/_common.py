@@ -49,7 +49,7 @@ def model_dir(model: str):  # noqa: ANN201 - pathlib.Path
     """The directory of a ``--model`` argument ("auto"/"bundled"...: the bundled one)."""
     from pathlib import Path
 
-    from earlystop_predict.artifacts import bundled_dir
+    from earlystop_predict.forecast.artifacts import bundled_dir
 
     return bundled_dir() if model in ("auto", "lstm", "lightgbm", "bundled") else Path(model)
 
@@ -57,7 +57,7 @@ def model_dir(model: str):  # noqa: ANN201 - pathlib.Path
 def folds(model: str) -> list[tuple[list[str], object]]:
     """(families, directory) of each cross-validation fold model of a model directory
     that ``earlystop-predict train`` wrote (``OUTPUT/folds/``; empty if none is there)."""
-    from earlystop_predict.artifacts import read_manifest
+    from earlystop_predict.forecast.artifacts import read_manifest
 
     base = model_dir(model)
     out = []

@@ -1,6 +1,6 @@
 """Per-epoch overhead of ForecastMonitor.update: forecast + policy (+ ledger write).
 
-Runs a 50-epoch run through :class:`~earlystop_predict.monitor.ForecastMonitor`
+Runs a 50-epoch run through :class:`~earlystop_predict.policy.monitor.ForecastMonitor`
 ``--repeats`` times per case and prints p50 / p99 / mean milliseconds per
 ``update()`` call, with and without an SQLite ledger, for the bundled model
 (``load_model()``; noted as missing if it is not built yet) and for a constant
@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 
 from earlystop_predict import ForecastMonitor, ScriptedForecaster, load_model  # noqa: E402
 from earlystop_predict.errors import EarlystopPredictError  # noqa: E402
-from earlystop_predict.forecaster import Forecaster  # noqa: E402
+from earlystop_predict.forecast.base import Forecaster  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
-from earlystop_predict.policy import StopPolicy  # noqa: E402
-from earlystop_predict.record import RunRecord  # noqa: E402
+from earlystop_predict.policy.stop import StopPolicy  # noqa: E402
+from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 HPARAMS = {"learning_rate": 0.01, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9,
            "weight_decay": 1e-4, "dropout": 0.1, "num_layers": 2, "width": 256,

@@ -31,8 +31,8 @@ from _common import folds, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
-from earlystop_predict.collect import load_corpus  # noqa: E402
-from earlystop_predict.lgbm import CURVE_NAMES, HistoryForecaster, record_matrix  # noqa: E402
+from earlystop_predict.forecast.lgbm import CURVE_NAMES, HistoryForecaster, record_matrix  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.lgbm_train import HISTORY_PARAMS, history_samples  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402

@@ -28,9 +28,9 @@ from _common import folds, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
-from earlystop_predict.collect import load_corpus  # noqa: E402
-from earlystop_predict.forecaster import BlendForecaster  # noqa: E402
-from earlystop_predict.record import write_records  # noqa: E402
+from earlystop_predict.forecast.compose import BlendForecaster  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
+from earlystop_predict.records.record import write_records  # noqa: E402
 from earlystop_predict.training.evaluate import (  # noqa: E402
     completed,
     evaluate_end,

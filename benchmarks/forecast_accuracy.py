@@ -64,8 +64,8 @@ def main() -> None:
     auto = load_model(args.model if args.model != "auto" else "auto")
     lgbm = load_model("lightgbm") if args.model == "auto" else load_model(args.model)
     if args.model != "auto":
-        from earlystop_predict.artifacts import read_manifest
-        from earlystop_predict.lgbm import LGBMForecaster
+        from earlystop_predict.forecast.artifacts import read_manifest
+        from earlystop_predict.forecast.lgbm import LGBMForecaster
 
         lgbm = LGBMForecaster.from_dir(args.model, read_manifest(args.model))
     methods = {"LSTM (ours)": forecaster_fn(auto), "LightGBM (ours)": forecaster_fn(lgbm),

@@ -45,8 +45,8 @@ def main() -> None:
     auto = load_model(args.model)
     lgbm = load_model("lightgbm") if args.model == "auto" else None
     if lgbm is None:
-        from earlystop_predict.artifacts import read_manifest
-        from earlystop_predict.lgbm import LGBMForecaster
+        from earlystop_predict.forecast.artifacts import read_manifest
+        from earlystop_predict.forecast.lgbm import LGBMForecaster
 
         lgbm = LGBMForecaster.from_dir(args.model, read_manifest(args.model))
     for q in queries[:50]:  # warm-up

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import folds, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
-from earlystop_predict.collect import load_corpus  # noqa: E402
-from earlystop_predict.prior import load_prior  # noqa: E402
+from earlystop_predict.forecast.prior import load_prior  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
 from earlystop_predict.training.evaluate import _spearman, completed  # noqa: E402
 from earlystop_predict.training.lcbench import TEST_TASKS, lcbench_records  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402

@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import folds, model_dir, pow3_predict, print_table  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
-from earlystop_predict.artifacts import read_manifest  # noqa: E402
-from earlystop_predict.collect import load_corpus  # noqa: E402
-from earlystop_predict.lgbm import LGBMForecaster  # noqa: E402
+from earlystop_predict.forecast.artifacts import read_manifest  # noqa: E402
+from earlystop_predict.forecast.lgbm import LGBMForecaster  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402
 

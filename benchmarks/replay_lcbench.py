@@ -26,7 +26,7 @@ import time  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.errors import EarlystopPredictError  # noqa: E402
-from earlystop_predict.replay import POLICIES, replay  # noqa: E402
+from earlystop_predict.tools.replay import POLICIES, replay  # noqa: E402
 from earlystop_predict.training.lcbench import TEST_TASKS, lcbench_records  # noqa: E402
 
 TARGET_SAVED_PCT = 80.0

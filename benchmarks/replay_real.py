@@ -5,7 +5,7 @@ Run: python benchmarks/replay_real.py [--model DIR] [--orders 20] [--runs-per-or
 Random search simulated on each family of the collector's corpus
 (``models/corpus``): for ``--orders`` shuffled orders of ``--runs-per-order``
 completed runs, each policy may stop runs early (see
-:mod:`earlystop_predict.replay`). The forecasting policy uses, for each family, the
+:mod:`earlystop_predict.tools.replay`). The forecasting policy uses, for each family, the
 cross-validation fold model trained without it (``OUTPUT/folds/``); Optuna's
 median rule and Ray Tune's ASHA need no model. Each run's target is its own
 planned last epoch. Prints epochs saved and regret (accuracy points) per family.
@@ -28,8 +28,8 @@ from _common import folds, model_dir, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
-from earlystop_predict.collect import load_corpus  # noqa: E402
-from earlystop_predict.replay import replay  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
+from earlystop_predict.tools.replay import replay  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402
 

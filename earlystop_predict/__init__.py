@@ -7,7 +7,8 @@ Example:
     >>> fc = model.forecast(rec, target_epoch=50)
 """
 
-from .errors import (
+from earlystop_predict import _compat
+from earlystop_predict.errors import (
     ConfigError,
     EarlystopPredictError,
     ForecastUnavailableError,
@@ -16,12 +17,15 @@ from .errors import (
     ModelArtifactError,
     RecordError,
 )
-from .forecaster import Forecast, Forecaster, ScriptedForecaster, load_model
-from .monitor import ForecastMonitor
-from .policy import Decision, StopPolicy
-from .record import RunRecord, read_records, write_records
+from earlystop_predict.forecast.base import Forecast, Forecaster, ScriptedForecaster
+from earlystop_predict.forecast.compose import load_model
+from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.policy.stop import Decision, StopPolicy
+from earlystop_predict.records.record import RunRecord, read_records, write_records
 
 __version__ = "0.1.0"
+
+_compat.install()
 
 __all__ = [
     "ConfigError", "Decision", "EarlystopPredictError", "Forecast", "ForecastMonitor",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingExtraError
+from earlystop_predict.errors import MissingExtraError
 
 
 def require(module: str, *, extra: str) -> ModuleType:

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from earlystop_predict.errors import ConfigError
-from earlystop_predict.policy import StopPolicy
-from earlystop_predict.record import write_jsonl
+from earlystop_predict.policy.stop import StopPolicy
+from earlystop_predict.records.record import write_jsonl
 
 #: Prefix of the keys the adapters log; never fed back to the monitor.
 LOG_PREFIX = "esp/"
@@ -113,7 +113,7 @@ def layer_hparams(weight_widths: Sequence[int], dropout_rates: Iterable[float]) 
 
 def output_meta(widths: Sequence[int], metric: str, num_features: int | None) -> dict[str, Any]:
     """``num_classes`` (output width, for accuracy-like targets only) and ``num_features``."""
-    from earlystop_predict.record import is_accuracy_like
+    from earlystop_predict.records.record import is_accuracy_like
 
     out: dict[str, Any] = {}
     if widths and int(widths[-1]) > 1 and is_accuracy_like(metric):
@@ -191,7 +191,7 @@ def torch_module_hparams(module: Any,
 # ----------------------------------------------------------------------------- state
 def search_policy_kwargs(target_epoch: Any, *, threshold: float | None, confidence: float,
                          min_epochs: int, patience: int, dry_run: bool) -> dict[str, Any]:
-    """The :class:`~earlystop_predict.monitor.ForecastMonitor` policy arguments of a
+    """The :class:`~earlystop_predict.policy.monitor.ForecastMonitor` policy arguments of a
     search-engine adapter (Optuna, Ray Tune), checked when the adapter is built
     rather than mid-search.
 

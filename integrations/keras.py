@@ -1,6 +1,6 @@
 """Keras 3 adapter: :class:`KerasForecastCallback`.
 
-A thin wrapper around :class:`~earlystop_predict.monitor.ForecastMonitor`: it
+A thin wrapper around :class:`~earlystop_predict.policy.monitor.ForecastMonitor`: it
 reads the run's hyperparameters from the model, its optimizer and ``fit()``'s
 data, feeds each epoch's logs to the monitor, adds the ``esp/*`` keys to the
 logs (so ``History`` and ``CSVLogger`` record them) and stops through
@@ -25,9 +25,7 @@ from earlystop_predict._imports import require
 
 keras = require("keras", extra="keras")
 
-from earlystop_predict.monitor import ForecastMonitor  # noqa: E402
-
-from ._common import (  # noqa: E402
+from earlystop_predict.integrations._common import (  # noqa: E402
     drop_none,
     layer_hparams,
     output_meta,
@@ -38,9 +36,10 @@ from ._common import (  # noqa: E402
     to_float,
     write_state,
 )
+from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from earlystop_predict.forecaster import Forecaster
+    from earlystop_predict.forecast.base import Forecaster
     from earlystop_predict.ledger import Ledger
 
 __all__ = ["KerasForecastCallback", "keras_hparams"]
@@ -173,12 +172,12 @@ class KerasForecastCallback(keras.callbacks.Callback):
         min_epochs: first 1-based epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         study: name grouping comparable runs for the incumbent rule. Default None.
-        ledger: SQLite ledger path or :class:`~earlystop_predict.ledger.Ledger`;
+        ledger: SQLite ledger path or :class:`~earlystop_predict.ledger.store.Ledger`;
             None: none. Default None.
         hparams: hyperparameters, merged over the ones read. Default None.
         meta: meta data, merged over the ones read. Default None.
         model: the forecaster: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model
-            directory or a :class:`~earlystop_predict.forecaster.Forecaster`.
+            directory or a :class:`~earlystop_predict.forecast.base.Forecaster`.
             Default ``"auto"``.
         dry_run: forecast, decide and record, never stop. Default False.
         run_id: id of the run in records and the ledger. Default: random per fit.
@@ -189,7 +188,7 @@ class KerasForecastCallback(keras.callbacks.Callback):
             or ``BackupAndRestore``). Default None: no state file.
 
     Attributes:
-        monitor: the :class:`~earlystop_predict.monitor.ForecastMonitor`
+        monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor`
             (``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``).
 
     Example:

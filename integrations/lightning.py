@@ -1,6 +1,6 @@
 """Lightning adapter: :class:`LightningForecastCallback`.
 
-A thin wrapper around :class:`~earlystop_predict.monitor.ForecastMonitor`: it
+A thin wrapper around :class:`~earlystop_predict.policy.monitor.ForecastMonitor`: it
 reads the run's hyperparameters from the trainer, its optimizer, scheduler,
 module and train dataloader, feeds each epoch's ``callback_metrics`` to the
 monitor at ``on_train_epoch_end``, logs ``esp/*`` through ``pl_module.log`` (every
@@ -27,20 +27,19 @@ from earlystop_predict._imports import require
 pl = require("lightning.pytorch", extra="lightning")
 
 from earlystop_predict.errors import EarlystopPredictError  # noqa: E402
-from earlystop_predict.monitor import ForecastMonitor  # noqa: E402
-
-from ._common import (  # noqa: E402
+from earlystop_predict.integrations._common import (  # noqa: E402
     drop_none,
     positive_int,
     scalar_metrics,
     torch_module_hparams,
     torch_optimizer_hparams,
 )
+from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from earlystop_predict.forecaster import Forecaster
+    from earlystop_predict.forecast.base import Forecaster
     from earlystop_predict.ledger import Ledger
-    from earlystop_predict.policy import Decision
+    from earlystop_predict.policy.stop import Decision
 
 __all__ = ["LightningForecastCallback", "lightning_hparams"]
 
@@ -123,12 +122,12 @@ class LightningForecastCallback(pl.Callback):
         min_epochs: first 1-based epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         study: name grouping comparable runs for the incumbent rule. Default None.
-        ledger: SQLite ledger path or :class:`~earlystop_predict.ledger.Ledger`
+        ledger: SQLite ledger path or :class:`~earlystop_predict.ledger.store.Ledger`
             (written by rank 0 only); None: none. Default None.
         hparams: hyperparameters, merged over the ones read. Default None.
         meta: meta data, merged over the ones read. Default None.
         model: the forecaster: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model
-            directory or a :class:`~earlystop_predict.forecaster.Forecaster`.
+            directory or a :class:`~earlystop_predict.forecast.base.Forecaster`.
             Default ``"auto"``.
         dry_run: forecast, decide and record, never stop. Default False.
         run_id: id of the run in records and the ledger. Default: random per fit.
@@ -136,7 +135,7 @@ class LightningForecastCallback(pl.Callback):
         stop_on_divergence: stop at a NaN/inf metric or loss. Default True.
 
     Attributes:
-        monitor: the :class:`~earlystop_predict.monitor.ForecastMonitor` (on rank 0:
+        monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor` (on rank 0:
             ``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``).
 
     Example:

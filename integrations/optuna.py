@@ -5,7 +5,7 @@ the same step (median, percentile, successive halving). This one forecasts
 where the trial will *end* (the accModel, from its reported values and its
 parameters) and prunes it when that forecast is unlikely to beat the best
 completed trial, or to reach a ``threshold``, with the same
-:class:`~earlystop_predict.policy.StopPolicy` as the training callbacks. Every
+:class:`~earlystop_predict.policy.stop.StopPolicy` as the training callbacks. Every
 forecast and decision is kept in :attr:`ForecastPruner.records` and, with a
 ``ledger``, on disk.
 
@@ -38,11 +38,10 @@ from earlystop_predict._imports import require
 optuna = require("optuna", extra="optuna")
 
 from earlystop_predict.errors import ConfigError  # noqa: E402
-from earlystop_predict.forecaster import Forecaster  # noqa: E402
-from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
-from earlystop_predict.record import RunRecord  # noqa: E402
-
-from ._common import search_policy_kwargs  # noqa: E402
+from earlystop_predict.forecast.base import Forecaster  # noqa: E402
+from earlystop_predict.integrations._common import search_policy_kwargs  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 _STATES = optuna.trial.TrialState
 
@@ -61,7 +60,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
         use_incumbent: prune trials unlikely to beat the best completed trial.
             Default True.
         model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
-            :class:`~earlystop_predict.forecaster.Forecaster`. Default ``"auto"``.
+            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
         ledger: SQLite ledger path (the study name groups its runs). Default None.
         meta: meta data of every trial (``train_size``, ``num_params``...). Default None.
         step_offset: epoch = reported step + this. Default 1 (``trial.report(v, epoch)``

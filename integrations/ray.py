@@ -5,7 +5,7 @@ other trials' values at the same time (median stopping, ASHA's rungs). This one
 forecasts where the trial will *end* (the accModel, from the trial's reported
 values and its config) and stops it when that forecast is unlikely to beat the
 best trial that completed, or to reach a ``threshold``, with the same
-:class:`~earlystop_predict.policy.StopPolicy` as the training callbacks.
+:class:`~earlystop_predict.policy.stop.StopPolicy` as the training callbacks.
 
 The scheduler runs in the Tune driver; trials may run on any node of the
 cluster: only their reported metrics reach it, so one accModel serves a search
@@ -47,12 +47,11 @@ tune = require("ray.tune", extra="ray")
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 
 from earlystop_predict.errors import ConfigError  # noqa: E402
-from earlystop_predict.features import canonical_metric  # noqa: E402
-from earlystop_predict.forecaster import Forecaster  # noqa: E402
-from earlystop_predict.monitor import ForecastMonitor, _resolve_model  # noqa: E402
-from earlystop_predict.record import RunRecord  # noqa: E402
-
-from ._common import scalar_metrics, search_policy_kwargs, to_float  # noqa: E402
+from earlystop_predict.forecast.base import Forecaster  # noqa: E402
+from earlystop_predict.integrations._common import scalar_metrics, search_policy_kwargs, to_float  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.records.features import canonical_metric  # noqa: E402
+from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 #: Curve columns the accModel reads, fed to it when a result holds them.
 _CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
@@ -76,7 +75,7 @@ class ForecastScheduler(FIFOScheduler):
         use_incumbent: stop trials unlikely to beat the best trial that trained to
             ``target_epoch``. Default True.
         model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
-            :class:`~earlystop_predict.forecaster.Forecaster`. Default ``"auto"``.
+            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
         ledger: SQLite ledger path (``study`` groups the runs). Default None.
         study: name of the search in records and the ledger. Default ``"tune"``.
         meta: meta data of every trial (``train_size``, ``num_params``...). Default None.

@@ -1,7 +1,7 @@
 """Hugging Face ``Trainer`` adapter: :class:`HFForecastCallback`.
 
 A thin :class:`transformers.TrainerCallback` around
-:class:`~earlystop_predict.monitor.ForecastMonitor`: each evaluation becomes one
+:class:`~earlystop_predict.policy.monitor.ForecastMonitor`: each evaluation becomes one
 row of the run record, the monitor forecasts the target and decides, and the
 callback stops the run with ``control.should_training_stop``. No policy here.
 
@@ -42,16 +42,20 @@ from earlystop_predict.errors import (  # noqa: E402
     EarlystopPredictError,
     MetricNotFoundError,
 )
-from earlystop_predict.features import (  # noqa: E402
+from earlystop_predict.forecast.base import Forecaster  # noqa: E402
+from earlystop_predict.integrations._common import (  # noqa: E402
+    drop_none,
+    positive,
+    scalar_metrics,
+    torch_optimizer_hparams,
+)
+from earlystop_predict.policy.monitor import STATE_VERSION, ForecastMonitor  # noqa: E402
+from earlystop_predict.policy.stop import Decision  # noqa: E402
+from earlystop_predict.records.features import (  # noqa: E402
     canonical_metrics,
     canonical_optimizer,
 )
-from earlystop_predict.forecaster import Forecaster  # noqa: E402
-from earlystop_predict.monitor import STATE_VERSION, ForecastMonitor  # noqa: E402
-from earlystop_predict.policy import Decision  # noqa: E402
-from earlystop_predict.record import RunRecord, is_accuracy_like  # noqa: E402
-
-from ._common import drop_none, positive, scalar_metrics, torch_optimizer_hparams  # noqa: E402
+from earlystop_predict.records.record import RunRecord, is_accuracy_like  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from earlystop_predict.ledger import Ledger
@@ -212,12 +216,12 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         min_epochs: first epoch (evaluation) at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts needed to stop, >= 1. Default 1.
         study: name grouping comparable runs in the ledger (incumbent rule). Default None.
-        ledger: path of the SQLite ledger or a :class:`~earlystop_predict.ledger.Ledger`;
+        ledger: path of the SQLite ledger or a :class:`~earlystop_predict.ledger.store.Ledger`;
             written by the world process zero only. Default None (no ledger).
         hparams: hyperparameters, merged over those read from the Trainer. Default None.
         meta: meta data, merged over those read from the Trainer. Default None.
         model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
-            :class:`~earlystop_predict.forecaster.Forecaster`. Default ``"auto"``.
+            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
         dry_run: forecast and record, never stop. Default False.
         run_id: id of the run in the record and the ledger. Default: random.
         task: task or data set name for the record. Default None.

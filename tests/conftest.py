@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from earlystop_predict.forecaster import ScriptedForecaster
-from earlystop_predict.monitor import ForecastMonitor
-from earlystop_predict.record import RunRecord
+from earlystop_predict.forecast.base import ScriptedForecaster
+from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.records.record import RunRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def blended_model_dir(directory: Path, weight: float = 0.5) -> Path:
 
     import numpy as np
 
-    from earlystop_predict.artifacts import bundled_dir, read_manifest, sha256_file
+    from earlystop_predict.forecast.artifacts import bundled_dir, read_manifest, sha256_file
     from earlystop_predict.training.lgbm_train import train_history
 
     shutil.copytree(bundled_dir(), directory, ignore=shutil.ignore_patterns("__*", "folds",

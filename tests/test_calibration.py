@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from earlystop_predict import calibration
+from earlystop_predict.forecast import calibration
 
 
 def _quantiles(center: np.ndarray, half_width: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def test_as_table_broadcasts_a_pair_and_rejects_garbage() -> None:
 
 
 def test_shrink_pulls_mean_and_quantiles_towards_the_last_value() -> None:
-    from earlystop_predict.calibration import shrink
+    from earlystop_predict.forecast.calibration import shrink
 
     mean = np.array([0.8, 0.8])
     q = np.array([[0.6, 0.7, 0.8, 0.85, 0.9]] * 2)
@@ -55,7 +55,7 @@ def test_shrink_pulls_mean_and_quantiles_towards_the_last_value() -> None:
 
 
 def test_fit_shrink_recovers_the_factor_that_fits_held_out_outcomes() -> None:
-    from earlystop_predict.calibration import fit_shrink
+    from earlystop_predict.forecast.calibration import fit_shrink
 
     rng = np.random.default_rng(0)
     last = rng.uniform(0.2, 0.8, 4000)
@@ -66,7 +66,7 @@ def test_fit_shrink_recovers_the_factor_that_fits_held_out_outcomes() -> None:
 
 
 def test_shrink_vector_validates() -> None:
-    from earlystop_predict.calibration import as_shrink
+    from earlystop_predict.forecast.calibration import as_shrink
 
     assert as_shrink(None).tolist() == [1.0] * 4
     assert as_shrink([0.7]).tolist() == [0.7] * 4

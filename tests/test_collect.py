@@ -20,20 +20,17 @@ import numpy as np
 import pytest
 
 from earlystop_predict.cli import main
-from earlystop_predict.collect import (
-    CORPUS_NAME,
-    CollectOptions,
-    append_record,
-    collect,
-    iter_corpus,
-    load_corpus,
-    plan,
-    repair_corpus,
-    run_id,
-)
-from earlystop_predict.collect_families import FAMILIES, OPTIMIZERS, draw_config, lr_factor
 from earlystop_predict.errors import ConfigError, RecordError
 from earlystop_predict.ledger import Ledger
+from earlystop_predict.records.corpus import (
+    CORPUS_NAME,
+    append_record,
+    iter_corpus,
+    load_corpus,
+    repair_corpus,
+)
+from earlystop_predict.tools.collect.families import FAMILIES, OPTIMIZERS, draw_config, lr_factor
+from earlystop_predict.tools.collect.run import CollectOptions, collect, plan, run_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.filterwarnings("ignore:.*does not have many workers"),
@@ -121,7 +118,7 @@ def test_lr_schedules():
 
 
 def test_every_family_loads_its_data():
-    from earlystop_predict.collect_families import load_data
+    from earlystop_predict.tools.collect.families import load_data
 
     for name in FAMILIES:
         cfg = draw_config(name, np.random.default_rng(1), min_epochs=3, max_epochs=4, seed=1)

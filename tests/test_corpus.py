@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earlystop_predict.collect import load_corpus
+from earlystop_predict.records.corpus import load_corpus
 
 CORPUS = Path(__file__).resolve().parents[1] / "models" / "corpus" / "runs.jsonl.gz"
 

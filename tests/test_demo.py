@@ -17,16 +17,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from earlystop_predict.cli import main  # noqa: E402
-from earlystop_predict.demo import (  # noqa: E402
+from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
+from earlystop_predict.ledger import Ledger  # noqa: E402
+from earlystop_predict.tools.demo import (  # noqa: E402
     BASE_CONFIGS,
     load_data,
     make_configs,
     run_demo,
     spark,
 )
-from earlystop_predict.errors import ConfigError  # noqa: E402
-from earlystop_predict.forecaster import ScriptedForecaster  # noqa: E402
-from earlystop_predict.ledger import Ledger  # noqa: E402
 
 # adam (good), tiny-lr (hopeless), sgd (good)
 CONFIGS = BASE_CONFIGS[:3]

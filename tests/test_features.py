@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_record
 
-from earlystop_predict.features import (
+from earlystop_predict.records.features import (
     FRAMEWORKS,
     HPARAM_KEYS,
     META_KEYS,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from earlystop_predict import ForecastUnavailableError, ModelArtifactError, load_model
-from earlystop_predict.artifacts import bundled_dir, read_manifest
 from earlystop_predict.cli import main
-from earlystop_predict.record import RunRecord, read_records, write_records
+from earlystop_predict.forecast.artifacts import bundled_dir, read_manifest
+from earlystop_predict.records.record import RunRecord, read_records, write_records
 
 
 def rising(n: int, top: float = 0.8, metric: str = "val_accuracy", **meta) -> RunRecord:
@@ -72,7 +72,7 @@ def test_forecast_many_matches_forecast(auto) -> None:
 def test_large_batches_in_chunks_match_one_by_one(auto, monkeypatch) -> None:
     """The chunked, two-threaded batch path (one BLAS thread) answers as single calls:
     per-record targets, a missing value, a held target, a run only LightGBM serves."""
-    import earlystop_predict.lstm as lstm
+    import earlystop_predict.forecast.lstm as lstm
 
     monkeypatch.setattr(lstm, "CHUNK", 4)
     recs = [rising(n) for n in range(1, 15)]
@@ -93,7 +93,7 @@ def test_large_batches_in_chunks_match_one_by_one(auto, monkeypatch) -> None:
 
 
 def test_quantile_tail_stays_within_the_metrics_range(auto) -> None:
-    from earlystop_predict.forecaster import Forecast
+    from earlystop_predict.forecast.base import Forecast
 
     rec = rising(6, top=1.0)  # close to the ceiling, still climbing
     for model in (auto, load_model("lightgbm")):
@@ -161,7 +161,7 @@ def test_corrupt_lstm_artifact_fails_checksum_and_falls_back(model_copy: Path) -
     assert fc.model == "lightgbm" and "sha256 mismatch" in fc.reason
     with pytest.raises(ModelArtifactError, match="lstm.npz"):
         load_model(model_copy).primary  # noqa: B018 - auto keeps going
-        from earlystop_predict.lstm import LSTMForecaster
+        from earlystop_predict.forecast.lstm import LSTMForecaster
         LSTMForecaster.from_dir(model_copy, read_manifest(model_copy))
 
 
@@ -244,7 +244,8 @@ def test_read_back_forecast_input_is_untouched(tmp_path: Path) -> None:
 
 def test_blend_averages_mean_and_quantiles_and_keeps_the_primary_on_failure() -> None:
     from earlystop_predict.errors import ConfigError
-    from earlystop_predict.forecaster import BlendForecaster, ScriptedForecaster
+    from earlystop_predict.forecast.base import ScriptedForecaster
+    from earlystop_predict.forecast.compose import BlendForecaster
 
     primary = ScriptedForecaster(lambda rec, m: (0.6, {0.1: 0.5, 0.5: 0.6, 0.9: 0.7}),
                                  name="lstm")
@@ -267,7 +268,8 @@ def test_blend_averages_mean_and_quantiles_and_keeps_the_primary_on_failure() ->
 
 
 def test_blend_serves_an_observed_target_as_observed() -> None:
-    from earlystop_predict.forecaster import BlendForecaster, ScriptedForecaster
+    from earlystop_predict.forecast.base import ScriptedForecaster
+    from earlystop_predict.forecast.compose import BlendForecaster
 
     history = ScriptedForecaster(lambda rec, m: 0.0, name="history")
     fc = BlendForecaster(load_model(), history, 0.5).forecast(rising(12), 10)
@@ -281,7 +283,7 @@ def test_blend_serves_an_observed_target_as_observed() -> None:
     (0, 0.70, 1.0, "primary alone: no completed"),
 ])
 def test_blend_weight_rule(runs: int, history_value: float, weight: float, rule: str) -> None:
-    from earlystop_predict.forecaster import ScriptedForecaster
+    from earlystop_predict.forecast.base import ScriptedForecaster
     from earlystop_predict.training.finetune import fit_blend_weight
 
     # Every run ends at 0.64; the primary says 0.5, the history model history_value:

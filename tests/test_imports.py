@@ -15,7 +15,6 @@ import pytest
 from conftest import REPO_ROOT, run_python
 
 import earlystop_predict
-import earlystop_predict.commands
 
 # Frameworks and heavy optional libraries that must load only when asked for.
 FORBIDDEN = ("torch", "tensorflow", "keras", "tf_keras", "transformers", "accelerate",
@@ -42,15 +41,14 @@ HELPERS = sorted(p.stem for p in (REPO_ROOT / "integrations").glob("_*.py")
 
 def _core_modules() -> list[str]:
     """Every framework-neutral module: earlystop_predict.* (not the training pipeline),
-    the CLI commands, the integrations/models packages and the adapters' helpers."""
+    the CLI and its commands, the tools, the integrations/models packages and the
+    adapters' helpers."""
     mods = ["earlystop_predict", "earlystop_predict.integrations", "earlystop_predict.models"]
     mods += [f"earlystop_predict.integrations.{name}" for name in HELPERS]
-    for info in pkgutil.iter_modules(earlystop_predict.__path__):
-        if info.name == "training":          # the ``train`` extra's pipeline
-            continue
-        mods.append(f"earlystop_predict.{info.name}")
-    for info in pkgutil.iter_modules(earlystop_predict.commands.__path__):
-        mods.append(f"earlystop_predict.commands.{info.name}")
+    for info in pkgutil.walk_packages(earlystop_predict.__path__, "earlystop_predict."):
+        if info.name.startswith("earlystop_predict.training") or info.name.endswith("__main__"):
+            continue                          # the ``train`` extra's pipeline; ``python -m``
+        mods.append(info.name)
     return sorted(set(mods))
 
 
@@ -82,9 +80,9 @@ def _roots(names: list[str]) -> set[str]:
 
 
 def test_core_modules_are_found():
-    for name in ("earlystop_predict.record", "earlystop_predict.features",
-                 "earlystop_predict.policy", "earlystop_predict.monitor",
-                 "earlystop_predict.forecaster", "earlystop_predict.cli",
+    for name in ("earlystop_predict.records.record", "earlystop_predict.records.features",
+                 "earlystop_predict.policy.stop", "earlystop_predict.policy.monitor",
+                 "earlystop_predict.forecast.base", "earlystop_predict.cli.main",
                  "earlystop_predict.errors", "earlystop_predict._imports"):
         assert name in CORE_MODULES
 

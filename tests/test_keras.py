@@ -23,7 +23,7 @@ from conftest import by_epoch  # noqa: E402
 from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
-from earlystop_predict.policy import LOG_KEYS  # noqa: E402
+from earlystop_predict.policy.stop import LOG_KEYS  # noqa: E402
 
 EPOCHS = 6
 

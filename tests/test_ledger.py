@@ -14,11 +14,11 @@ import pytest
 from conftest import REPO_ROOT, constant, feed, make_record, run_python
 
 from earlystop_predict.cli import main
-from earlystop_predict.forecaster import Forecast
-from earlystop_predict.ledger import SCHEMA_VERSION, Ledger, LedgerError, LedgerSchemaError
-from earlystop_predict.monitor import ForecastMonitor
-from earlystop_predict.policy import StopPolicy
-from earlystop_predict.record import read_records
+from earlystop_predict.forecast.base import Forecast
+from earlystop_predict.ledger.store import SCHEMA_VERSION, Ledger, LedgerError, LedgerSchemaError
+from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.policy.stop import StopPolicy
+from earlystop_predict.records.record import read_records
 
 POLICY = StopPolicy(threshold=0.8, min_epochs=2)
 
@@ -207,9 +207,9 @@ def test_not_a_ledger(tmp_path):
 _WRITER = textwrap.dedent("""
     import sys, time
     from earlystop_predict.ledger import Ledger
-    from earlystop_predict.policy import StopPolicy
-    from earlystop_predict.forecaster import Forecast
-    from earlystop_predict.record import RunRecord
+    from earlystop_predict.policy.stop import StopPolicy
+    from earlystop_predict.forecast.base import Forecast
+    from earlystop_predict.records.record import RunRecord
     path, run_id, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     led = Ledger(path)
     led.start_run(RunRecord(run_id, task="t"), study="s", target_epoch=n + 1)

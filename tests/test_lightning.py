@@ -21,10 +21,10 @@ from conftest import by_epoch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
-from earlystop_predict.forecaster import ScriptedForecaster  # noqa: E402
+from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
 from earlystop_predict.integrations.lightning import LightningForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
-from earlystop_predict.policy import LOG_KEYS  # noqa: E402
+from earlystop_predict.policy.stop import LOG_KEYS  # noqa: E402
 
 EPOCHS = 6
 torch.set_num_threads(1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from earlystop_predict.features import SEQ_NAMES, STATIC_NAMES
-from earlystop_predict.lstm import LAST, LSTMWeights, head_transform, prepare
-from earlystop_predict.record import RunRecord
+from earlystop_predict.forecast.lstm import LAST, LSTMWeights, head_transform, prepare
+from earlystop_predict.records.features import SEQ_NAMES, STATIC_NAMES
+from earlystop_predict.records.record import RunRecord
 
 torch = pytest.importorskip("torch")
 lstm_train = pytest.importorskip("earlystop_predict.training.lstm_train")

@@ -9,10 +9,10 @@ import pytest
 from conftest import by_epoch, constant, feed
 
 from earlystop_predict.errors import ConfigError, MetricNotFoundError
-from earlystop_predict.forecaster import ScriptedForecaster
+from earlystop_predict.forecast.base import ScriptedForecaster
 from earlystop_predict.ledger import Ledger
-from earlystop_predict.monitor import STATE_VERSION, ForecastMonitor
-from earlystop_predict.record import RunRecord, dumps
+from earlystop_predict.policy.monitor import STATE_VERSION, ForecastMonitor
+from earlystop_predict.records.record import RunRecord, dumps
 
 CURVE = [0.30, 0.40, 0.45, 0.50, 0.52, 0.55, 0.56, 0.58]
 

@@ -110,7 +110,7 @@ def test_sdist_holds_everything_a_build_needs(built):
     with tarfile.open(built.sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for required in ("setup.cfg", "pyproject.toml", "integrations/__init__.py",
-                     "models/__init__.py", f"{PKG}/__init__.py", f"{PKG}/cli.py"):
+                     "models/__init__.py", f"{PKG}/__init__.py", f"{PKG}/cli/main.py"):
         assert required in names
     if (built.src / "README.md").exists():
         assert "README.md" in names
@@ -218,7 +218,7 @@ out = {
     "version": earlystop_predict.__version__,
 }
 try:
-    from earlystop_predict.artifacts import bundled_dir
+    from earlystop_predict.forecast.artifacts import bundled_dir
 except ImportError:
     out["bundled_dir"] = None
 else:

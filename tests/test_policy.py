@@ -7,8 +7,8 @@ import math
 import pytest
 
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
-from earlystop_predict.forecaster import Forecast
-from earlystop_predict.policy import LOG_KEYS, Decision, StopPolicy
+from earlystop_predict.forecast.base import Forecast
+from earlystop_predict.policy.stop import LOG_KEYS, Decision, StopPolicy
 
 
 def fc(q10: float, q50: float, q90: float, mean: float | None = None) -> Forecast:

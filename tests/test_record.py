@@ -12,7 +12,7 @@ import pytest
 from conftest import curve, make_record, write_lines
 
 from earlystop_predict.errors import EarlystopPredictError, RecordError
-from earlystop_predict.record import (
+from earlystop_predict.records.record import (
     RunRecord,
     default_mode,
     dumps,

@@ -11,11 +11,11 @@ from conftest import constant, feed, write_lines
 
 from earlystop_predict.cli import main
 from earlystop_predict.errors import ConfigError
-from earlystop_predict.forecaster import ScriptedForecaster
-from earlystop_predict.monitor import ForecastMonitor
-from earlystop_predict.policy import StopPolicy
-from earlystop_predict.record import RunRecord, write_records
-from earlystop_predict.replay import (
+from earlystop_predict.forecast.base import ScriptedForecaster
+from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.policy.stop import StopPolicy
+from earlystop_predict.records.record import RunRecord, write_records
+from earlystop_predict.tools.replay import (
     _NO_STOP,
     _nan_median,
     _StopEpochs,
@@ -23,7 +23,7 @@ from earlystop_predict.replay import (
     precompute_forecasts,
     replay,
 )
-from earlystop_predict.report import calibration, evaluate, format_table
+from earlystop_predict.tools.report import calibration, evaluate, format_table
 
 M = 10
 FINALS = {"A": 0.9, "B": 0.5, "C": 0.7}

@@ -13,10 +13,10 @@ pytest.importorskip("torch")
 from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.cli import main  # noqa: E402
 from earlystop_predict.errors import ConfigError, RecordError  # noqa: E402
-from earlystop_predict.forecaster import BlendForecaster  # noqa: E402
-from earlystop_predict.lgbm import HistoryForecaster  # noqa: E402
-from earlystop_predict.prior import load_prior, rank  # noqa: E402
-from earlystop_predict.record import RunRecord, write_records  # noqa: E402
+from earlystop_predict.forecast.compose import BlendForecaster  # noqa: E402
+from earlystop_predict.forecast.lgbm import HistoryForecaster  # noqa: E402
+from earlystop_predict.forecast.prior import load_prior, rank  # noqa: E402
+from earlystop_predict.records.record import RunRecord, write_records  # noqa: E402
 from earlystop_predict.training.lcbench import TEST_TASKS, VAL_TASKS  # noqa: E402
 from earlystop_predict.training.real import RealCurves, family_of  # noqa: E402
 
@@ -230,7 +230,7 @@ def test_fine_tune_on_enough_runs_serves_the_lstm_blended_with_a_history_model(
 def test_history_features_match_between_training_and_serving(corpus) -> None:
     """The history model's features of a run, computed as training computes them (from
     a batch of curves) and as serving does (from its record), are the same."""
-    from earlystop_predict.lgbm import AUX_NAMES, record_matrix
+    from earlystop_predict.forecast.lgbm import AUX_NAMES, record_matrix
     from earlystop_predict.training.lgbm_train import batch_samples
     from earlystop_predict.training.real import read_runs
 

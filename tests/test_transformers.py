@@ -30,10 +30,10 @@ from transformers import (  # noqa: E402
 )
 
 from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
-from earlystop_predict.forecaster import ScriptedForecaster  # noqa: E402
+from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
 from earlystop_predict.integrations.transformers import HFForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
-from earlystop_predict.policy import LOG_KEYS  # noqa: E402
+from earlystop_predict.policy.stop import LOG_KEYS  # noqa: E402
 
 torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -315,7 +315,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from test_transformers import TinyDataset, accuracy, tiny_bert
 from transformers import Trainer, TrainingArguments
-from earlystop_predict.forecaster import ScriptedForecaster
+from earlystop_predict.forecast.base import ScriptedForecaster
 from earlystop_predict.integrations.transformers import HFForecastCallback
 
 out = {out!r}

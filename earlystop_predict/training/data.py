@@ -27,9 +27,14 @@ from typing import Protocol
 
 import numpy as np
 
-from .. import calibration
-from ..features import STATIC_DIM, encode_static, encode_static_numeric, static_slot
-from .lcbench import MAX_EPOCHS, LCBench
+from earlystop_predict.forecast import calibration
+from earlystop_predict.records.features import (
+    STATIC_DIM,
+    encode_static,
+    encode_static_numeric,
+    static_slot,
+)
+from earlystop_predict.training.lcbench import MAX_EPOCHS, LCBench
 
 MAX_HORIZON = 120
 MIN_HORIZON = 8

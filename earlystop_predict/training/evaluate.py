@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..forecaster import Forecaster
-from ..record import RunRecord
+from earlystop_predict.forecast.base import Forecaster
+from earlystop_predict.records.record import RunRecord
 
 # (records truncated to E, target epoch or one per record) -> (mean (B,), q10 (B,) or None,
 # q90 (B,) or None)

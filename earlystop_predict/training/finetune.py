@@ -11,7 +11,7 @@ zero-epoch boosters grow new trees on top of the base ones.
 A third model, the history model, is grown on the user's runs alone: LightGBM
 boosters on the target curve's features and those of the run's other curves
 (validation loss, training accuracy and loss). The directory then serves a blend
-of the LSTM and the history model (:class:`~earlystop_predict.forecaster.BlendForecaster`):
+of the LSTM and the history model (:class:`~earlystop_predict.forecast.base.BlendForecaster`):
 equal weights; a weight fitted on the validation runs when there are enough of
 them; the LSTM alone where it clearly beats the blend there (:func:`fit_blend_weight`).
 """
@@ -26,16 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import bundled_dir, read_manifest, sha256_file, write_manifest
-from ..errors import ConfigError, ModelArtifactError
-from ..forecaster import AutoForecaster, Forecaster, load_model
-from ..lgbm import LGBMForecaster
-from ..lstm import LSTMForecaster, LSTMWeights
-from ..prior import PriorForecaster
-from ..record import RunRecord
-from .evaluate import completed
-from .pipeline import FRACTIONS, family_report, write_model_card
-from .real import RealCurves, read_runs, usable
+from earlystop_predict.errors import ConfigError, ModelArtifactError
+from earlystop_predict.forecast.artifacts import (
+    bundled_dir,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from earlystop_predict.forecast.base import Forecaster
+from earlystop_predict.forecast.compose import AutoForecaster, load_model
+from earlystop_predict.forecast.lgbm import LGBMForecaster
+from earlystop_predict.forecast.lstm import LSTMForecaster, LSTMWeights
+from earlystop_predict.forecast.prior import PriorForecaster
+from earlystop_predict.records.record import RunRecord
+from earlystop_predict.training.evaluate import completed
+from earlystop_predict.training.pipeline import FRACTIONS, family_report, write_model_card
+from earlystop_predict.training.real import RealCurves, read_runs, usable
 
 MIN_RUNS = 20
 #: Observed fractions at which the blend is scored on the validation runs.
@@ -94,7 +100,7 @@ def _grow_history(records: Sequence[RunRecord], tr: np.ndarray, va: np.ndarray,
                   threads: int | None) -> dict[str, Any]:
     """Grow the history model (``out/history.txt.gz``) and choose its blend weight; the
     manifest's ``blend`` entry, with ``file`` set when the model was written."""
-    from .lgbm_train import train_history
+    from earlystop_predict.training.lgbm_train import train_history
 
     if len(records) < MIN_HISTORY_RUNS:
         (out / "history.txt.gz").unlink(missing_ok=True)  # a stale one of an earlier run
@@ -153,9 +159,14 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
             or fractions out of range.
         ModelArtifactError: the base directory lacks a model or fails its checksum.
     """
-    from .lgbm_train import train_lgbm
-    from .lstm_train import LSTMNet, fit_calibration, save_lstm, train_lstm
-    from .prior_train import train_prior
+    from earlystop_predict.training.lgbm_train import train_lgbm
+    from earlystop_predict.training.lstm_train import (
+        LSTMNet,
+        fit_calibration,
+        save_lstm,
+        train_lstm,
+    )
+    from earlystop_predict.training.prior_train import train_prior
 
     t0 = time.time()
     if not (0 < test_fraction < 0.5 and 0 < val_fraction < 0.5):

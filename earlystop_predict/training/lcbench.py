@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..record import RunRecord
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.records.record import RunRecord
 
 MAX_EPOCHS = 52
 HPARAM_NAMES = ("learning_rate", "batch_size", "momentum", "weight_decay", "num_layers",

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import calibration
-from ..forecaster import QUANTILES, qkey
-from ..lgbm import (
+from earlystop_predict.forecast import calibration
+from earlystop_predict.forecast.base import QUANTILES, qkey
+from earlystop_predict.forecast.lgbm import (
     CURVE_NAMES,
     FEATURE_NAMES,
     HistoryForecaster,
@@ -21,8 +21,15 @@ from ..lgbm import (
     record_matrix,
     to_space,
 )
-from ..record import RunRecord
-from .data import CurveBatch, ForecastRows, Part, Source, fit_post, slice_batch
+from earlystop_predict.records.record import RunRecord
+from earlystop_predict.training.data import (
+    CurveBatch,
+    ForecastRows,
+    Part,
+    Source,
+    fit_post,
+    slice_batch,
+)
 
 LAST_COL = CURVE_NAMES.index("last")
 
@@ -35,7 +42,7 @@ def batch_samples(batch: CurveBatch, rng: np.random.Generator | None, kind: int,
     Drawn at random unless given: E among the recorded epochs, M the planned end
     half of the time, else uniform after E. A delta is NaN where the run holds no
     value at M (it diverged or stopped early): callers drop those rows. ``aux``
-    appends the other curves' features (:data:`~earlystop_predict.lgbm.AUX_NAMES`).
+    appends the other curves' features (:data:`~earlystop_predict.forecast.lgbm.AUX_NAMES`).
     """
     b = batch.target.shape[0]
     T = batch.horizon

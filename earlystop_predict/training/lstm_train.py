@@ -1,7 +1,7 @@
 """Train the LSTM accModel with torch and export numpy weights (``lstm.npz``).
 
 torch is needed here only (the ``train`` extra); inference is numpy
-(:mod:`earlystop_predict.lstm`). One pass over a curve yields a training sample
+(:mod:`earlystop_predict.forecast.lstm`). One pass over a curve yields a training sample
 at every observed prefix length E, each with its own target epoch M.
 """
 
@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .._imports import require
-from ..features import (
+from earlystop_predict._imports import require
+from earlystop_predict.forecast.base import QUANTILES
+from earlystop_predict.forecast.lstm import LAST, OBSERVED_FRAC, LSTMWeights
+from earlystop_predict.records.features import (
     QUERY_DIM,
     SEQ_DIM,
     SEQ_NAMES,
@@ -26,16 +28,22 @@ from ..features import (
     encode_sequence,
     forward_fill,
 )
-from ..forecaster import QUANTILES
-from ..lstm import LAST, OBSERVED_FRAC, LSTMWeights
-from .data import MAX_HORIZON, CurveBatch, ForecastRows, Part, Source, fit_post, slice_batch
+from earlystop_predict.training.data import (
+    MAX_HORIZON,
+    CurveBatch,
+    ForecastRows,
+    Part,
+    Source,
+    fit_post,
+    slice_batch,
+)
 
 torch = require("torch", extra="train")
 nn = torch.nn
 
 
 class LSTMNet(nn.Module):
-    """Torch twin of :class:`earlystop_predict.lstm.LSTMWeights` (same maths)."""
+    """Torch twin of :class:`earlystop_predict.forecast.lstm.LSTMWeights` (same maths)."""
 
     def __init__(self, hidden: int = 64, head: int = 128) -> None:
         super().__init__()
@@ -96,7 +104,7 @@ class LSTMNet(nn.Module):
 
 
 def torch_head_transform(out: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch version of :func:`earlystop_predict.lstm.head_transform`."""
+    """Torch version of :func:`earlystop_predict.forecast.lstm.head_transform`."""
     sp = torch.nn.functional.softplus
     mean = last + out[..., 0]
     q50 = last + out[..., 1]

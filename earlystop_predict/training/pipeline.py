@@ -19,15 +19,34 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import bundled_dir, read_manifest, sha256_file, write_manifest
-from ..forecaster import AutoForecaster, Forecaster
-from ..lgbm import LGBMForecaster
-from ..lstm import LSTMForecaster, LSTMWeights
-from ..record import RunRecord
-from .data import ForecastRows, LCBenchCurves, Part, fit_post
-from .evaluate import completed, evaluate, evaluate_end, forecaster_fn, last_value_fn
-from .lcbench import MAX_EPOCHS, TEST_TASKS, VAL_TASKS, lcbench_records, load_lcbench, train_tasks
-from .real import RealCurves, family_of, read_runs, usable
+from earlystop_predict.forecast.artifacts import (
+    bundled_dir,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from earlystop_predict.forecast.base import Forecaster
+from earlystop_predict.forecast.compose import AutoForecaster
+from earlystop_predict.forecast.lgbm import LGBMForecaster
+from earlystop_predict.forecast.lstm import LSTMForecaster, LSTMWeights
+from earlystop_predict.records.record import RunRecord
+from earlystop_predict.training.data import ForecastRows, LCBenchCurves, Part, fit_post
+from earlystop_predict.training.evaluate import (
+    completed,
+    evaluate,
+    evaluate_end,
+    forecaster_fn,
+    last_value_fn,
+)
+from earlystop_predict.training.lcbench import (
+    MAX_EPOCHS,
+    TEST_TASKS,
+    VAL_TASKS,
+    lcbench_records,
+    load_lcbench,
+    train_tasks,
+)
+from earlystop_predict.training.real import RealCurves, family_of, read_runs, usable
 
 FRACTIONS = (0.1, 0.2, 0.4)
 #: Cross-validation folds of the real corpus's families: a model is trained without
@@ -91,9 +110,9 @@ class Fitted:
 
 def _fit(parts: list[Part], val: list[Part], *, lstm_epochs: int, lgbm_draws: int, seed: int,
          threads: int | None, progress: Callable[[str], None]) -> Fitted:
-    from .lgbm_train import train_lgbm
-    from .lstm_train import train_lstm
-    from .prior_train import train_prior
+    from earlystop_predict.training.lgbm_train import train_lgbm
+    from earlystop_predict.training.lstm_train import train_lstm
+    from earlystop_predict.training.prior_train import train_prior
 
     net, info = train_lstm(parts, [(s, r[::3]) for s, r in val], epochs=lstm_epochs, seed=seed,
                            threads=threads, progress=progress)
@@ -106,7 +125,7 @@ def _fit(parts: list[Part], val: list[Part], *, lstm_epochs: int, lgbm_draws: in
 def _write(out: Path, fitted: Fitted, lstm_post: tuple[np.ndarray, np.ndarray],
            lgbm_post: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Write the artifacts with their calibration and shrinkage; their manifest entries."""
-    from .lstm_train import save_lstm
+    from earlystop_predict.training.lstm_train import save_lstm
 
     out.mkdir(parents=True, exist_ok=True)
     save_lstm(fitted.net, lstm_post[0], out / "lstm.npz", shrink=lstm_post[1])
@@ -161,8 +180,8 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
     figures use factors fitted without it. The bundled model then trains on every
     family. ``val_fraction`` of each family's runs is held aside for early
     stopping only."""
-    from .lgbm_train import lgbm_rows
-    from .lstm_train import calibration_rows
+    from earlystop_predict.training.lgbm_train import lgbm_rows
+    from earlystop_predict.training.lstm_train import calibration_rows
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Train the zero-epoch model (:class:`earlystop_predict.prior.PriorForecaster`)."""
+"""Train the zero-epoch model (:class:`earlystop_predict.forecast.prior.PriorForecaster`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .. import calibration
-from ..prior import PRIOR_FEATURES, PriorForecaster, prior_features
-from .data import ForecastRows, Part, fit_post
-from .lgbm_train import BASE_PARAMS, _objectives
+from earlystop_predict.forecast import calibration
+from earlystop_predict.forecast.prior import PRIOR_FEATURES, PriorForecaster, prior_features
+from earlystop_predict.training.data import ForecastRows, Part, fit_post
+from earlystop_predict.training.lgbm_train import BASE_PARAMS, _objectives
 
 
 def prior_dataset(parts: Sequence[Part], rng: np.random.Generator, draws: int = 3,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..features import STATIC_DIM, canonical_metric, record_static
-from ..record import RunRecord, read_records
-from .data import MAX_HORIZON, CurveBatch, mask_static
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.records.features import STATIC_DIM, canonical_metric, record_static
+from earlystop_predict.records.record import RunRecord, read_records
+from earlystop_predict.training.data import MAX_HORIZON, CurveBatch, mask_static
 
 COLUMNS = ("val_loss", "train_accuracy", "train_loss")
 
@@ -50,12 +50,12 @@ def read_runs(path: str | os.PathLike[str], option: str = "--from") -> list[RunR
     with open(p, "rb") as fh:
         head = fh.read(16)
     if head.startswith(b"SQLite format 3"):
-        from ..ledger import Ledger
+        from earlystop_predict.ledger import Ledger
 
         with Ledger(p) as led:
             return led.records()
     if head[:2] == b"\x1f\x8b":
-        from ..collect import load_corpus
+        from earlystop_predict.records.corpus import load_corpus
 
         return load_corpus(p)
     return read_records(p)

@@ -1,0 +1,215 @@
+"""Composite forecasters: the bundled choice (LSTM, LightGBM fallback), the fine-tuned
+blend, a strict single model, and :func:`load_model`, which builds them from a model
+directory.
+
+These sit above the single models (:mod:`~earlystop_predict.forecast.lstm`,
+:mod:`~earlystop_predict.forecast.lgbm`) and import them; the models import only
+:mod:`~earlystop_predict.forecast.base`, so there is no cycle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from earlystop_predict.errors import ConfigError, ForecastUnavailableError, ModelArtifactError
+from earlystop_predict.forecast.artifacts import bundled_dir, read_manifest
+from earlystop_predict.forecast.base import Forecast, Forecaster, observed_forecast
+from earlystop_predict.forecast.lgbm import HistoryForecaster, LGBMForecaster
+from earlystop_predict.forecast.lstm import LSTMForecaster
+from earlystop_predict.records.record import RunRecord
+
+
+class AutoForecaster(Forecaster):
+    """The LSTM where it can serve, LightGBM where it cannot; each forecast says why.
+
+    Args:
+        primary: the first choice (the LSTM), or None if it failed to load.
+        fallback: the model that serves the rest (LightGBM).
+        primary_error: why the primary is unavailable (recorded as the reason).
+    """
+
+    name = "auto"
+
+    def __init__(self, primary: Forecaster | None, fallback: Forecaster,
+                 primary_error: str = "") -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.primary_error = primary_error
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        out: list[Forecast | None] = [None] * len(records)
+        reasons: dict[int, str] = {}
+        serve: list[int] = []
+        cannot_serve = None if self.primary is None else getattr(
+            self.primary, "cannot_serve", lambda rec, t: "")
+        for i, (rec, t) in enumerate(zip(records, targets, strict=False)):
+            eps = rec.epochs
+            if eps and int(eps[-1]["epoch"]) >= t:  # the target may be held already
+                seen = observed_forecast(rec, t)
+                if seen is not None:
+                    out[i] = seen
+                    continue
+            if cannot_serve is None:
+                reasons[i] = self.primary_error
+                continue
+            why = cannot_serve(rec, t)
+            if why:
+                reasons[i] = why
+            else:
+                serve.append(i)
+        if serve:
+            try:
+                got = self.primary.forecast_many(  # type: ignore[union-attr]
+                    [records[i] for i in serve], [targets[i] for i in serve])
+                for i, fc in zip(serve, got, strict=False):
+                    out[i] = fc
+            except Exception as exc:  # noqa: BLE001 - any LSTM failure falls back
+                for i in serve:
+                    reasons[i] = f"{self.primary.name} failed: {type(exc).__name__}: {exc}"
+        rest = [i for i in range(len(records)) if out[i] is None]
+        if rest:
+            got = self.fallback.forecast_many([records[i] for i in rest],
+                                              [targets[i] for i in rest])
+            for i, fc in zip(rest, got, strict=False):
+                out[i] = replace(fc, reason=reasons.get(i, fc.reason))
+        return out  # type: ignore[return-value]
+
+
+class BlendForecaster(Forecaster):
+    """A fine-tuned model directory's forecasts: its own (LSTM, LightGBM fallback)
+    averaged with those of a model grown on the user's history alone.
+
+    ``weight`` of the first and ``1 - weight`` of the second, for the mean and each
+    quantile (the history model's point forecast is its median); ``earlystop-predict
+    train --from`` chooses the weight (:func:`~earlystop_predict.training.finetune.
+    fit_blend_weight`). A forecast of both reads ``"lstm+history"`` (or
+    ``"lightgbm+history"``); a target already observed is served as it is, and where the
+    history model cannot serve or fails, the first model's forecast stands, with why.
+
+    Args:
+        primary: the directory's model (an :class:`AutoForecaster`).
+        history: the history model (:class:`~earlystop_predict.forecast.lgbm.HistoryForecaster`).
+        weight: the primary's share, in [0, 1].
+    """
+
+    name = "blend"
+
+    def __init__(self, primary: Forecaster, history: Forecaster, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError("blend weight", "in [0, 1]", weight)
+        self.primary = primary
+        self.history = history
+        self.weight = float(weight)
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        out = self.primary.forecast_many(records, targets)
+        cannot_serve = getattr(self.history, "cannot_serve", lambda rec, t: "")
+        idx = [i for i, fc in enumerate(out)
+               if fc.model != "observed" and not cannot_serve(records[i], targets[i])]
+        if not idx:
+            return out
+        try:
+            got = self.history.forecast_many([records[i] for i in idx],
+                                             [targets[i] for i in idx])
+        except Exception as exc:  # noqa: BLE001 - the primary's forecast stands
+            why = f"{self.history.name} failed: {type(exc).__name__}: {exc}"
+            for i in idx:
+                out[i] = replace(out[i], reason=out[i].reason or why)
+            return out
+        w = self.weight
+        for i, h in zip(idx, got, strict=True):
+            fc = out[i]
+            keys = sorted(fc.quantiles, key=float)
+            qs = sorted(w * fc.quantiles[k] + (1.0 - w) * h.quantile(float(k)) for k in keys)
+            out[i] = replace(fc, mean=w * fc.mean + (1.0 - w) * h.mean,
+                             quantiles=dict(zip(keys, qs, strict=True)),
+                             model=f"{fc.model}+{self.history.name}")
+        return out
+
+
+def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
+    """Load an accModel.
+
+    Args:
+        kind: ``"auto"`` (bundled LSTM, LightGBM fallback), ``"lstm"`` (LSTM only:
+            queries it cannot serve raise :class:`ForecastUnavailableError`),
+            ``"lightgbm"`` (LightGBM only), or the path of a model directory holding
+            a ``manifest.json`` (as ``earlystop-predict train`` writes), served as auto;
+            a directory fine-tuned on a user's history (``train --from``) serves a
+            :class:`BlendForecaster` of that and its history model. Default ``"auto"``.
+
+    Raises:
+        ModelArtifactError: a requested artifact is missing or fails its checksum
+            (with ``"auto"`` a broken LSTM only makes LightGBM serve).
+
+    Example:
+        >>> model = load_model("lightgbm")
+    """
+    if isinstance(kind, str) and kind in ("auto", "lstm", "lightgbm"):
+        directory = bundled_dir()
+    else:
+        directory = Path(kind)
+        kind = "auto"
+    manifest = read_manifest(directory)
+    if kind == "lightgbm":
+        return LGBMForecaster.from_dir(directory, manifest)
+    if kind == "lstm":
+        return StrictForecaster(LSTMForecaster.from_dir(directory, manifest))
+    fallback = LGBMForecaster.from_dir(directory, manifest)
+    try:
+        primary: Forecaster | None = LSTMForecaster.from_dir(directory, manifest)
+        error = ""
+    except ModelArtifactError as exc:
+        primary, error = None, f"lstm unavailable: {exc}"
+    auto = AutoForecaster(primary, fallback, error)
+    blend = manifest.get("blend")
+    if not blend or blend.get("weight", 1.0) >= 1.0 or "history" not in manifest["artifacts"]:
+        return auto
+    try:
+        history: Forecaster = HistoryForecaster.from_dir(directory, manifest)
+    except ModelArtifactError as exc:  # served without the blend; every forecast says why
+        return _Unblended(auto, f"history model unavailable: {exc}")
+    return BlendForecaster(auto, history, float(blend["weight"]))
+
+
+class _Unblended(Forecaster):
+    """A fine-tuned directory whose history model failed to load: its own forecasts,
+    each saying why the blend is missing."""
+
+    name = "auto"
+
+    def __init__(self, inner: Forecaster, why: str) -> None:
+        self.inner = inner
+        self.why = why
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        return [fc if fc.model == "observed" or fc.reason else replace(fc, reason=self.why)
+                for fc in self.inner.forecast_many(records, target_epoch)]
+
+
+class StrictForecaster(Forecaster):
+    """Serve with one model only: a query it cannot serve raises instead of falling back."""
+
+    def __init__(self, inner: Forecaster) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
+        return self.inner.cannot_serve(record, target_epoch)  # type: ignore[attr-defined]
+
+    def forecast_many(self, records: Sequence[RunRecord],
+                      target_epoch: int | Sequence[int]) -> list[Forecast]:
+        targets = self._targets(records, target_epoch)
+        for rec, t in zip(records, targets, strict=False):
+            why = self.cannot_serve(rec, t)
+            if why:
+                raise ForecastUnavailableError(f"run {rec.run_id!r}: {why}")
+        return self.inner.forecast_many(records, targets)

@@ -1,0 +1,319 @@
+"""ForecastMonitor: the framework-neutral heart of every callback.
+
+Adapters translate framework events into three calls: :meth:`ForecastMonitor.begin`
+when training starts, :meth:`ForecastMonitor.update` after each epoch's
+validation, and :meth:`ForecastMonitor.end` when training ends. The monitor
+keeps the :class:`~earlystop_predict.records.record.RunRecord`, asks the forecaster,
+applies the :class:`~earlystop_predict.policy.stop.StopPolicy` and writes every
+epoch, forecast and decision to the ledger.
+
+Example:
+    >>> from earlystop_predict.forecast.base import ScriptedForecaster
+    >>> mon = ForecastMonitor(target_epoch=20, threshold=0.9, min_epochs=2,
+    ...                       model=ScriptedForecaster(lambda r, m: 0.5), ledger=None)
+    >>> mon.begin()
+    >>> mon.update(1, {"val_accuracy": 0.3}).stop, mon.update(2, {"val_accuracy": 0.4}).stop
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from earlystop_predict.errors import ConfigError, ForecastUnavailableError, MetricNotFoundError
+from earlystop_predict.forecast.base import Forecast, Forecaster
+from earlystop_predict.policy.stop import Decision, StopPolicy
+from earlystop_predict.records.features import (
+    canonical_hparams,
+    canonical_meta,
+    canonical_metric,
+    canonical_metrics,
+)
+from earlystop_predict.records.record import RunRecord, default_mode, finite_or_none
+
+if TYPE_CHECKING:  # pragma: no cover
+    from earlystop_predict.ledger import Ledger
+
+STATE_VERSION = 1
+_LOSS_KEYS = ("train_loss", "val_loss")
+
+
+def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
+    if isinstance(model, Forecaster):
+        return model
+    from earlystop_predict.forecast.compose import load_model
+
+    return load_model(model)
+
+
+class ForecastMonitor:
+    """Collects a run's epochs, forecasts the target epoch and decides when to stop.
+
+    Args:
+        monitor: metric to forecast, as logged (aliases like ``val_acc`` and
+            ``eval_accuracy`` are understood). Default ``"val_accuracy"``.
+        mode: ``"max"`` or ``"min"``. Default: from the metric name.
+        target_epoch: 1-based epoch to forecast, > min_epochs. Default: the run's
+            planned epochs (``meta["max_epochs"]``, read by the adapters).
+        threshold: the value the run must be likely to reach (None: none). Default None.
+        confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
+        min_epochs: first epoch at which a stop may happen, >= 1. Default 3.
+        patience: consecutive poor forecasts before stopping, >= 1. Default 1.
+        study: name grouping comparable runs; with a ledger, the incumbent rule
+            compares against the best final value of this study. Default None.
+        ledger: path of the SQLite ledger, a :class:`~earlystop_predict.ledger.store.Ledger`,
+            or None for none. Default None.
+        hparams: hyperparameters, merged over those the adapter reads. Default None.
+        meta: meta data, merged over those the adapter reads. Default None.
+        model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
+            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
+        dry_run: record forecasts and decisions, never stop. Default False.
+        run_id: id of this run in records and the ledger. Default: a random id.
+        task: task or data set name for the record. Default None.
+        stop_on_divergence: stop at a NaN/inf metric or loss. Default True.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
+                 target_epoch: int | None = None, threshold: float | None = None,
+                 confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
+                 study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
+                 hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
+                 model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
+                 run_id: str | None = None, task: str | None = None,
+                 stop_on_divergence: bool = True) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError("monitor", "a non-empty metric name", monitor)
+        self.monitor = monitor
+        self.metric = canonical_metric(monitor)
+        mode = mode if mode is not None else default_mode(self.metric)
+        self.policy = StopPolicy(threshold=threshold, confidence=confidence,
+                                 min_epochs=min_epochs, patience=patience, mode=mode,
+                                 stop_on_divergence=stop_on_divergence, dry_run=dry_run)
+        self.mode = mode
+        if target_epoch is not None:
+            self._check_target(target_epoch)
+        self.target_epoch_arg = target_epoch
+        self.study = study
+        self.user_hparams = dict(hparams or {})
+        self.user_meta = dict(meta or {})
+        self.run_id_arg = run_id
+        self.task = task
+        self._model_arg = model
+        self._forecaster: Forecaster | None = model if isinstance(model, Forecaster) else None
+        self._ledger_arg = ledger
+        self._ledger: Ledger | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ set-up
+    def _check_target(self, target_epoch: Any) -> int:
+        if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) or \
+                target_epoch <= self.policy.min_epochs - 1 or target_epoch < 2:
+            raise ConfigError("target_epoch",
+                              f"an integer >= max(2, min_epochs={self.policy.min_epochs})",
+                              target_epoch)
+        return target_epoch
+
+    @property
+    def forecaster(self) -> Forecaster:
+        """The accModel, loaded on first use."""
+        if self._forecaster is None:
+            self._forecaster = _resolve_model(self._model_arg)
+        return self._forecaster
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger, opened on first use (None when no ledger was given)."""
+        if self._ledger is None and self._ledger_arg is not None:
+            from earlystop_predict.ledger import Ledger
+
+            arg = self._ledger_arg
+            self._ledger = arg if isinstance(arg, Ledger) else Ledger(arg)
+        return self._ledger
+
+    def reset(self) -> None:
+        """Forget the run: a fresh record, counters at zero (called by :meth:`begin`)."""
+        self.record = RunRecord(run_id=self.run_id_arg or uuid.uuid4().hex[:12],
+                                metric=self.metric, mode=self.mode, task=self.task,
+                                hparams=canonical_hparams(self.user_hparams),
+                                meta=canonical_meta(self.user_meta))
+        self.target_epoch: int | None = self.target_epoch_arg
+        self.poor_streak = 0
+        self.last_decision: Decision | None = None
+        self.stopped: dict[str, Any] | None = None
+        self.finished = False
+        self.diverged = False
+        self._incumbent: float | None = None
+        self._t_last: float | None = None
+        self._started = False
+        self._restored = False
+
+    @property
+    def incumbent(self) -> float | None:
+        """The best final value of the study so far (None: none). Read from the ledger at
+        :meth:`begin`; search-engine adapters that know it better set it here."""
+        return self._incumbent
+
+    @incumbent.setter
+    def incumbent(self, value: float | None) -> None:
+        self._incumbent = finite_or_none(value)
+
+    def begin(self, hparams: Mapping[str, Any] | None = None,
+              meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
+              resume: bool = False) -> None:
+        """Start (or resume) a run.
+
+        Args:
+            hparams: hyperparameters read from the framework; the user's win on conflict.
+            meta: meta data read from the framework (``max_epochs``...); the user's win.
+            target_epoch: the run's planned epochs, used when the user gave none.
+            resume: keep the progress restored by :meth:`load_state_dict`.
+        """
+        if not resume:
+            self.reset()
+        read_hp = canonical_hparams(hparams)
+        read_meta = canonical_meta(meta)
+        self.record.hparams = {**read_hp, **canonical_hparams(self.user_hparams)}
+        self.record.meta = {**read_meta, **canonical_meta(self.user_meta)}
+        if self.target_epoch is None:
+            planned = target_epoch or self.record.meta.get("max_epochs")
+            if planned is None:
+                raise ConfigError("target_epoch", "given, or max_epochs known to the adapter",
+                                  None)
+            self.target_epoch = self._check_target(int(planned))
+        self.record.meta.setdefault("max_epochs", self.target_epoch)
+        if self.ledger is not None:
+            self.ledger.start_run(self.record, study=self.study,
+                                  target_epoch=self.target_epoch)
+            if self.policy.use_incumbent and self.study is not None:
+                self._incumbent = self.ledger.best_final(self.study, self.metric, self.mode,
+                                                         exclude_run=self.record.run_id)
+        self._t_last = time.perf_counter()
+        self._started = True
+
+    # ------------------------------------------------------------------ update
+    def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
+        """Record one finished epoch, forecast the target epoch and decide.
+
+        Args:
+            epoch: 1-based epoch just finished (Keras ``epoch + 1``...).
+            metrics: the epoch's logged values; aliases are canonicalised.
+
+        Raises:
+            MetricNotFoundError: the monitored metric is not in ``metrics``.
+        """
+        if not self._started:
+            self.begin(resume=self._restored)
+        canon = canonical_metrics(metrics)
+        if self.metric not in canon:
+            raise MetricNotFoundError(self.monitor, metrics)
+        row: dict[str, Any] = {"epoch": int(epoch)}
+        diverged = False
+        for key, value in canon.items():
+            if isinstance(value, str) or key == "epoch":
+                continue
+            row[key] = finite_or_none(value)
+            if row[key] is None and value is not None and (key == self.metric
+                                                           or key in _LOSS_KEYS):
+                diverged = True  # NaN/inf in the target or a loss
+        now = time.perf_counter()
+        if "time" not in row and self._t_last is not None:
+            row["time"] = now - self._t_last
+        self._t_last = now
+        epochs = self.record.epochs
+        if epochs and int(epochs[-1]["epoch"]) >= row["epoch"]:
+            # A replayed epoch (resume before the checkpointed one): replace the tail.
+            self.record.epochs = [r for r in epochs if int(r["epoch"]) < row["epoch"]]
+            self.record.forecasts = [f for f in self.record.forecasts
+                                     if int(f["at_epoch"]) < row["epoch"]]
+        self.record.epochs.append(row)
+        forecast, why = self._forecast(epoch) if not diverged else (None, "")
+        decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
+                                      incumbent=self._incumbent, diverged=diverged)
+        if why and not decision.stop and not diverged:
+            decision = replace(decision, reason=f"no forecast: {why}")
+        self.diverged = self.diverged or diverged
+        self.poor_streak = self.poor_streak + 1 if decision.poor else 0
+        self.last_decision = decision
+        self.record.forecasts.append(decision.to_dict())
+        if decision.stop:
+            self.stopped = {"epoch": int(epoch), "reason": decision.reason}
+            self.record.stopped = self.stopped
+        if self.ledger is not None:
+            self.ledger.log_epoch(self.record.run_id, row, decision)
+        return decision
+
+    def override(self, stop: bool, reason: str) -> Decision:
+        """Replace this epoch's decision with one taken elsewhere (rank 0 of a
+        distributed run, which alone sees the incumbent): the record's last
+        forecast entry and the stop state follow it. Returns the new decision.
+
+        Raises:
+            RuntimeError: no epoch has been recorded yet.
+        """
+        if self.last_decision is None:
+            raise RuntimeError("override() before the first update()")
+        decision = replace(self.last_decision, stop=bool(stop), reason=reason)
+        self.last_decision = decision
+        if self.record.forecasts:
+            self.record.forecasts[-1] = decision.to_dict()
+        self.stopped = {"epoch": decision.epoch, "reason": reason} if stop else None
+        self.record.stopped = self.stopped
+        return decision
+
+    def _forecast(self, epoch: int) -> tuple[Forecast | None, str]:
+        """This epoch's forecast, or None and why there is none (never raises on data)."""
+        if self.target_epoch is None or epoch >= self.target_epoch:
+            return None, "target epoch reached"
+        try:
+            return self.forecaster.forecast(self.record, self.target_epoch), ""
+        except ForecastUnavailableError as exc:  # documented fallback: record, go on
+            return None, str(exc)
+
+    def end(self, status: str | None = None) -> None:
+        """Close the run: write its final values and stop reason to the ledger."""
+        if self.finished or not self._started:
+            return
+        self.finished = True
+        if self.ledger is not None:
+            self.ledger.finish_run(self.record.run_id, final_value=self.record.final_value(),
+                                   final_epoch=self.record.last_epoch, stopped=self.stopped,
+                                   status=status or self._status())
+            if self._ledger is not self._ledger_arg:  # opened here from a path: close it
+                self._ledger.close()
+                self._ledger = None
+
+    def _status(self) -> str:
+        if self.diverged:
+            return "diverged"  # also under dry_run, where the run went on
+        return "stopped" if self.stopped else "completed"
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Versioned, JSON-ready progress: record, counters, target and stop."""
+        return {
+            "version": STATE_VERSION,
+            "record": copy.deepcopy(self.record.to_dict()),  # a snapshot, not a view
+            "target_epoch": self.target_epoch,
+            "poor_streak": self.poor_streak,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore progress saved by :meth:`state_dict` (not the init arguments)."""
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise ConfigError("state['version']", f"{STATE_VERSION}", version)
+        self.record = RunRecord.from_dict(copy.deepcopy(state["record"]), validate=False)
+        if self.target_epoch_arg is None:
+            self.target_epoch = state.get("target_epoch")
+        self.poor_streak = int(state.get("poor_streak", 0))
+        self.stopped = state.get("stopped")
+        self.record.stopped = self.stopped
+        self.finished = False
+        self._restored = True  # an update() before begin() resumes, not resets

@@ -1,0 +1,202 @@
+"""Stopping policies: pure decisions from a forecast.
+
+A :class:`StopPolicy` owns no state. ``decide()`` takes a forecast and the
+run's situation and returns a :class:`Decision`; the caller
+(:class:`~earlystop_predict.policy.monitor.ForecastMonitor`) keeps the counters.
+
+Example:
+    >>> from earlystop_predict.forecast.base import Forecast
+    >>> pol = StopPolicy(threshold=0.9, confidence=0.9, min_epochs=2)
+    >>> fc = Forecast(0.6, {"0.1": 0.55, "0.5": 0.6, "0.9": 0.66}, "lstm", "", 5, 50)
+    >>> pol.decide(fc, epoch=5).stop
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.forecast.base import Forecast
+
+LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90", "esp/stop")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one epoch.
+
+    Attributes:
+        stop: whether the run should stop now.
+        reason: why (or why not), human readable.
+        forecast: the forecast it rests on, None before the first forecast.
+        epoch: the 1-based epoch the decision was made at.
+        poor: the forecast was poor (counts towards ``patience``).
+        would_stop: the rule fired, even where ``dry_run`` or a guard kept the run going.
+    """
+
+    stop: bool
+    reason: str
+    forecast: Forecast | None = None
+    epoch: int = 0
+    poor: bool = False
+    would_stop: bool = False
+
+    def log_items(self) -> dict[str, float]:
+        """The ``esp/*`` values for framework logs (NaN before the first forecast)."""
+        fc = self.forecast
+        nan = float("nan")
+        return {
+            "esp/forecast_mean": fc.mean if fc else nan,
+            "esp/forecast_q10": fc.quantile(0.1) if fc else nan,
+            "esp/forecast_q90": fc.quantile(0.9) if fc else nan,
+            "esp/stop": 1.0 if self.stop else 0.0,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The RUN_RECORD.md ``forecasts`` entry of this decision."""
+        out: dict[str, Any] = {"at_epoch": self.epoch}
+        if self.forecast is not None:
+            fc = self.forecast
+            out.update(target_epoch=fc.target_epoch, mean=fc.mean,
+                       quantiles=dict(fc.quantiles), model=fc.model)
+            if fc.reason:
+                out["model_reason"] = fc.reason
+        out.update(stop=self.stop, reason=self.reason)
+        if self.would_stop and not self.stop:
+            out["would_stop"] = True
+        return out
+
+
+def _is_number(value: Any) -> bool:
+    """A real number, not a bool (``"0.9"`` or ``True`` are not numbers here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool = False,
+                 open_hi: bool = False) -> None:
+    ok = _is_number(value) and not math.isnan(value) and \
+        (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
+    if not ok:
+        lo_b = "(" if open_lo else "["
+        hi_b = ")" if open_hi else "]"
+        raise ConfigError(name, f"in {lo_b}{lo}, {hi}{hi_b}", value)
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    """When to stop: the forecast is unlikely to reach a threshold or beat the incumbent.
+
+    Args:
+        threshold: value the metric must be likely to reach at ``target_epoch``
+            (fraction for accuracies). None: no threshold rule. Default None.
+        confidence: how sure the forecast must be that the run falls short, in
+            (0.5, 1). With ``mode="max"`` the run is poor when the forecast's
+            ``confidence`` quantile is below the bar. Default 0.95.
+        min_epochs: never stop before this 1-based epoch, >= 1. Default 3.
+        patience: consecutive poor forecasts needed to stop, >= 1. Default 1.
+        mode: ``"max"`` (accuracy-like) or ``"min"`` (loss-like). Default ``"max"``.
+        use_incumbent: also stop when unlikely to beat the best final value of the
+            study (Domhan et al. 2015). Default True (needs an incumbent value).
+        stop_on_divergence: stop at once, reason "diverged", on a NaN/inf metric or
+            loss (even before ``min_epochs``). Default True.
+        dry_run: decide and record, never stop. Default False.
+        min_delta: the gain rule (work in progress): stop when the forecast says the
+            run is unlikely to improve on its best value so far by more than
+            ``min_delta`` by the target epoch. None: off. Default None.
+    """
+
+    threshold: float | None = None
+    confidence: float = 0.95
+    min_epochs: int = 3
+    patience: int = 1
+    mode: str = "max"
+    use_incumbent: bool = True
+    stop_on_divergence: bool = True
+    dry_run: bool = False
+    min_delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ConfigError("mode", "'min' or 'max'", self.mode)
+        _check_range("confidence", self.confidence, 0.5, 1.0, open_lo=True, open_hi=True)
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) \
+                or self.min_epochs < 1:
+            raise ConfigError("min_epochs", "an integer >= 1", self.min_epochs)
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
+                or self.patience < 1:
+            raise ConfigError("patience", "an integer >= 1", self.patience)
+        if self.threshold is not None and not (_is_number(self.threshold)
+                                               and math.isfinite(self.threshold)):
+            raise ConfigError("threshold", "a finite number or None", self.threshold)
+
+    # The quantile that must clear the bar: optimistic side of the forecast.
+    @property
+    def quantile(self) -> float:
+        """The forecast quantile compared with the bar (``confidence`` for max mode)."""
+        return self.confidence if self.mode == "max" else 1.0 - self.confidence
+
+    def _short_of(self, forecast: Forecast, bar: float) -> tuple[bool, str]:
+        q = self.quantile
+        v = forecast.quantile(q)
+        if self.mode == "max":
+            return v < bar, f"q{q:g} {v:.4g} {'<' if v < bar else '>='} {{name}} {bar:.4g}"
+        return v > bar, f"q{q:g} {v:.4g} {'>' if v > bar else '<='} {{name}} {bar:.4g}"
+
+    def is_poor(self, forecast: Forecast, incumbent: float | None = None) -> tuple[bool, str]:
+        """Whether this forecast alone is poor, and the comparison made."""
+        parts = []
+        if self.threshold is not None:
+            poor, text = self._short_of(forecast, float(self.threshold))
+            if poor:
+                return True, "forecast " + text.format(name="threshold")
+            parts.append(text.format(name="threshold"))
+        if self.use_incumbent and incumbent is not None and math.isfinite(incumbent):
+            poor, text = self._short_of(forecast, float(incumbent))
+            if poor:
+                return True, "forecast " + text.format(name="incumbent")
+            parts.append(text.format(name="incumbent"))
+        return False, ("forecast " + "; ".join(parts)) if parts else "no bar to compare with"
+
+    def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
+               incumbent: float | None = None, diverged: bool = False,
+               best: float | None = None) -> Decision:
+        """Decide for one epoch; pure (the caller keeps ``poor_streak``).
+
+        Args:
+            forecast: this epoch's forecast, None when none was made.
+            epoch: 1-based epoch just finished.
+            poor_streak: consecutive poor forecasts before this one, >= 0.
+            incumbent: best final value of the study so far, None if none.
+            diverged: the metric or loss is NaN/inf this epoch.
+            best: the run's best value of the metric so far (for the gain rule).
+        """
+        if diverged:
+            fire = self.stop_on_divergence
+            return self._finish(fire, "diverged", forecast, epoch, poor=True)
+        if forecast is None:
+            return Decision(False, "no forecast", None, epoch)
+        poor, text = self.is_poor(forecast, incumbent)
+        if not poor:
+            return Decision(False, text, forecast, epoch)
+        streak = poor_streak + 1
+        if epoch < self.min_epochs:
+            return Decision(False, f"{text}; min_epochs {self.min_epochs} not reached",
+                            forecast, epoch, poor=True)
+        if streak < self.patience:
+            return Decision(False, f"{text}; patience {streak}/{self.patience}", forecast,
+                            epoch, poor=True)
+        return self._finish(True, text, forecast, epoch, poor=True)
+
+    def _finish(self, fire: bool, text: str, forecast: Forecast | None, epoch: int,
+                *, poor: bool) -> Decision:
+        if fire and self.dry_run:
+            return Decision(False, f"dry_run: would stop: {text}", forecast, epoch, poor=poor,
+                            would_stop=True)
+        if not fire:
+            return Decision(False, f"{text} (stop_on_divergence=False)", forecast, epoch,
+                            poor=poor)
+        return Decision(True, text, forecast, epoch, poor=poor, would_stop=True)
