@@ -125,14 +125,35 @@ def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
 
 
 def test_nan_loss_stops_as_diverged(tmp_path):
-    cb = make(tmp_path, model=by_epoch({}, default=0.99))
-    hist = fit(cb, nan=True)
+    # The loss is NaN by construction from epoch 2 on: cross-entropy plus a variable a
+    # callback sets to NaN. x + NaN is NaN under every kernel (oneDNN on or off), unlike
+    # a NaN input column, which oneDNN's fused kernels can turn into a finite loss.
+    offset = keras.Variable(0.0, trainable=False, name="loss_offset")
+    crossentropy = keras.losses.SparseCategoricalCrossentropy()
 
-    assert math.isnan(hist.history["loss"][0])
-    assert len(hist.history["loss"]) == 1                    # before min_epochs, even
-    assert cb.monitor.stopped == {"epoch": 1, "reason": "diverged"}
-    assert hist.history["esp/stop"] == [1.0]
-    assert math.isnan(hist.history["esp/forecast_mean"][0])  # no forecast on a NaN epoch
+    def loss(y_true, y_pred):
+        return crossentropy(y_true, y_pred) + offset
+
+    def poison(epoch, logs=None):
+        if epoch == 1:                                        # Keras counts from 0
+            offset.assign(math.nan)
+
+    model = build()
+    model.compile(keras.optimizers.Adam(learning_rate=0.01), loss, metrics=["accuracy"])
+    cb = make(tmp_path, model=by_epoch({}, default=0.99), run_id="nan")
+    hist = fit(cb, model=model,
+               extra=[keras.callbacks.LambdaCallback(on_epoch_begin=poison)])
+
+    assert math.isfinite(hist.history["loss"][0]) and math.isnan(hist.history["loss"][1])
+    assert len(hist.history["loss"]) == 2                    # before min_epochs, even
+    assert cb.monitor.stopped == {"epoch": 2, "reason": "diverged"}
+    assert hist.history["esp/stop"] == [0.0, 1.0]
+    assert hist.history["esp/forecast_mean"][0] == pytest.approx(0.99)
+    assert math.isnan(hist.history["esp/forecast_mean"][1])  # no forecast on a NaN epoch
+    (rec,) = Ledger(tmp_path / "l.db").records()
+    assert rec.stopped == {"epoch": 2, "reason": "diverged"}
+    assert rec.epochs[1]["train_loss"] is None               # NaN is stored as missing
+    assert rec.extra["status"] == "diverged"
 
 
 def test_missing_metric_lists_the_keras_keys():

@@ -1,4 +1,4 @@
-"""Policy replay (hand-checked cases, Optuna parity) and the forecast report / its CLI."""
+"""Policy replay (hand-checked cases, Optuna parity); the report is in test_report.py."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import constant, feed, write_lines
+from conftest import constant, write_lines
 
 from earlystop_predict.cli import main
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast.base import ScriptedForecaster
-from earlystop_predict.policy.monitor import ForecastMonitor
 from earlystop_predict.policy.stop import StopPolicy
 from earlystop_predict.records.record import RunRecord, write_records
 from earlystop_predict.tools.replay import (
@@ -23,7 +22,6 @@ from earlystop_predict.tools.replay import (
     precompute_forecasts,
     replay,
 )
-from earlystop_predict.tools.report import calibration, evaluate, format_table
 
 M = 10
 FINALS = {"A": 0.9, "B": 0.5, "C": 0.7}
@@ -282,53 +280,3 @@ def test_replay_cli_bad_file(tmp_path, capsys):
     assert err.startswith("earlystop-predict replay: error:") and "line 2" in err
     assert main(["replay", str(tmp_path / "nope.jsonl"), "--policy", "none"]) == 2
     assert "No such file" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- report
-def _ledger_with_runs(path):
-    kept = ForecastMonitor(target_epoch=6, threshold=0.9, min_epochs=2, dry_run=True,
-                           model=constant(0.5, width=0.1), ledger=str(path), run_id="kept/1",
-                           study="s")
-    feed(kept, [0.2, 0.3, 0.4, 0.45, 0.5, 0.55], until_stop=False)
-    kept.end()
-    cut = ForecastMonitor(target_epoch=6, threshold=0.9, min_epochs=2,
-                          model=constant(0.5, width=0.1), ledger=str(path), run_id="cut",
-                          study="s")
-    feed(cut, [0.2, 0.3, 0.4])
-    cut.end()
-    kept.ledger.close()
-    cut.ledger.close()
-
-
-def test_report_numbers_by_hand(tmp_path):
-    from earlystop_predict.ledger import Ledger
-
-    _ledger_with_runs(tmp_path / "l.db")
-    with Ledger(tmp_path / "l.db") as led:
-        records = led.records()
-    kept, cut = evaluate(records)
-    # Forecasts at epochs 1-5 all say 0.5 [0.4, 0.6]; realized 0.55 at epoch 6.
-    assert kept.n_forecasts == 5 and kept.realized == 0.55
-    assert kept.mae == pytest.approx(0.05) and kept.coverage80 == 1.0
-    assert kept.stop_text == "would@2"
-    assert cut.realized is None and cut.mae is None and cut.stop_text == "stopped@2"
-    cal = calibration(records)
-    assert cal == {0.1: (5, 0.0), 0.5: (5, 0.0), 0.9: (5, 1.0)}
-    table = format_table([kept, cut])
-    assert "1 of 2 runs reached" in table and "MAE 0.0500" in table
-
-
-def test_report_cli_writes_pngs_and_prints_the_table(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    db = tmp_path / "l.db"
-    _ledger_with_runs(db)
-    out_dir = tmp_path / "rep"
-    assert main(["report", "--ledger", str(db), "--output-dir", str(out_dir),
-                 "--study", "s"]) == 0
-    out = capsys.readouterr().out
-    assert "kept/1" in out and "stopped@2" in out and "cover80" in out
-    pngs = sorted(p.name for p in out_dir.iterdir())
-    assert pngs == ["calibration.png", "fan_cut.png", "fan_kept_1.png"]
-    for name in pngs:
-        data = (out_dir / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

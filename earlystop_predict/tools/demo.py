@@ -7,7 +7,10 @@ with the framework's forecast callback. A run is stopped when its forecast is
 unlikely to beat the best finished run of the study ``"demo"`` (the incumbent)
 or to reach ``threshold``. The demo ends with a table of forecasts, stops and
 epochs saved; ``audit=True`` trains the stopped runs on to the end to show the
-value they would have reached.
+value they would have reached (the epochs past the stop go to the ledger too, the
+run staying stopped, so ``earlystop-predict report`` can say what each stop cost).
+On a terminal the forecasts update live, one line per run; piped or written to a
+file, each epoch's forecast is a plain line.
 
 The frameworks load only when :func:`run_demo` runs.
 
@@ -26,7 +29,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -36,6 +40,8 @@ from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast.base import Forecast, Forecaster
 from earlystop_predict.forecast.compose import load_model
 from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.records.features import canonical_metrics
+from earlystop_predict.records.record import finite_or_none
 
 FRAMEWORKS = ("keras", "lightning")
 STUDY = "demo"
@@ -250,13 +256,15 @@ def _fmt_forecast(fc: Forecast | None) -> str:
 
 
 class Progress:
-    """Prints one line per run: live-updated on a terminal, written once otherwise.
+    """Prints each epoch's forecast: on a terminal one line per run, updated live;
+    elsewhere (a pipe, a file) a plain line per epoch, then one per run.
 
     Args:
         out: the stream. Default ``sys.stdout``.
         total: number of runs.
         epochs: planned epochs per run.
-        verbose: 0 silent, 1 one line per run, 2 also one line per epoch. Default 1.
+        verbose: 0 silent, 1 the per-epoch forecasts (live on a terminal), 2 a plain
+            line per epoch even on a terminal. Default 1.
     """
 
     def __init__(self, out: TextIO, total: int, epochs: int, verbose: int = 1) -> None:
@@ -284,7 +292,7 @@ class Progress:
 
     def epoch(self, monitor: ForecastMonitor) -> None:
         """After each epoch (the monitor has decided)."""
-        if self.verbose >= 2:
+        if self.verbose >= 2 or (self.verbose == 1 and not self.live):
             print("   " + self._line(monitor), file=self.out, flush=True)
         elif self.live:
             print("\r" + self._line(monitor) + "\x1b[K", end="", file=self.out, flush=True)
@@ -331,11 +339,67 @@ def render_table(report: DemoReport) -> str:
 TrainFn = Callable[..., tuple[ForecastMonitor, float | None]]
 
 
+#: Lines TensorFlow's native code writes to stderr as it loads (absl logging before
+#: its InitializeLog, the oneDNN notice): no environment variable silences them.
+_TF_LOAD_NOISE = ("absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+@contextmanager
+def _filtered_native_stderr(drop: Sequence[str]) -> Iterator[None]:
+    """Catch what native code writes to file descriptor 2 meanwhile; pass on every line
+    but those containing one of ``drop`` (to ``sys.stderr``, after the block)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                    if not any(d in line for d in drop)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _import_keras() -> Any:
+    """``earlystop_predict.integrations.keras``, TensorFlow loaded without its INFO lines
+    (``TF_CPP_MIN_LOG_LEVEL=2`` unless set, absl's Python logger at ERROR)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        from earlystop_predict.integrations import keras as adapter
+    else:
+        with _filtered_native_stderr(_TF_LOAD_NOISE):
+            from earlystop_predict.integrations import keras as adapter
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with TensorFlow
+        pass
+    return adapter
+
+
+def _log_audit(monitor: ForecastMonitor, rows: Sequence[dict[str, Any]]) -> None:
+    """Record the epochs an audit trained past the stop in the run's ledger (no
+    decision: nothing was forecast), so the report can say what the stop cost."""
+    if monitor.ledger is None:
+        return
+    for row in rows:
+        clean = {k: v for k, v in canonical_metrics(row).items() if k == "epoch"
+                 or finite_or_none(v) is not None}
+        monitor.ledger.log_epoch(monitor.record.run_id, clean)
+
+
 def _train_keras(config: DemoConfig, data: DemoData, epochs: int, seed: int,
                  cb_kwargs: dict[str, Any], progress: Progress,
                  audit: bool) -> tuple[ForecastMonitor, float | None]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from earlystop_predict.integrations.keras import KerasForecastCallback, keras
+    adapter = _import_keras()
+    KerasForecastCallback, keras = adapter.KerasForecastCallback, adapter.keras  # noqa: N806
 
     keras.utils.set_random_seed(seed)
     layers: list[Any] = [keras.Input((data.x_train.shape[1],))]
@@ -354,9 +418,12 @@ def _train_keras(config: DemoConfig, data: DemoData, epochs: int, seed: int,
     model.fit(data.x_train, data.y_train, epochs=epochs, callbacks=[cb, show], **fit)
     final = None
     if audit and cb.monitor.stopped:
-        hist = model.fit(data.x_train, data.y_train, epochs=epochs,
-                         initial_epoch=cb.monitor.record.last_epoch, **fit)
+        start = cb.monitor.record.last_epoch
+        hist = model.fit(data.x_train, data.y_train, epochs=epochs, initial_epoch=start, **fit)
         final = float(hist.history["val_accuracy"][-1])
+        _log_audit(cb.monitor, [{"epoch": start + i + 1,
+                                 **{k: float(v[i]) for k, v in hist.history.items()}}
+                                for i in range(len(hist.history["val_accuracy"]))])
     return cb.monitor, final
 
 
@@ -386,6 +453,7 @@ def _fit_lightning(config: DemoConfig, data: DemoData, epochs: int, seed: int,
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from earlystop_predict.integrations._common import scalar_metrics
     from earlystop_predict.integrations.lightning import LightningForecastCallback, pl
 
     class MLP(pl.LightningModule):
@@ -424,6 +492,14 @@ def _fit_lightning(config: DemoConfig, data: DemoData, epochs: int, seed: int,
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             progress.epoch(cb.monitor)
 
+    class Collect(pl.Callback):
+        def __init__(self, rows: list[dict[str, Any]]) -> None:
+            self.rows = rows
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self.rows.append({"epoch": trainer.current_epoch + 1,
+                              **scalar_metrics(trainer.callback_metrics)})
+
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
@@ -447,9 +523,11 @@ def _fit_lightning(config: DemoConfig, data: DemoData, epochs: int, seed: int,
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "stopped.ckpt")
             tr.save_checkpoint(path)
-            on = trainer(epochs, [])
+            rows: list[dict[str, Any]] = []
+            on = trainer(epochs, [Collect(rows)])
             on.fit(module, train, val, ckpt_path=path)
             final = float(on.callback_metrics[METRIC])
+            _log_audit(cb.monitor, rows)
     return cb.monitor, final
 
 

@@ -1,4 +1,5 @@
-"""``earlystop-predict report``: forecast-versus-realized table, fan charts, calibration.
+"""``earlystop-predict report``: one page (``index.html``) of the runs, their forecasts
+and stops, beside a fan chart per run and a calibration plot; the table printed too.
 
 Example:
     earlystop-predict report --ledger runs.db --output-dir report/
@@ -11,25 +12,33 @@ import argparse
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.ledger import Ledger
 from earlystop_predict.records.record import read_records
-from earlystop_predict.tools.report import evaluate, format_table, write_plots
+from earlystop_predict.tools.report import evaluate, fan_files, format_table
+from earlystop_predict.tools.report_page import write_page
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``report``."""
     parser = subparsers.add_parser(
-        "report", help="forecast error per run, fan charts and calibration",
+        "report", help="a report page: runs, forecast error, fan charts, calibration",
         description="Print forecast-versus-realized error per run (MAE of the forecast mean "
-                    "at the target epoch, 80%% interval coverage) and write a fan chart per "
-                    "run and a calibration plot (needs the 'report' extra: matplotlib).")
+                    "at the target epoch, 80% interval coverage) and write OUTPUT_DIR/"
+                    "index.html: the study's summary (runs, epochs trained and saved, what "
+                    "audited stops cost), a sortable table of runs, a fan chart per run with "
+                    "the bar it was stopped against, and the calibration plot. The page "
+                    "needs no network: its PNGs lie beside it (needs the 'report' extra: "
+                    "matplotlib).")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ledger", help="the SQLite ledger file")
     src.add_argument("--runs", help="a RUN_RECORD.md JSONL file (e.g. a ledger export)")
     parser.add_argument("--output-dir", default="esp_report",
-                        help="folder for the PNGs (default ./esp_report)")
+                        help="folder for index.html and its PNGs (default ./esp_report)")
     parser.add_argument("--study", default=None, help="only the runs of this study")
     parser.add_argument("--max-fans", type=int, default=None,
                         help="draw at most this many fan charts (default all)")
-    parser.add_argument("--no-plots", action="store_true", help="print the table only")
+    parser.add_argument("--title", default="earlystop-predict report",
+                        help="the page's title (default 'earlystop-predict report')")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="print the table only (no page, no PNGs)")
     parser.set_defaults(func=_run)
 
 
@@ -45,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     records = [r for r in records if r.epochs]
     print(format_table(evaluate(records)))
     if not args.no_plots:
-        paths = write_plots(records, args.output_dir, max_fans=args.max_fans)
-        print(f"wrote {len(paths)} plots to {args.output_dir}")
+        page = write_page(records, args.output_dir, max_fans=args.max_fans, title=args.title)
+        n_fans = len(fan_files(records, args.max_fans))
+        print(f"wrote {page} ({n_fans} fan charts, calibration.png beside it)")
     return 0
