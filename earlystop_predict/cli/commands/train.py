@@ -44,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--lstm-epochs", "an integer >= 1", args.lstm_epochs)
     if args.lgbm_draws < 1:
         raise ConfigError("--lgbm-draws", "an integer >= 1", args.lgbm_draws)
+    from earlystop_predict.cli._paths import output_dir
+
+    base = None
+    if args.source is not None and args.base in ("bundled", "auto"):
+        from earlystop_predict.forecast.artifacts import bundled_dir
+
+        base = str(bundled_dir())
+    output_dir(args.output, [("--from", args.source), ("--base", base or args.base),
+                             ("--corpus", args.corpus), ("--lcbench", args.lcbench)])
     if args.source is not None:
         from earlystop_predict.training.finetune import fine_tune
 
