@@ -253,3 +253,9 @@ def test_an_empty_input_exits_0_and_says_so(tmp_path, capsys) -> None:
     out = tmp_path / "out.jsonl"
     rc, err = _cli(capsys, "forecast", str(runs), "--target", "30", "--output", str(out))
     assert rc == 0 and "holds no run records" in err and out.read_text() == ""
+
+
+def test_a_ledger_given_where_jsonl_belongs_says_how_to_export_it(tmp_path, capsys) -> None:
+    db = _ledger(tmp_path / "runs.db")
+    rc, err = _cli(capsys, "forecast", str(db), "--target", "30", "--output", "-")
+    assert rc == 2 and "an SQLite file" in err and "ledger export" in err

@@ -82,6 +82,22 @@ def records(draw) -> dict:
     return rec
 
 
+@st.composite
+def studies(draw) -> list:
+    """Valid full runs of one task (what ``replay`` can simulate), one maybe broken."""
+    n = draw(st.integers(3, 12))
+    out = []
+    for i in range(draw(st.integers(2, 6))):
+        values = draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))
+        out.append({"run_id": f"r{i}", "task": "t", "meta": {"max_epochs": n},
+                    "hparams": {"learning_rate": draw(st.floats(1e-4, 1))},
+                    "epochs": [{"epoch": e + 1, "val_accuracy": v}
+                               for e, v in enumerate(values)]})
+    if draw(st.booleans()):
+        out.append(draw(records()))
+    return out
+
+
 def _lines(values) -> bytes:
     return "".join(json.dumps(v) + "\n" for v in values).encode()
 
@@ -91,6 +107,7 @@ contents = st.one_of(
     st.lists(json_values, max_size=4).map(_lines),
     st.lists(records(), min_size=1, max_size=5).map(_lines),
     st.lists(records(), min_size=1, max_size=5).map(lambda v: gzip.compress(_lines(v))),
+    studies().map(_lines),
     st.sampled_from([b"[" * 50_000, b'{"run_id": "a", "epochs": ' + b"9" * 5000 + b"}",
                      b"\xff\xfe{}", b"\x1f\x8b\x08broken", b"{}\n" * 3, b""]),
 )

@@ -430,7 +430,11 @@ def parse_json_line(text: str | bytes, *, line: int | None = None,
 def _raw_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     """``(line number, bytes)`` of a plain or gzip (corpus) JSONL file."""
     with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
+        head = fh.read(16)
+        if head.startswith(b"SQLite format 3"):
+            raise RecordError("an SQLite file (a ledger?), not JSON Lines; write its runs "
+                              "out with 'earlystop-predict ledger export'", source=str(path))
+        gz = head[:2] == b"\x1f\x8b"
         if not gz:
             fh.seek(0)
             yield from enumerate(fh, start=1)
