@@ -320,3 +320,108 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path):
                      f"sys.exit(main(['report', '--ledger', {str(missing)!r}]))")
     assert res.returncode == 2 and "no ledger at this path" in res.stderr
     assert not missing.exists()
+
+
+# ------------------------------------------------------------------ read-only readers
+def _small_ledger(path) -> str:
+    with Ledger(path) as led:
+        led.start_run(make_record("r1", []), study="s", target_epoch=10)
+        led.log_epoch("r1", {"epoch": 1, "val_accuracy": 0.5})
+        led.finish_run("r1", final_value=0.5, final_epoch=1)
+    return str(path)
+
+
+def test_readers_open_the_ledger_read_only_and_write_nothing(tmp_path, capsys):
+    import hashlib
+
+    path = _small_ledger(tmp_path / "runs.db")
+    before = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert main(["ledger", "list", "--ledger", path]) == 0
+    assert main(["ledger", "export", "--ledger", path, "--output", "-"]) == 0
+    assert main(["report", "--ledger", path, "--no-plots"]) == 0
+    assert "r1" in capsys.readouterr().out
+    # no -wal/-shm left beside it, not one byte changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"]
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == before
+    with Ledger(path, readonly=True) as led:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            led.conn.execute("DELETE FROM runs")
+        with pytest.raises(LedgerError, match="read-only"):
+            led.finish_run("r1", final_value=0.1)
+        assert [r.run_id for r in led.records()] == ["r1"]
+    with pytest.raises(LedgerError, match="no ledger"):
+        Ledger(tmp_path / "missing.db", readonly=True)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_read_only_reader_sees_what_a_live_writer_committed(tmp_path):
+    path = _small_ledger(tmp_path / "runs.db")
+    with Ledger(path) as writer:  # a training run holds the ledger open (WAL live)
+        writer.start_run(make_record("r2", []), study="s")
+        writer.log_epoch("r2", {"epoch": 1, "val_accuracy": 0.4})
+        with Ledger(path, readonly=True) as reader:
+            assert [r.run_id for r in reader.records()] == ["r1", "r2"]
+        writer.log_epoch("r2", {"epoch": 2, "val_accuracy": 0.45})
+    with Ledger(path, readonly=True) as reader:
+        assert reader.records()[1].n_epochs == 2
+
+
+def _as_other_user(fn):
+    """Run ``fn()`` in a forked child under uid/gid 65534 (root ignores file modes);
+    its result or its error, as text."""
+    import json
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            out = ["ok", fn()]
+        except BaseException as exc:  # noqa: BLE001
+            out = ["error", f"{type(exc).__name__}: {exc}"]
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_read_only_file_in_a_read_only_folder_can_be_read():
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="esp-ro-")  # under /tmp: reachable by another user
+    try:
+        path = _small_ledger(os.path.join(folder, "runs.db"))
+        os.chmod(path, 0o444)
+        os.chmod(folder, 0o555)
+
+        def read() -> list:
+            with Ledger(path, readonly=True) as led:
+                return [r.run_id for r in led.records()]
+
+        def cli() -> int:
+            return main(["ledger", "list", "--ledger", path])
+
+        def write() -> list:
+            with Ledger(path) as led:
+                led.start_run(make_record("x", []))
+            return []
+
+        if os.geteuid() == 0:  # root ignores the modes: read as an ordinary user
+            assert _as_other_user(read) == ["ok", ["r1"]]
+            assert _as_other_user(cli) == ["ok", 0]
+            assert _as_other_user(write)[0] == "error"  # the modes do hold for this user
+        else:
+            assert read() == ["r1"] and cli() == 0
+            with pytest.raises(LedgerError):
+                write()
+        assert os.listdir(folder) == ["runs.db"]
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)

@@ -396,3 +396,44 @@ def test_written_file_honours_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("hparams", "learning_rate", "fast"), ("hparams", "learning_rate", 0),
+    ("hparams", "weight_decay", -1e308), ("hparams", "dropout", 1.5),
+    ("hparams", "batch_size", True), ("hparams", "momentum", float("nan")),
+    ("hparams", "optimizer", 3), ("meta", "max_epochs", "fifty"),
+    ("meta", "max_epochs", 10**9), ("meta", "max_epochs", 12.5),
+    ("meta", "num_params", float("inf")), ("meta", "framework", ["torch"]),
+])
+def test_bad_settings_are_refused_naming_the_field(section, key, value):
+    data = json.loads(json.dumps(FULL))
+    data[section][key] = value
+    with pytest.raises(RecordError, match=f"field '{section}.{key}'") as exc:
+        RunRecord.from_dict(data, line=7, source="runs.jsonl")
+    assert exc.value.line == 7 and exc.value.source == "runs.jsonl"
+
+
+def test_null_aliases_and_unknown_settings_are_accepted():
+    data = json.loads(json.dumps(FULL))
+    data["hparams"].update(learning_rate=None, lr="fast", my_knob=[1, {"a": 2}])
+    data["meta"].update(max_epochs=None, seed="abc")
+    assert RunRecord.from_dict(data).hparams["my_knob"] == [1, {"a": 2}]
+
+
+@pytest.mark.parametrize("epochs", [
+    [{"epoch": 1, "val_accuracy": 10**400}],
+    [{"epoch": 10**400, "val_accuracy": 0.5}],
+    [{"epoch": 2e6, "val_accuracy": 0.5}],
+])
+def test_numbers_beyond_range_are_record_errors(epochs):
+    with pytest.raises(RecordError, match="epochs"):
+        RunRecord.from_dict({"run_id": "a", "epochs": epochs})
+
+
+def test_a_non_string_metric_or_task_is_a_record_error():
+    with pytest.raises(RecordError, match="'metric'"):
+        RunRecord.from_dict({"run_id": "a", "metric": {"x": 1}, "epochs": []})
+    with pytest.raises(RecordError, match="'task'"):
+        RunRecord.from_dict({"run_id": "a", "task": [1], "epochs": [
+            {"epoch": 1, "val_accuracy": 0.5}]})

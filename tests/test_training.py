@@ -169,8 +169,10 @@ def _fine_tune(bundle: str, tmp_path, runs: int, seed: int) -> tuple[list, objec
     src = tmp_path / "history.jsonl"
     write_records(src, history)
     out = tmp_path / "tuned"
+    # --min-gain -inf: these tests check the fine-tuned model itself, served whatever
+    # its score on the held-out runs
     assert main(["train", "--from", str(src), "--base", bundle, "--output", str(out),
-                 "--lstm-epochs", "2", "--threads", "1"]) == 0
+                 "--lstm-epochs", "2", "--threads", "1", "--min-gain=-inf"]) == 0
     return history, out, json.loads((out / "manifest.json").read_text())
 
 
@@ -259,3 +261,62 @@ def test_fine_tune_needs_enough_runs(bundle, tmp_path, capsys) -> None:
                  "--output", str(tmp_path / "o")]) == 2
     assert "at least 20 runs" in capsys.readouterr().err
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def _stopped_ledger(tmp_path, n: int = 40, completed_every: int = 4) -> str:
+    """A ledger as a user's study leaves it: most runs stopped early, a few completed."""
+    from earlystop_predict.ledger import Ledger
+
+    path = tmp_path / "study.db"
+    with Ledger(path) as led:
+        for i, row in enumerate(_runs("study", n, 11)):
+            rec = RunRecord.from_dict(row)
+            led.start_run(rec, study="s", target_epoch=rec.meta["max_epochs"])
+            stop = None if i % completed_every == 0 else 5 + i % 4
+            for ep in rec.epochs[:stop]:
+                led.log_epoch(rec.run_id, ep)
+            last = rec.epochs[:stop][-1]
+            led.finish_run(rec.run_id, final_value=last["val_accuracy"],
+                           final_epoch=last["epoch"],
+                           stopped=None if stop is None else {"epoch": stop, "reason": "x"},
+                           status="completed" if stop is None else "stopped")
+    return str(path)
+
+
+def test_fine_tune_on_a_ledger_of_stopped_runs_warns_of_nothing_but_the_verdict(
+        bundle, tmp_path, capsys) -> None:
+    import warnings
+
+    src = _stopped_ledger(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(["train", "--from", src, "--base", bundle, "--output",
+                   str(tmp_path / "tuned"), "--lstm-epochs", "2", "--threads", "1"])
+    assert rc == 0
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not [m for m in messages if "empty slice" in m], messages
+
+
+def test_a_fine_tune_that_does_not_beat_the_base_serves_the_base(bundle, tmp_path,
+                                                                  capsys) -> None:
+    from pathlib import Path
+
+    from earlystop_predict.training.finetune import fine_tune
+
+    src = _stopped_ledger(tmp_path, n=40, completed_every=2)
+    out = tmp_path / "tuned"
+    # a gain no model can reach: the fine-tuned one is refused, loudly
+    manifest = fine_tune(src, out, base=bundle, lstm_epochs=2, threads=1, min_gain=1000.0,
+                         progress=lambda s: None)
+    err = capsys.readouterr().err
+    assert "WARNING: the fine-tuned model does not beat the base" in err and "rejected" in err
+    assert manifest["fine_tuned"]["served"] == "base"
+    base_manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    served = json.loads((out / "manifest.json").read_text())
+    assert served["artifacts"] == base_manifest["artifacts"]
+    assert set(served["fine_tune_report"]) == {"base", "fine-tuned"}
+    probe = RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5)
+    assert load_model(out).forecast(probe, 30).mean == load_model(bundle).forecast(probe, 30).mean
+    # the fine-tuned model is kept, loadable, beside it
+    assert load_model(out / "rejected").forecast(probe, 30).model == "lstm"
+    assert "Fine-tuned from" in (out / "MODEL_CARD.md").read_text()

@@ -122,10 +122,27 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _loads(text: str | None, default: Any) -> Any:
+def _loads(text: str | None, default: Any, where: str = "a cell",
+           kind: type | None = None) -> Any:
+    """A JSON cell of the ledger; a damaged one raises :class:`LedgerError` naming it.
+
+    Args:
+        text: the cell, None for SQL NULL (gives ``default``).
+        default: the value of a NULL cell.
+        where: the file, run and column, for the message.
+        kind: the type the value must have (e.g. ``dict``), or None for any.
+    """
     if text is None:
         return default
-    return json.loads(text)
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise LedgerError(f"{where}: not valid JSON ({exc}); the ledger was changed outside "
+                          "earlystop_predict") from None
+    if kind is not None and value is not None and not isinstance(value, kind):
+        raise LedgerError(f"{where}: a JSON {type(value).__name__} where an object belongs; "
+                          "the ledger was changed outside earlystop_predict")
+    return value
 
 
 class Ledger:
@@ -140,6 +157,9 @@ class Ledger:
         create: create the file if it does not exist. Default True.
         timeout: seconds a write waits for another writer before failing with
             :class:`LedgerError`, > 0. Default 60.
+        readonly: open for reading only (SQLite ``mode=ro``): no schema, no WAL switch,
+            no write; a read-only file or folder can be read, and every write method
+            raises :class:`LedgerError`. The file must exist. Default False.
 
     Raises:
         LedgerError: the file is missing (``create=False``), not a ledger, or unreadable.
@@ -152,18 +172,19 @@ class Ledger:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, readonly: bool = False) -> None:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ConfigError("timeout", "a number of seconds > 0", timeout)
         self.path = str(path)
         self.timeout = float(timeout)
+        self.readonly = bool(readonly)
         self._memory = self.path == ":memory:"
         if not self._memory:
             p = Path(self.path)
             if p.is_dir():
                 raise LedgerError(f"{self.path}: is a directory, not a ledger file")
             if not p.exists():
-                if not create:
+                if not create or self.readonly:
                     raise LedgerError(f"{self.path}: no ledger at this path")
                 p.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -173,12 +194,28 @@ class Ledger:
 
     # ------------------------------------------------------------------ opening
     def _connect(self) -> sqlite3.Connection:
+        target, uri = self.path, False
+        if self.readonly and not self._memory:
+            target, uri = self._readonly_uri(), True
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False, cached_statements=64)
+            conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False, cached_statements=64, uri=uri)
         except sqlite3.Error as exc:
             raise LedgerError(f"{self.path}: cannot open ledger: {exc}") from exc
         return conn
+
+    def _readonly_uri(self) -> str:
+        """The SQLite URI of a read-only open that writes nothing next to the ledger.
+
+        With no ``-wal`` file beside it no writer has the ledger open and every commit
+        is in the main file: it is read as ``immutable`` (no ``-shm``/``-wal`` created,
+        so a read-only folder works). With one, a writer is live (or was killed): it is
+        opened ``mode=ro`` through the writer's WAL, seeing every committed epoch.
+        """
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        if not os.path.exists(self.path + "-wal"):
+            uri += "&immutable=1"
+        return uri
 
     def _open(self) -> None:
         conn = self._connect()
@@ -187,6 +224,11 @@ class Ledger:
             version = self._read_version(conn)
             if version > SCHEMA_VERSION:
                 raise LedgerSchemaError(self.path, version)
+            if self.readonly:
+                self._check_readable(conn, version)
+                self._conn = conn
+                self._pid = os.getpid()
+                return
             if not self._memory:
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -215,6 +257,15 @@ class Ledger:
                 raise LedgerError(f"{self.path}: an SQLite file with tables "
                                   f"{sorted(tables)}, not an earlystop_predict ledger")
         return version
+
+    def _check_readable(self, conn: sqlite3.Connection, version: int) -> None:
+        """A ledger opened read-only must already hold the tables (none is created)."""
+        conn.execute("PRAGMA query_only = ON")
+        if version < SCHEMA_VERSION:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"runs", "epochs", "forecasts"} <= tables:
+                raise LedgerError(f"{self.path}: an empty SQLite file, not a ledger yet")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -264,6 +315,8 @@ class Ledger:
 
     def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, retried as a whole when busy."""
+        if self.readonly:
+            raise LedgerError(f"{self.path}: the ledger is open read-only")
         with self._lock:
             conn = self.conn
 
@@ -400,7 +453,8 @@ class Ledger:
         out = []
         for r in rows:
             d = dict(zip(keys, r, strict=True))
-            d["stopped"] = _loads(d["stopped"], None)
+            d["stopped"] = _loads(d["stopped"], None,
+                                  f"{self.path}: run {d['run_id']!r}, column 'stopped'", dict)
             out.append(d)
         return out
 
@@ -438,28 +492,35 @@ class Ledger:
                 runs, eps, fcs = self._retry(snapshot)
             except sqlite3.DatabaseError as exc:
                 raise LedgerError(f"{self.path}: {exc}") from exc
-        epochs: dict[str, list[dict[str, Any]]] = {}
-        for run_id, data in eps:
-            epochs.setdefault(run_id, []).append(json.loads(data))
-        forecasts: dict[str, list[dict[str, Any]]] = {}
-        for run_id, data in fcs:
-            forecasts.setdefault(run_id, []).append(json.loads(data))
-        out = []
-        for (run_id, st, task, metric, mode, hp, meta, extra, target, status,
-             stopped) in runs:
-            fc = forecasts.get(run_id, [])
-            stop = _loads(stopped, None)
-            if stop is None and status == "running":  # unfinished or killed: a stop still counts
-                first = next((f for f in fc if f.get("stop")), None)
-                if first is not None:
-                    stop = {"epoch": first["at_epoch"], "reason": first.get("reason", "")}
-            extra_d = _loads(extra, {})
-            extra_d.update(study=st, status=status, target_epoch=target)
-            out.append(RunRecord(run_id=run_id, metric=metric, mode=mode, task=task,
-                                 hparams=_loads(hp, {}), meta=_loads(meta, {}),
-                                 epochs=epochs.get(run_id, []), forecasts=fc, stopped=stop,
-                                 extra=extra_d))
+        epochs = self._cells(eps, "epochs")
+        forecasts = self._cells(fcs, "forecasts")
+        return [self._record(row, epochs.get(row[0], []), forecasts.get(row[0], []))
+                for row in runs]
+
+    def _cells(self, rows: list[Any], table: str) -> dict[str, list[dict[str, Any]]]:
+        """The JSON objects of an epochs or forecasts table, per run, in order."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for run_id, data in rows:
+            out.setdefault(run_id, []).append(
+                _loads(data, {}, f"{self.path}: {table} row of run {run_id!r}", dict))
         return out
+
+    def _record(self, row: tuple[Any, ...], epochs: list[dict[str, Any]],
+                fc: list[dict[str, Any]]) -> RunRecord:
+        """One run of the ``runs`` table as a record, with its epochs and forecasts."""
+        (run_id, st, task, metric, mode, hp, meta, extra, target, status, stopped) = row
+        where = f"{self.path}: run {run_id!r}"
+        stop = _loads(stopped, None, f"{where}, column 'stopped'", dict)
+        if stop is None and status == "running":  # unfinished or killed: a stop still counts
+            first = next((f for f in fc if f.get("stop")), None)
+            if first is not None:
+                stop = {"epoch": first.get("at_epoch"), "reason": first.get("reason", "")}
+        extra_d = _loads(extra, {}, f"{where}, column 'extra'", dict)
+        extra_d.update(study=st, status=status, target_epoch=target)
+        return RunRecord(run_id=run_id, metric=metric, mode=mode, task=task,
+                         hparams=_loads(hp, {}, f"{where}, column 'hparams'", dict),
+                         meta=_loads(meta, {}, f"{where}, column 'meta'", dict),
+                         epochs=epochs, forecasts=fc, stopped=stop, extra=extra_d)
 
     # ---------------------------------------------------------------- lifetime
     def close(self) -> None:

@@ -11,64 +11,34 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sys
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from earlystop_predict.errors import RecordError
-from earlystop_predict.records.record import RunRecord, dumps
+from earlystop_predict.records.gz import _members, gzip_lines
+from earlystop_predict.records.record import RunRecord, dumps, parse_json_line
 
 CORPUS_NAME = "runs.jsonl.gz"
 """The corpus file's name in a collection directory."""
 
 
-def _members(path: str | os.PathLike[str]) -> tuple[list[bytes], int, int]:
-    """``(decompressed members, end of the last complete member, file size)``.
-
-    Reading stops at the first member that is torn (a kill while appending) or
-    not gzip; everything before it is returned.
-    """
-    data = Path(path).read_bytes()
-    view = memoryview(data)
-    out: list[bytes] = []
-    pos = good = 0
-    chunk = 1 << 16
-    while pos < len(data):
-        dec = zlib.decompressobj(31)
-        parts: list[bytes] = []
-        p = pos
-        try:
-            while not dec.eof and p < len(data):
-                piece = view[p:p + chunk]
-                parts.append(dec.decompress(piece))
-                p += len(piece)
-        except zlib.error:
-            break
-        if not dec.eof:
-            break
-        pos = p - len(dec.unused_data)
-        out.append(b"".join(parts))
-        good = pos
-    return out, good, len(data)
-
-
 def corpus_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of the corpus (gzip, or plain JSONL), intact members only."""
+    """``(line number, text)`` of the corpus (gzip, or plain JSONL), intact members only.
+
+    Raises:
+        RecordError: a line is not UTF-8 (names the file and the line).
+    """
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
-    if gz:
-        members, good, size = _members(path)
-        if good < size:
-            print(f"earlystop-predict: {path}: ignoring {size - good} bytes of a torn last "
-                  "record", file=sys.stderr)
-        text = b"".join(members).decode("utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield lineno, line
+    raw = gzip_lines(path) if gz else enumerate(Path(path).read_bytes().splitlines(), 1)
+    for lineno, line in raw:
+        if not line.strip():
+            continue
+        try:
+            yield lineno, line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RecordError("not UTF-8 text", line=lineno, source=str(path)) from None
 
 
 def iter_corpus(path: str | os.PathLike[str], *, validate: bool = True) -> Iterator[RunRecord]:
@@ -82,11 +52,7 @@ def iter_corpus(path: str | os.PathLike[str], *, validate: bool = True) -> Itera
         FileNotFoundError: no such file.
     """
     for lineno, line in corpus_lines(path):
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"not valid JSON ({exc.msg})", line=lineno,
-                              source=str(path)) from None
+        data = parse_json_line(line, line=lineno, source=str(path))
         yield RunRecord.from_dict(data, line=lineno, source=str(path), validate=validate)
 
 

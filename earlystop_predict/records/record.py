@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from earlystop_predict.errors import RecordError
+from earlystop_predict.records.gz import gzip_lines
 
 _KNOWN_KEYS = ("run_id", "task", "metric", "mode", "hparams", "meta", "epochs",
                "forecasts", "stopped")
@@ -53,6 +55,98 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+#: Largest 1-based epoch a record may hold.
+MAX_EPOCH = 1_000_000
+#: Canonical numeric ``hparams``/``meta`` keys (RUN_RECORD.md) and their accepted range
+#: ``(low, high, low_open)``: a value outside it, or one that is not a finite number,
+#: breaks the record.
+NUMERIC_RANGES: dict[str, tuple[float, float, bool]] = {
+    "learning_rate": (0.0, 100.0, True), "batch_size": (1.0, 1e8, False),
+    "momentum": (0.0, 1.0, False), "weight_decay": (0.0, 100.0, False),
+    "dropout": (0.0, 1.0, False), "num_layers": (0.0, 1e4, False),
+    "width": (1.0, 1e8, False), "warmup_fraction": (0.0, 1.0, False),
+    "train_size": (0.0, 1e13, False), "num_classes": (0.0, 1e8, False),
+    "num_features": (0.0, 1e9, False), "num_params": (0.0, 1e13, False),
+    "max_epochs": (1.0, float(MAX_EPOCH), False),
+}
+#: Canonical keys that hold a name (a string, or null).
+TEXT_KEYS = frozenset({"optimizer", "lr_schedule", "framework"})
+
+
+def _as_float(value: Any) -> float | None:
+    """``float(value)`` for a number (not a bool), None otherwise or if it overflows."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        return None
+
+
+def in_range(key: str, value: Any) -> bool:
+    """Whether ``value`` is a finite number in the range of canonical key ``key``."""
+    low, high, low_open = NUMERIC_RANGES[key]
+    f = _as_float(value)
+    if f is None or not math.isfinite(f):
+        return False
+    return (f > low if low_open else f >= low) and f <= high
+
+
+def check_setting(key: str, value: Any) -> str | None:
+    """The problem with one ``hparams``/``meta`` value, or None if it is fine."""
+    if value is None:
+        return None
+    if key in TEXT_KEYS:
+        return None if isinstance(value, str) else f"must be a name (a string), got {value!r:.60}"
+    if key not in NUMERIC_RANGES:
+        return None
+    if not in_range(key, value):
+        low, high, low_open = NUMERIC_RANGES[key]
+        return (f"must be a finite number in {'(' if low_open else '['}{low:g}, {high:g}], "
+                f"got {value!r:.60}")
+    if key == "max_epochs" and float(value) != int(value):
+        return f"must be a whole number of epochs, got {value!r}"
+    return None
+
+
+class _Where:
+    """Where a record came from, to build its :class:`RecordError`s."""
+
+    def __init__(self, line: int | None, source: str | None) -> None:
+        self.line = line
+        self.source = source
+
+    def fail(self, msg: str, fld: str, hint: str | None = None) -> RecordError:
+        return RecordError(msg, line=self.line, field=fld, source=self.source, hint=hint)
+
+
+def _check_epoch(row: dict[str, Any], prev: int, where: _Where, at: str) -> int:
+    """The row's epoch (a float like 3.0 becomes 3), checked to follow ``prev``."""
+    ep = row.get("epoch")
+    if isinstance(ep, float) and ep.is_integer() and abs(ep) <= MAX_EPOCH:
+        ep = int(ep)
+        row["epoch"] = ep
+    if not isinstance(ep, int) or isinstance(ep, bool) or not 1 <= ep <= MAX_EPOCH:
+        raise where.fail(f"must be a 1-based integer <= {MAX_EPOCH}, got {ep!r:.60}",
+                         f"{at}.epoch")
+    if ep <= prev:
+        raise where.fail(f"epochs must strictly increase, got {ep} after {prev}",
+                         f"{at}.epoch")
+    return ep
+
+
+def _check_value(key: str, value: Any, where: _Where, at: str) -> None:
+    """A metric value: a number (NaN and inf allowed: a diverged run), in [0, 1] when
+    accuracy-like."""
+    f = _as_float(value)
+    if f is None:
+        raise where.fail(f"must be a number or null, got {value!r:.60}", at)
+    if is_accuracy_like(key) and math.isfinite(f) and (f > 1 or f < 0):
+        hint = ("accuracies are fractions in [0, 1]; divide percents by 100"
+                if 1 < f <= 100 else None)
+        raise where.fail(f"{value!r:.60} is outside [0, 1]", at, hint)
 
 
 @dataclass
@@ -85,7 +179,7 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode is None:
+        if self.mode is None and isinstance(self.metric, str):
             self.mode = default_mode(self.metric)
 
     # ------------------------------------------------------------------ access
@@ -145,65 +239,65 @@ class RunRecord:
                  allow_empty: bool = False) -> RunRecord:
         """Check the record against RUN_RECORD.md; raise :class:`RecordError` if broken.
 
+        Beyond the shape (ids, mode, epoch rows), the canonical ``hparams`` and ``meta``
+        keys are checked against :data:`NUMERIC_RANGES` and :data:`TEXT_KEYS`: a string
+        where a number belongs (``"fast"``), a bool, a non-finite or an out-of-range value
+        (``-1e308``) is an error; null means missing. Aliases and unknown keys are not
+        checked (a model masks an alias's value outside the range).
+
         Args:
             line: 1-based line number, for the error message.
             source: file name, for the error message.
             allow_empty: accept a record with no epochs (a run that has not started).
         """
-
-        def fail(msg: str, fld: str, hint: str | None = None) -> RecordError:
-            return RecordError(msg, line=line, field=fld, source=source, hint=hint)
-
-        if not isinstance(self.run_id, str) or not self.run_id:
-            raise fail("must be a non-empty string", "run_id")
-        if not isinstance(self.metric, str) or not self.metric:
-            raise fail("must be a non-empty string", "metric")
-        if self.mode not in _MODES:
-            raise fail(f"must be 'min' or 'max', got {self.mode!r}", "mode")
-        for name in ("hparams", "meta"):
-            if not isinstance(getattr(self, name), dict):
-                raise fail("must be an object", name)
-        if not isinstance(self.epochs, list):
-            raise fail("must be a list of epoch rows", "epochs")
-        if not self.epochs and not allow_empty:
-            raise fail("is empty: a run record needs at least one epoch", "epochs")
-        prev = 0
-        seen_metric = False
-        keys_seen: set[str] = set()
-        acc_like = is_accuracy_like(self.metric)
-        for i, row in enumerate(self.epochs):
-            where = f"epochs[{i}]"
-            if not isinstance(row, dict):
-                raise fail("must be an object", where)
-            keys_seen.update(row)
-            ep = row.get("epoch")
-            if isinstance(ep, float) and ep.is_integer():
-                ep = int(ep)
-                row["epoch"] = ep
-            if not isinstance(ep, int) or isinstance(ep, bool) or ep < 1:
-                raise fail(f"must be a 1-based integer, got {ep!r}", f"{where}.epoch")
-            if ep <= prev:
-                raise fail(f"epochs must strictly increase, got {ep} after {prev}",
-                           f"{where}.epoch")
-            prev = ep
-            if self.metric in row:
-                seen_metric = True
-            for key, value in row.items():
-                if key == "epoch" or value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise fail(f"must be a number or null, got {value!r}", f"{where}.{key}")
-                if is_accuracy_like(key) and math.isfinite(value) and (value > 1 or value < 0):
-                    hint = ("accuracies are fractions in [0, 1]; divide percents by 100"
-                            if 1 < value <= 100 else None)
-                    raise fail(f"{value!r} is outside [0, 1]", f"{where}.{key}", hint)
-        if self.epochs and not seen_metric:
-            raise fail(f"target metric {self.metric!r} is in no epoch row; "
-                       f"keys present: {', '.join(sorted(keys_seen - {'epoch'})) or '(none)'}",
-                       "metric")
-        if acc_like and self.mode != "max":
-            raise fail(f"accuracy-like metric {self.metric!r} needs mode 'max'", "mode")
+        where = _Where(line, source)
+        self._validate_header(where, allow_empty)
+        keys_seen = self._validate_rows(where)
+        if self.epochs and not any(self.metric in row for row in self.epochs):
+            raise where.fail(f"target metric {self.metric!r} is in no epoch row; keys "
+                             f"present: {', '.join(sorted(keys_seen - {'epoch'})) or '(none)'}",
+                             "metric")
+        if is_accuracy_like(self.metric) and self.mode != "max":
+            raise where.fail(f"accuracy-like metric {self.metric!r} needs mode 'max'", "mode")
         return self
+
+    def _validate_header(self, where: _Where, allow_empty: bool) -> None:
+        """run_id, metric, mode, hparams, meta and the epochs list itself."""
+        if not isinstance(self.run_id, str) or not self.run_id:
+            raise where.fail("must be a non-empty string", "run_id")
+        if not isinstance(self.metric, str) or not self.metric:
+            raise where.fail("must be a non-empty string", "metric")
+        if self.mode not in _MODES:
+            raise where.fail(f"must be 'min' or 'max', got {self.mode!r:.60}", "mode")
+        if self.task is not None and not isinstance(self.task, str):
+            raise where.fail(f"must be a string or null, got {self.task!r:.60}", "task")
+        for name in ("hparams", "meta"):
+            values = getattr(self, name)
+            if not isinstance(values, dict):
+                raise where.fail("must be an object", name)
+            for key, value in values.items():
+                problem = check_setting(key, value)
+                if problem:
+                    raise where.fail(problem, f"{name}.{key}")
+        if not isinstance(self.epochs, list):
+            raise where.fail("must be a list of epoch rows", "epochs")
+        if not self.epochs and not allow_empty:
+            raise where.fail("is empty: a run record needs at least one epoch", "epochs")
+
+    def _validate_rows(self, where: _Where) -> set[str]:
+        """Each epoch row: an object, a strictly increasing 1-based epoch, numbers."""
+        prev = 0
+        keys_seen: set[str] = set()
+        for i, row in enumerate(self.epochs):
+            at = f"epochs[{i}]"
+            if not isinstance(row, dict):
+                raise where.fail("must be an object", at)
+            keys_seen.update(row)
+            prev = _check_epoch(row, prev, where, at)
+            for key, value in row.items():
+                if key != "epoch" and value is not None:
+                    _check_value(key, value, where, f"{at}.{key}")
+        return keys_seen
 
     # ---------------------------------------------------------------- (de)serialise
     @classmethod
@@ -273,10 +367,11 @@ def dumps(obj: Any) -> str:
 
 def iter_records(path: str | os.PathLike[str], *, validate: bool = True,
                  allow_empty: bool = False) -> Iterator[RunRecord]:
-    """Yield the records of a JSONL file; blank lines are skipped.
+    """Yield the records of a JSONL file (plain or gzip); blank lines are skipped.
 
     Raises:
-        RecordError: a line is not JSON or breaks the record contract (names the line).
+        RecordError: a line is not UTF-8 JSON or breaks the record contract (names the
+            file and the line).
         FileNotFoundError: the file does not exist.
     """
     source = str(path)
@@ -285,23 +380,92 @@ def iter_records(path: str | os.PathLike[str], *, validate: bool = True,
                                   allow_empty=allow_empty)
 
 
-def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed value)`` of each non-blank line of a JSONL file.
+def read_valid_records(path: str | os.PathLike[str], *, allow_empty: bool = False
+                       ) -> tuple[list[tuple[int, RunRecord]], list[RecordError]]:
+    """The valid records of a JSONL file with their line numbers, and the errors of the
+    lines left out (not UTF-8, not JSON, not a valid record): one bad line does not
+    lose the others.
 
     Raises:
-        RecordError: a line is not JSON (names the line and the column).
+        OSError: the file cannot be read (missing, a directory...).
+    """
+    source = str(path)
+    good: list[tuple[int, RunRecord]] = []
+    bad: list[RecordError] = []
+    for lineno, data in iter_json_lines(path, errors=bad):
+        try:
+            good.append((lineno, RunRecord.from_dict(data, line=lineno, source=source,
+                                                     allow_empty=allow_empty)))
+        except RecordError as exc:
+            bad.append(exc)
+    return good, bad
+
+
+def parse_json_line(text: str | bytes, *, line: int | None = None,
+                    source: str | None = None) -> Any:
+    """One JSON value from one line; any failure is a :class:`RecordError` naming it.
+
+    Not UTF-8, not JSON, nested too deeply for the parser, or an integer too long for
+    Python to convert (over 4300 digits): each is an error of the line, not a crash.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not UTF-8 text (byte 0x{text[exc.start]:02x} at column "
+                              f"{exc.start + 1}); save the file as UTF-8", line=line,
+                              source=source) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not valid JSON ({exc.msg} at column {exc.colno})",
+                          line=line, source=source) from None
+    except RecursionError:
+        raise RecordError("not usable JSON (nested too deeply)", line=line,
+                          source=source) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise RecordError(f"not usable JSON ({exc})", line=line, source=source) from None
+
+
+def _raw_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a plain or gzip (corpus) JSONL file."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        if head.startswith(b"SQLite format 3"):
+            raise RecordError("an SQLite file (a ledger?), not JSON Lines; write its runs "
+                              "out with 'earlystop-predict ledger export'", source=str(path))
+        gz = head[:2] == b"\x1f\x8b"
+        if not gz:
+            fh.seek(0)
+            yield from enumerate(fh, start=1)
+            return
+    yield from gzip_lines(path)
+
+
+def iter_json_lines(path: str | os.PathLike[str], *, errors: list[RecordError] | None = None
+                    ) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSONL file (plain,
+    or gzip as the corpus is).
+
+    Args:
+        path: the file.
+        errors: if given, a bad line's :class:`RecordError` is appended here and the
+            line skipped; else it is raised. Default None.
+
+    Raises:
+        RecordError: a line is not UTF-8 JSON (names the file, the line, the column).
         FileNotFoundError: the file does not exist.
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                  line=lineno, source=str(path)) from None
-            yield lineno, data
+    source = str(path)
+    for lineno, raw in _raw_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, parse_json_line(raw, line=lineno, source=source)
+        except RecordError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
 
 
 def read_records(path: str | os.PathLike[str], **kwargs: Any) -> list[RunRecord]:
@@ -318,9 +482,17 @@ def _umask() -> int:
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> int:
     """Write rows (dicts or records) to ``path`` atomically; return the count.
 
-    The file appears whole or not at all: a failure leaves no partial output.
+    The file appears whole or not at all: a failure leaves no partial output. A
+    symlink is written through (its target is replaced); an existing path that is not
+    a regular file (a directory, a device, a FIFO) is never replaced.
+
+    Raises:
+        OSError: ``path`` exists and is not a regular file, or cannot be written.
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # through a symlink: the link stays a link
+    if target.exists() and not target.is_file():
+        raise OSError(errno.EEXIST, "exists and is not a regular file; not replaced",
+                      str(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     count = 0

@@ -53,9 +53,11 @@ def _scores(records: Sequence[RunRecord], truth: np.ndarray, mean: np.ndarray,
             q10: np.ndarray | None, q90: np.ndarray | None) -> dict[str, float]:
     err = mean - truth
     tasks = np.array([r.task or "" for r in records])
-    rhos = [_spearman(mean[tasks == t], truth[tasks == t]) for t in np.unique(tasks)]
+    rhos = [r for t in np.unique(tasks)
+            if np.isfinite(r := _spearman(mean[tasks == t], truth[tasks == t]))]
     out = {"mae": float(np.abs(err).mean() * 100), "rmse": float(np.sqrt((err ** 2).mean()) * 100),
-           "spearman": float(np.nanmean(rhos)) if rhos else float("nan"),
+           # NaN (no warning) where no task has 3 runs to rank
+           "spearman": float(np.mean(rhos)) if rhos else float("nan"),
            "coverage80": float("nan")}
     if q10 is not None and q90 is not None:
         out["coverage80"] = float(((truth >= q10 - 1e-9) & (truth <= q90 + 1e-9)).mean() * 100)

@@ -19,6 +19,8 @@ them; the LSTM alone where it clearly beats the blend there (:func:`fit_blend_we
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,7 +136,7 @@ def _base_dir(base: str | os.PathLike[str]) -> Path:
 def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
               base: str | os.PathLike[str] = "bundled", test_fraction: float = 0.2,
               val_fraction: float = 0.15, lstm_epochs: int = 30, lr: float = 1e-3,
-              seed: int = 0, threads: int | None = None,
+              seed: int = 0, threads: int | None = None, min_gain: float = 0.0,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune the base model directory on the runs in ``source``; write ``output``.
 
@@ -148,11 +150,17 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         lr: peak LSTM learning rate. Default 1e-3.
         seed: the split's and the training's seed. Default 0.
         threads: CPU threads (default all).
+        min_gain: points of held-out MAE (mean over the observed fractions) the
+            fine-tuned model must gain over the base to be served. Default 0: it must
+            do better at all; ``-inf`` serves it whatever its score. Otherwise a warning goes to stderr, the
+            directory serves a copy of the base and the fine-tuned model is kept in
+            ``output/rejected`` (:func:`serve_base`).
         progress: where progress lines go. Default ``print``.
 
     Returns:
-        The manifest written, with ``fine_tuned`` (data, split) and
-        ``fine_tune_report`` (errors of base and fine-tuned on the test runs).
+        The manifest written, with ``fine_tuned`` (data, split; ``served: "base"`` when
+        the fine-tuned model lost to the base) and ``fine_tune_report`` (errors of base
+        and fine-tuned on the test runs).
 
     Raises:
         ConfigError: fewer than 20 usable runs (accuracy-like target, >= 2 epochs),
@@ -172,6 +180,9 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     if not (0 < test_fraction < 0.5 and 0 < val_fraction < 0.5):
         raise ConfigError("test/validation fraction", "in (0, 0.5)",
                           (test_fraction, val_fraction))
+    if not (isinstance(min_gain, (int, float)) and min_gain == min_gain):
+        raise ConfigError("min_gain", "a number of points (-inf: always serve the "
+                                      "fine-tuned model)", min_gain)
     records = usable(read_runs(source))
     if len(records) < MIN_RUNS:
         raise ConfigError("--from", f"at least {MIN_RUNS} runs with an accuracy-like "
@@ -263,5 +274,62 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         progress(f"held-out runs ({n_done} completed), {key} observed: MAE {b['mae']:.2f} -> "
                  f"{f['mae']:.2f} pts, coverage {b['coverage80']:.0f} -> "
                  f"{f['coverage80']:.0f} %")
-    return manifest
+    verdict = judge_fine_tune(report, min_gain=min_gain)
+    if verdict is None:
+        _warn(f"no completed held-out run to compare the fine-tuned model with the base; "
+              f"{out} serves the fine-tuned model unchecked")
+        return manifest
+    if verdict > 0:
+        return manifest
+    _warn(f"the fine-tuned model does not beat the base on the {n_done} held-out runs "
+          f"(mean MAE {-(verdict + min_gain):+.2f} points against the base); {out} serves the "
+          f"base model, the fine-tuned one is kept in {out / REJECTED}")
+    return serve_base(out, base_dir, base_manifest, manifest)
+
+
+#: Subfolder of an output directory where a fine-tuned model that lost to its base goes.
+REJECTED = "rejected"
+
+
+def _warn(text: str) -> None:
+    print(f"earlystop-predict train: WARNING: {text}", file=sys.stderr)
+
+
+def judge_fine_tune(report: dict[str, Any], *, min_gain: float = 0.0) -> float | None:
+    """How many points of MAE the fine-tuned model gains over the base on the held-out
+    runs, less ``min_gain`` (mean over the observed fractions of the served model's
+    MAE); > 0 means it beats the base. None when no fraction could be scored (no
+    completed held-out run)."""
+    gains = []
+    for key, row in report["base"].items():
+        if not isinstance(row, dict) or "lstm" not in row:
+            continue
+        b, f = row["lstm"]["mae"], report["fine-tuned"][key]["lstm"]["mae"]
+        if np.isfinite(b) and np.isfinite(f):
+            gains.append(b - f)
+    return float(np.mean(gains)) - min_gain if gains else None
+
+
+def serve_base(out: Path, base_dir: Path, base_manifest: dict[str, Any],
+               manifest: dict[str, Any]) -> dict[str, Any]:
+    """Move the fine-tuned model to ``out/rejected`` and make ``out`` serve a copy of
+    the base; the manifest written (the base's, with the fine-tune's report)."""
+    rejected = out / REJECTED
+    rejected.mkdir(exist_ok=True)
+    for entry in manifest["artifacts"].values():
+        os.replace(out / entry["file"], rejected / entry["file"])
+    write_manifest(rejected, {**manifest, "note": "fine-tuned model that did not beat its "
+                                                  "base on the held-out runs; not served"})
+    for entry in base_manifest["artifacts"].values():
+        shutil.copy2(base_dir / entry["file"], out / entry["file"])
+    served = {k: v for k, v in base_manifest.items()
+              if k not in ("schema", "folds", "fine_tune_report")}
+    served["fine_tuned"] = {**manifest["fine_tuned"], "served": "base",
+                            "rejected_dir": REJECTED,
+                            "reason": "the fine-tuned model did not beat the base on the "
+                                      "held-out runs"}
+    served["fine_tune_report"] = manifest["fine_tune_report"]
+    write_manifest(out, served)
+    write_model_card(out, served)
+    return served
 

@@ -201,54 +201,13 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
     parts: list[Part] = [(lcb, tr)]
     val: list[Part] = [(lcb, va)]
     if corpus is not None:
-        label = str(corpus)
-        if label == "bundled":
-            corpus, label = bundled_corpus(), "models/corpus/runs.jsonl.gz"
-        records = usable(read_runs(corpus, option="--corpus"))
-        real = RealCurves.from_records(records)
-        rng = np.random.default_rng(seed)
-        early = np.zeros(len(records), dtype=bool)
-        for fam in sorted(set(real.group.tolist())):
-            idx = np.where(real.group == fam)[0]
-            early[rng.permutation(idx)[:int(round(val_fraction * len(idx)))]] = True
-        present = set(real.group.tolist())
-        folds = [tuple(f for f in fold if f in present) for fold in folds]
-        folds = [f for f in folds if f]
-        real_info = {"corpus": label, "runs": len(records),
-                     "families": sorted(present), "weight": real_weight,
-                     "early_stopping_runs": int(early.sum()),
-                     "folds": [list(f) for f in folds]}
+        real, records, early, folds, real_info = _real_split(
+            corpus, folds, val_fraction=val_fraction, real_weight=real_weight, seed=seed)
         progress(f"LCBench: {len(data.task_id)} curves, train {len(tr)} on {len(fit_tasks)} "
-                 f"tasks; real: {len(records)} runs of {len(present)} families, "
-                 f"{len(folds)} family folds")
-        for k, fams in enumerate(folds):
-            held = np.isin(real.group, list(fams))
-            progress(f"fold {k + 1}/{len(folds)}: without {', '.join(fams)}")
-            fitted = _fit([(lcb, tr), (real, np.repeat(np.where(~held & ~early)[0],
-                                                       real_weight))],
-                          [(lcb, va), (real, np.where(early & ~held)[0])], **kw)
-            held_idx = np.where(held)[0]
-            rows["lstm"]["real"].append(calibration_rows(fitted.net, real, held_idx))
-            rows["lstm"]["lcbench"].append(calibration_rows(fitted.net, lcb, va[k::len(folds)]))
-            rows["lightgbm"]["real"].append(lgbm_rows(fitted.lgbm, real, held_idx))
-            rows["lightgbm"]["lcbench"].append(lgbm_rows(fitted.lgbm, lcb, va[k::len(folds)]))
-            fold_info.append({"families": list(fams), "fitted": fitted, "held": held_idx})
-        for k, info in enumerate(fold_info):
-            fold_dir = out / "folds" / f"fold{k + 1}"
-            artifacts = _write(fold_dir, info.pop("fitted"),
-                               _post(rows["lstm"], skip=k),
-                               _post(rows["lightgbm"], skip=k))
-            write_manifest(fold_dir, {
-                "version": _dt.date.today().isoformat(), "artifacts": artifacts,
-                "training_data": {"real": {"held_out_families": info["families"]},
-                                  "held_out_tasks": list(TEST_TASKS)},
-                "note": f"cross-validation fold of {out}: trained without "
-                        f"{', '.join(info['families'])}; not the bundled model"})
-            cv.update({name: rep for name, rep in family_report(
-                [records[i] for i in info.pop("held")], _models(fold_dir)).items()
-                if name != "all"})
-            info["dir"] = f"folds/fold{k + 1}"
-        cv["all"] = _pool(cv)
+                 f"tasks; real: {len(records)} runs of {len(real_info['families'])} "
+                 f"families, {len(folds)} family folds")
+        cv, fold_info = _cross_validate(out, (lcb, tr, va), (real, records, early), folds,
+                                        rows, real_weight=real_weight, kw=kw)
         parts.append((real, np.repeat(np.where(~early)[0], real_weight)))
         val.append((real, np.where(early)[0]))
         real_info["train_runs"] = int((~early).sum())
@@ -258,8 +217,100 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
         rows["lstm"]["lcbench"].append(calibration_rows(fitted.net, lcb, va))
         rows["lightgbm"]["lcbench"].append(lgbm_rows(fitted.lgbm, lcb, va))
     lstm_post, lgbm_post = _post(rows["lstm"]), _post(rows["lightgbm"])
-    info = fitted.lstm_info
-    manifest: dict[str, Any] = {
+    manifest = _bundle_manifest(out, fitted, lstm_post, lgbm_post, data=data,
+                                fit_tasks=fit_tasks, real_info=real_info, fold_info=fold_info,
+                                lstm_epochs=lstm_epochs, lgbm_draws=lgbm_draws, seed=seed)
+    write_manifest(out, manifest)
+    progress("scoring on held-out tasks...")
+    manifest["held_out"] = held_out_report(out, models=_models(out), lcbench=lcbench)
+    if cv:
+        manifest["held_out_families"] = cv
+    manifest["train_seconds"] = round(time.time() - t0, 1)
+    write_manifest(out, manifest)
+    write_model_card(out, manifest)
+    _print_summary(manifest, cv, progress)
+    return manifest
+
+
+def _real_split(corpus: str | os.PathLike[str], folds: Sequence[Sequence[str]], *,
+                val_fraction: float, real_weight: int, seed: int
+                ) -> tuple[RealCurves, list[RunRecord], np.ndarray, list[tuple[str, ...]],
+                           dict[str, Any]]:
+    """The real corpus read: (curves, records, early-stopping mask, the folds of the
+    families present, the manifest's ``real`` entry)."""
+    label = str(corpus)
+    if label == "bundled":
+        corpus, label = bundled_corpus(), "models/corpus/runs.jsonl.gz"
+    records = usable(read_runs(corpus, option="--corpus"))
+    real = RealCurves.from_records(records)
+    rng = np.random.default_rng(seed)
+    early = np.zeros(len(records), dtype=bool)
+    for fam in sorted(set(real.group.tolist())):
+        idx = np.where(real.group == fam)[0]
+        early[rng.permutation(idx)[:int(round(val_fraction * len(idx)))]] = True
+    present = set(real.group.tolist())
+    kept = [tuple(f for f in fold if f in present) for fold in folds]
+    kept = [f for f in kept if f]
+    real_info = {"corpus": label, "runs": len(records),
+                 "families": sorted(present), "weight": real_weight,
+                 "early_stopping_runs": int(early.sum()),
+                 "folds": [list(f) for f in kept]}
+    return real, records, early, kept, real_info
+
+
+def _cross_validate(out: Path, lcbench: tuple[Any, np.ndarray, np.ndarray],
+                    real_data: tuple[RealCurves, list[RunRecord], np.ndarray],
+                    folds: list[tuple[str, ...]], rows: dict[str, dict[str, list[ForecastRows]]],
+                    *, real_weight: int, kw: dict[str, Any]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train one model per family fold (``out/folds/foldK``), collect its held-out
+    calibration rows into ``rows``; (the per-family report, the folds' entries)."""
+    from earlystop_predict.training.lgbm_train import lgbm_rows
+    from earlystop_predict.training.lstm_train import calibration_rows
+
+    lcb, tr, va = lcbench
+    real, records, early = real_data
+    progress = kw["progress"]
+    fold_info: list[dict[str, Any]] = []
+    for k, fams in enumerate(folds):
+        held = np.isin(real.group, list(fams))
+        progress(f"fold {k + 1}/{len(folds)}: without {', '.join(fams)}")
+        fitted = _fit([(lcb, tr), (real, np.repeat(np.where(~held & ~early)[0],
+                                                   real_weight))],
+                      [(lcb, va), (real, np.where(early & ~held)[0])], **kw)
+        held_idx = np.where(held)[0]
+        rows["lstm"]["real"].append(calibration_rows(fitted.net, real, held_idx))
+        rows["lstm"]["lcbench"].append(calibration_rows(fitted.net, lcb, va[k::len(folds)]))
+        rows["lightgbm"]["real"].append(lgbm_rows(fitted.lgbm, real, held_idx))
+        rows["lightgbm"]["lcbench"].append(lgbm_rows(fitted.lgbm, lcb, va[k::len(folds)]))
+        fold_info.append({"families": list(fams), "fitted": fitted, "held": held_idx})
+    cv: dict[str, Any] = {}
+    for k, info in enumerate(fold_info):
+        fold_dir = out / "folds" / f"fold{k + 1}"
+        artifacts = _write(fold_dir, info.pop("fitted"),
+                           _post(rows["lstm"], skip=k),
+                           _post(rows["lightgbm"], skip=k))
+        write_manifest(fold_dir, {
+            "version": _dt.date.today().isoformat(), "artifacts": artifacts,
+            "training_data": {"real": {"held_out_families": info["families"]},
+                              "held_out_tasks": list(TEST_TASKS)},
+            "note": f"cross-validation fold of {out}: trained without "
+                    f"{', '.join(info['families'])}; not the bundled model"})
+        cv.update({name: rep for name, rep in family_report(
+            [records[i] for i in info.pop("held")], _models(fold_dir)).items()
+            if name != "all"})
+        info["dir"] = f"folds/fold{k + 1}"
+    cv["all"] = _pool(cv)
+    return cv, fold_info
+
+
+def _bundle_manifest(out: Path, fitted: Fitted, lstm_post: tuple[np.ndarray, np.ndarray],
+                     lgbm_post: tuple[np.ndarray, np.ndarray], *, data: Any,
+                     fit_tasks: Any, real_info: dict[str, Any] | None,
+                     fold_info: list[dict[str, Any]], lstm_epochs: int, lgbm_draws: int,
+                     seed: int) -> dict[str, Any]:
+    """Write the final model's artifacts; its manifest (before the held-out scores)."""
+    return {
         "version": _dt.date.today().isoformat(),
         "artifacts": _write(out, fitted, lstm_post, lgbm_post),
         "training_data": {
@@ -272,7 +323,7 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
             "without val_loss or training metrics at random",
             "real": real_info,
         },
-        "lstm": {"epochs": lstm_epochs, "val_mae": info["val_mae"],
+        "lstm": {"epochs": lstm_epochs, "val_mae": fitted.lstm_info["val_mae"],
                  "calibration": lstm_post[0].tolist(), "shrink": lstm_post[1].tolist(),
                  "max_target_epoch": LSTMWeights.load(out / "lstm.npz").max_target},
         "lightgbm": {"calibration": lgbm_post[0].tolist(), "shrink": lgbm_post[1].tolist(),
@@ -281,14 +332,11 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
         "seed": seed,
         "folds": [{"dir": f["dir"], "families": f["families"]} for f in fold_info],
     }
-    write_manifest(out, manifest)
-    progress("scoring on held-out tasks...")
-    manifest["held_out"] = held_out_report(out, models=_models(out), lcbench=lcbench)
-    if cv:
-        manifest["held_out_families"] = cv
-    manifest["train_seconds"] = round(time.time() - t0, 1)
-    write_manifest(out, manifest)
-    write_model_card(out, manifest)
+
+
+def _print_summary(manifest: dict[str, Any], cv: dict[str, Any],
+                   progress: Callable[[str], None]) -> None:
+    """The held-out figures, one line each."""
     for frac, row in manifest["held_out"].items():
         progress(f"LCBench held out {frac}: " + ", ".join(
             f"{k} MAE {v['mae']:.2f}" for k, v in row.items() if isinstance(v, dict)))
@@ -298,7 +346,6 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
             progress(f"real families out of fold {frac}: lstm MAE {r['lstm']['mae']:.2f} "
                      f"({r['lstm']['mae'] / r['last_value']['mae']:.2f} x last value), "
                      f"coverage {r['lstm']['coverage80']:.0f} %")
-    return manifest
 
 
 def _pool(report: dict[str, Any]) -> dict[str, Any]:

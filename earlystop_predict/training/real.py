@@ -52,7 +52,7 @@ def read_runs(path: str | os.PathLike[str], option: str = "--from") -> list[RunR
     if head.startswith(b"SQLite format 3"):
         from earlystop_predict.ledger import Ledger
 
-        with Ledger(p) as led:
+        with Ledger(p, readonly=True) as led:
             return led.records()
     if head[:2] == b"\x1f\x8b":
         from earlystop_predict.records.corpus import load_corpus

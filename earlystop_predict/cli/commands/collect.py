@@ -12,6 +12,7 @@ import statistics
 import sys
 from typing import Any
 
+from earlystop_predict.cli._paths import output_dir
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.tools.collect.families import FAMILIES
 from earlystop_predict.tools.collect.run import FRAMEWORK_CHOICES, CollectOptions, collect
@@ -75,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    output_dir(args.output)
     pins = dict(args.pins)
     if len(pins) != len(args.pins):
         raise ConfigError("--set", "each key once", [k for k, _ in args.pins])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from earlystop_predict.cli._paths import output_file
 from earlystop_predict.ledger import Ledger
 from earlystop_predict.records.record import dumps, write_records
 
@@ -41,14 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    with Ledger(args.ledger, create=False) as led:
+    target = output_file(args.output, [("--ledger", args.ledger)])
+    with Ledger(args.ledger, readonly=True) as led:
         records = led.records(study=args.study)
     keep = [r for r in records if r.epochs or args.include_empty]
-    if args.output == "-":
+    if target is None:
         for rec in keep:
             sys.stdout.write(dumps(rec.to_dict()) + "\n")
     else:
-        write_records(args.output, keep)
+        write_records(target, keep)
     skipped = len(records) - len(keep)
     note = f" ({skipped} runs without epochs left out)" if skipped else ""
     print(f"exported {len(keep)} runs to {args.output}{note}", file=sys.stderr)
@@ -56,7 +58,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with Ledger(args.ledger, create=False) as led:
+    with Ledger(args.ledger, readonly=True) as led:
         runs = led.runs(study=args.study)
     head = (f"{'run_id':<28} {'study':<16} {'status':<10} {'epochs':>6} {'target':>6} "
             f"{'final':>8} stop")

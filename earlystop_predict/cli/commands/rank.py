@@ -35,19 +35,22 @@ def read_candidates(path: str) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from earlystop_predict.cli._paths import output_file
     from earlystop_predict.errors import RecordError
     from earlystop_predict.forecast.prior import load_prior, rank
     from earlystop_predict.records.record import dumps, write_jsonl
 
+    target = output_file(args.output, [("CANDIDATES", args.candidates),
+                                       ("--model", args.model)])
     candidates = read_candidates(args.candidates)
     try:
         rows = rank(candidates, args.target, load_prior(args.model))
     except RecordError as exc:
         raise RecordError(str(exc), source=args.candidates) from None
-    if args.output == "-":
+    if target is None:
         for row in rows:
             sys.stdout.write(dumps(row) + "\n")
     else:
-        write_jsonl(args.output, rows)
+        write_jsonl(target, rows)
         print(f"{len(rows)} candidates ranked -> {args.output}", file=sys.stderr)
     return 0

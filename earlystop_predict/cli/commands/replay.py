@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
+from earlystop_predict.cli._inputs import load_runs
 from earlystop_predict.errors import ModelArtifactError
 from earlystop_predict.forecast.base import Forecaster
-from earlystop_predict.records.record import read_records
 from earlystop_predict.tools.replay import FORECAST_POLICIES, POLICIES, replay
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "shuffled orders, runs train one after another and a policy may stop "
                     "them. Prints epochs saved, regret (points for accuracies) and stopped "
                     "runs per policy.")
-    parser.add_argument("runs", help="RUN_RECORD.md JSONL of full runs")
+    parser.add_argument("runs", help="RUN_RECORD.md JSONL (plain or .jsonl.gz) of full runs")
     parser.add_argument("--policy", action="append", choices=POLICIES, default=None,
                         help="policy to replay, repeatable (default all)")
     parser.add_argument("--target", type=int, default=None,
@@ -63,7 +63,7 @@ def load_forecaster(kind: str) -> Forecaster:
 
 def _run(args: argparse.Namespace) -> int:
     policies = args.policy or list(POLICIES)
-    records = read_records(args.runs)
+    records = [rec for _, rec in load_runs(args.runs, "replay", flag=None)]
     forecaster = load_forecaster(args.model) if FORECAST_POLICIES & set(policies) else None
     result = replay(records, policies, forecaster, target=args.target, orders=args.orders,
                     runs_per_order=args.runs_per_order, seed=args.seed,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from earlystop_predict.cli._inputs import load_runs
+from earlystop_predict.cli._paths import output_dir
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.ledger import Ledger
-from earlystop_predict.records.record import read_records
 from earlystop_predict.tools.report import evaluate, fan_files, format_table
 from earlystop_predict.tools.report_page import write_page
 
@@ -45,11 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.max_fans is not None and args.max_fans < 0:
         raise ConfigError("--max-fans", "an integer >= 0", args.max_fans)
+    if not args.no_plots:
+        output_dir(args.output_dir, [("--ledger", args.ledger), ("--runs", args.runs)],
+                   arg="--output-dir")
     if args.ledger is not None:
-        with Ledger(args.ledger, create=False) as led:
+        with Ledger(args.ledger, readonly=True) as led:
             records = led.records(study=args.study)
     else:
-        records = [r for r in read_records(args.runs)
+        records = [r for _, r in load_runs(args.runs, "report", flag=None)
                    if args.study is None or r.extra.get("study") == args.study]
     records = [r for r in records if r.epochs]
     print(format_table(evaluate(records)))

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "OUTPUT/folds; augmented) into a model directory. With --from: "
                     "fine-tune a model directory (--base) on your own past runs, grow a "
                     "history model on them alone (from 100 runs; served blended with the "
-                    "LSTM) and report errors before and after on a held-out part of them. "
+                    "LSTM) and report errors before and after on a held-out part of them; "
+                    "a fine-tuned model that does not beat the base there is not served "
+                    "(see --min-gain). "
                     "Needs the 'train' extra (torch).")
     p.add_argument("--output", required=True, help="model directory to write")
     p.add_argument("--from", dest="source", default=None, metavar="RUNS",
@@ -32,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LSTM training epochs (20; 30 when fine-tuning)")
     p.add_argument("--lgbm-draws", type=int, default=6,
                    help="augmented prefixes per curve for LightGBM (6)")
+    p.add_argument("--min-gain", type=float, default=0.0, metavar="POINTS",
+                   help="with --from: held-out MAE points the fine-tuned model must gain "
+                        "over the base to be served; otherwise a warning, the base is "
+                        "served and the fine-tuned model kept in OUTPUT/rejected "
+                        "(default 0; --min-gain=-inf serves it always)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (all)")
     p.set_defaults(func=run)
@@ -44,11 +51,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--lstm-epochs", "an integer >= 1", args.lstm_epochs)
     if args.lgbm_draws < 1:
         raise ConfigError("--lgbm-draws", "an integer >= 1", args.lgbm_draws)
+    from earlystop_predict.cli._paths import output_dir
+
+    base = None
+    if args.source is not None and args.base in ("bundled", "auto"):
+        from earlystop_predict.forecast.artifacts import bundled_dir
+
+        base = str(bundled_dir())
+    output_dir(args.output, [("--from", args.source), ("--base", base or args.base),
+                             ("--corpus", args.corpus), ("--lcbench", args.lcbench)])
     if args.source is not None:
         from earlystop_predict.training.finetune import fine_tune
 
         fine_tune(args.source, args.output, base=args.base, seed=args.seed,
-                  threads=args.threads, lstm_epochs=args.lstm_epochs or 30)
+                  threads=args.threads, lstm_epochs=args.lstm_epochs or 30,
+                  min_gain=args.min_gain)
     else:
         from earlystop_predict.training.pipeline import train_bundle
 
