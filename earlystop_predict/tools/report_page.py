@@ -129,7 +129,7 @@ def audit_text(s: StudySummary) -> str:
     if s.best_completed is None:
         return base + "; no run completed to compare with."
     if not wrong:
-        return (base + f", short of the best completed run ({s.best_completed:.4g}): "
+        return (base + f", no better than the best completed run ({s.best_completed:.4g}): "
                 "no stop cost the study its best run.")
     regret = max(abs(a.final - s.best_completed) for a in wrong)
     return (base + f"; {len(wrong)} would have beaten the best completed run "
@@ -149,7 +149,7 @@ margin:1em 0}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e3e3e3;padding:.3em .45em;text-align:left;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.id{overflow-wrap:anywhere;min-width:9em;max-width:24em;font-family:ui-monospace,monospace;
+td.id{overflow-wrap:anywhere;min-width:17em;max-width:28em;font-family:ui-monospace,monospace;
 font-size:12px}
 td.reason{max-width:26em;font-size:12px;color:#555}
 th button{font:inherit;font-weight:600;background:none;border:0;padding:0;cursor:pointer}
