@@ -63,7 +63,7 @@ MAX_EPOCH = 1_000_000
 #: ``(low, high, low_open)``: a value outside it, or one that is not a finite number,
 #: breaks the record.
 NUMERIC_RANGES: dict[str, tuple[float, float, bool]] = {
-    "learning_rate": (0.0, 100.0, True), "batch_size": (1.0, 1e8, False),
+    "learning_rate": (0.0, 1e6, True), "batch_size": (1.0, 1e8, False),
     "momentum": (0.0, 1.0, False), "weight_decay": (0.0, 100.0, False),
     "dropout": (0.0, 1.0, False), "num_layers": (0.0, 1e4, False),
     "width": (1.0, 1e8, False), "warmup_fraction": (0.0, 1.0, False),

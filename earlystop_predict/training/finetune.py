@@ -274,7 +274,14 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         progress(f"held-out runs ({n_done} completed), {key} observed: MAE {b['mae']:.2f} -> "
                  f"{f['mae']:.2f} pts, coverage {b['coverage80']:.0f} -> "
                  f"{f['coverage80']:.0f} %")
-    verdict = judge_fine_tune(report, min_gain=min_gain)
+    return _served(out, base_dir, base_manifest, manifest, n_done=n_done, min_gain=min_gain)
+
+
+def _served(out: Path, base_dir: Path, base_manifest: dict[str, Any],
+            manifest: dict[str, Any], *, n_done: int, min_gain: float) -> dict[str, Any]:
+    """Keep the fine-tuned model if it beats the base on the held-out runs; else say so
+    on stderr and serve the base (:func:`serve_base`). The manifest served."""
+    verdict = judge_fine_tune(manifest["fine_tune_report"], min_gain=min_gain)
     if verdict is None:
         _warn(f"no completed held-out run to compare the fine-tuned model with the base; "
               f"{out} serves the fine-tuned model unchecked")
