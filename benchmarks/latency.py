@@ -79,6 +79,38 @@ def per_epoch_rows(model, runs: list[list[dict]], at: tuple[int, ...] = (15, 95)
     return rows
 
 
+def load_rows(repeat: int = 3) -> list[list]:
+    """Seconds (best of ``repeat``) to load the bundled LightGBM file: LightGBM's own
+    parse of the texts as written (tree_sizes, parallel: what loading did before, and
+    what a damaged tree aborts), the text check, LightGBM's parse of the checked texts,
+    and the whole ``load_model()``."""
+    import gzip
+
+    import lightgbm as lgb
+
+    from earlystop_predict.forecast.artifacts import bundled_dir, check_lightgbm_text
+    from earlystop_predict.forecast.lgbm import SEPARATOR
+
+    text = gzip.decompress((bundled_dir() / "lgbm.txt.gz").read_bytes()).decode()
+    models = [c.partition("\n")[2] for c in text.split(SEPARATOR)[1:]]
+    checked = [check_lightgbm_text(m)[0] for m in models]
+
+    def best(fn) -> float:  # noqa: ANN001
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return [["LightGBM parse, texts as written (before)",
+             best(lambda: [lgb.Booster(model_str=m) for m in models])],
+            ["text check (ours)", best(lambda: [check_lightgbm_text(m) for m in models])],
+            ["LightGBM parse, checked texts (ours)",
+             best(lambda: [lgb.Booster(model_str=m) for m in checked])],
+            ["load_model() in all (ours)", best(load_model)]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="auto")
@@ -120,6 +152,8 @@ def main() -> None:
               "epoch 15 and after epoch 95")
         print_table("one run, per epoch", ["method", "E=15 (ms)", "E=95 (ms)", "E95 / E15"],
                     grow)
+    print("\nloading the bundled model directory (best of 3)")
+    print_table("load time", ["step", "seconds"], load_rows())
     batch = [queries[i % len(queries)] for i in range(args.batch)]
     brows = []
     for name, model, reps in [("LSTM (ours, numpy)", auto, args.repeat),

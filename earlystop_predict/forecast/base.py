@@ -179,6 +179,12 @@ def as_records(records: Sequence[RunRecord | Mapping[str, Any]]) -> Sequence[Run
     return [as_record(r, f"records[{i}]") for i, r in enumerate(records)]
 
 
+def is_finite(forecast: Forecast) -> bool:
+    """Whether a forecast's mean and every quantile are finite numbers."""
+    return math.isfinite(forecast.mean) and all(math.isfinite(v)
+                                                for v in forecast.quantiles.values())
+
+
 def _check_target(target_epoch: int) -> int:
     if isinstance(target_epoch, bool) or not isinstance(target_epoch, (int, np.integer)):
         raise ConfigError("target_epoch", "a positive integer", target_epoch)

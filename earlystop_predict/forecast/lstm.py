@@ -27,10 +27,12 @@ from earlystop_predict.forecast import calibration
 from earlystop_predict.forecast.base import (
     Forecast,
     Forecaster,
+    as_record,
     as_records,
     forecasts_from_arrays,
 )
 from earlystop_predict.records.features import (
+    QUERY_DIM,
     QUERY_NAMES,
     SEQ_NAMES,
     STATIC_DIM,
@@ -71,6 +73,29 @@ def head_transform(out: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean, np.stack([q10, q25, q50, q75, q90], axis=1)
 
 
+def _check_shapes(p: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the weights are finite and fit together."""
+    hid = p["W_hh"].shape[-1] if p["W_hh"].ndim == 2 else -1
+    d1 = p["W1"].shape[0] if p["W1"].ndim == 2 else -1
+    d2 = p["W2"].shape[0] if p["W2"].ndim == 2 else -1
+    want = {"W_s": (hid, STATIC_DIM), "b_s": (hid,), "W_ih": (4 * hid, len(SEQ_NAMES)),
+            "W_hh": (4 * hid, hid), "b": (4 * hid,), "W1": (d1, hid + STATIC_DIM + QUERY_DIM),
+            "b1": (d1,), "W2": (d2, d1), "b2": (d2,), "W3": (6, d2), "b3": (6,)}
+    for k, shape in want.items():
+        if p[k].shape != shape or min(shape) < 1:
+            raise ValueError(f"array {k} has shape {p[k].shape}, expected {shape}")
+        if not np.isfinite(p[k]).all():
+            raise ValueError(f"array {k} holds values that are not finite")
+
+
+def _count(arrays: dict[str, np.ndarray], key: str, default: int) -> int:
+    """A positive integer stored as a 0-d array (ValueError otherwise)."""
+    value = np.asarray(arrays.get(key, default))
+    if value.shape != () or not np.isfinite(value) or int(value) < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 class LSTMWeights:
     """The numpy weights of the LSTM accModel and its trained range."""
 
@@ -79,9 +104,10 @@ class LSTMWeights:
         if missing:
             raise ValueError(f"missing arrays: {', '.join(missing)}")
         self.p = {k: np.asarray(arrays[k], dtype=np.float64) for k in _WEIGHTS}
+        _check_shapes(self.p)
         self.hidden = self.p["W_hh"].shape[1]
-        self.max_target = int(arrays.get("max_target_epoch", 120))
-        self.max_observed = int(arrays.get("max_observed_epochs", self.max_target - 1))
+        self.max_target = _count(arrays, "max_target_epoch", 120)
+        self.max_observed = _count(arrays, "max_observed_epochs", self.max_target - 1)
         self.calib = calibration.as_table(arrays.get("calibration", (1.0, 1.0)))
         self.shrink = calibration.as_shrink(arrays.get("shrink"))
         if tuple(str(s) for s in arrays.get("seq_names", SEQ_NAMES)) != SEQ_NAMES or \
@@ -110,12 +136,18 @@ class LSTMWeights:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LSTMWeights:
-        """Load ``lstm.npz`` (no pickle). Raises ModelArtifactError naming the file."""
+        """Load ``lstm.npz`` (no pickle), checking every array's shape and values.
+
+        Raises:
+            ModelArtifactError: not an npz (truncated, damaged), an array missing, of
+                the wrong shape or not finite (names the file).
+        """
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls({k: z[k] for k in z.files})
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelArtifactError(path, f"not a valid LSTM weight file: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib, EOF, shape, dtype...
+            raise ModelArtifactError(path, f"not a valid LSTM weight file: "
+                                           f"{type(exc).__name__}: {exc}") from None
 
     def forward(self, seq: np.ndarray, static: np.ndarray, query: np.ndarray,
                 lengths: np.ndarray) -> np.ndarray:
@@ -413,13 +445,11 @@ class LSTMForecaster(Forecaster):
         from earlystop_predict.forecast.artifacts import artifact_path
 
         path = artifact_path(directory, manifest, "lstm")
-        try:
-            return cls(LSTMWeights.load(path), manifest)
-        except ValueError as exc:
-            raise ModelArtifactError(path, str(exc)) from None
+        return cls(LSTMWeights.load(path), manifest)
 
     def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
         """Why this model cannot serve the query, or ``""`` if it can."""
+        record = as_record(record)
         w = self.weights
         metric, eps = record.metric, record.epochs
         if canonical_metric(metric) not in KNOWN_METRICS or record.mode != "max":
