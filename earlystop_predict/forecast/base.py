@@ -17,16 +17,17 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from earlystop_predict.errors import ConfigError
+from earlystop_predict.errors import ConfigError, RecordError
 from earlystop_predict.records.record import RunRecord
 
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -73,9 +74,7 @@ class Forecast:
         the median grows with the standard normal quantile), so that a
         ``confidence`` of 0.95 asks more than one of 0.9, within :attr:`bounds`.
         """
-        levels = sorted((float(k), v) for k, v in self.quantiles.items())
-        xs = [lv for lv, _ in levels]
-        ys = [v for _, v in levels]
+        xs, ys = self._levels
         if not xs:
             return self.mean
         if xs[0] <= q <= xs[-1] or len(xs) < 2:
@@ -90,6 +89,17 @@ class Forecast:
         if self.bounds is not None:
             value = min(max(value, self.bounds[0]), self.bounds[1])
         return value
+
+    @functools.cached_property
+    def _levels(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The stored quantile levels as floats, ascending, and their values: parsed
+        once per forecast (kept in the instance's ``__dict__``, not a field: equality,
+        :meth:`to_dict` and :func:`dataclasses.replace` do not see it)."""
+        qs = self.quantiles
+        if len(qs) == len(QKEYS) and tuple(qs) == QKEYS:  # the models' own keys
+            return QUANTILES, tuple(qs.values())
+        pairs = sorted((float(k), v) for k, v in qs.items())
+        return tuple(lv for lv, _ in pairs), tuple(v for _, v in pairs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (RUN_RECORD.md forecast fields)."""
@@ -134,6 +144,47 @@ def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
     return out
 
 
+def as_record(record: RunRecord | Mapping[str, Any], source: str | None = None) -> RunRecord:
+    """A :class:`RunRecord` as it is, or one built from a mapping in the RUN_RECORD.md
+    shape (a parsed JSONL line), validated.
+
+    Args:
+        record: a record or a mapping.
+        source: where the mapping came from, for the error (e.g. ``"records[3]"``).
+
+    Raises:
+        RecordError: not a record or a mapping, or a mapping that breaks
+            RUN_RECORD.md (names the field).
+    """
+    if isinstance(record, RunRecord):
+        return record
+    if isinstance(record, Mapping):
+        return RunRecord.from_dict(dict(record), source=source)
+    raise RecordError(f"a run record must be a RunRecord or a mapping, not "
+                      f"{type(record).__name__}", source=source)
+
+
+def as_records(records: Sequence[RunRecord | Mapping[str, Any]]) -> Sequence[RunRecord]:
+    """:func:`as_record` of each (the same sequence when all are records already).
+
+    Raises:
+        RecordError: as :func:`as_record`; a batch's error names the item
+            (``records[i]``).
+    """
+    if isinstance(records, (RunRecord, Mapping)):
+        raise RecordError("expected a sequence of run records, got a single "
+                          f"{type(records).__name__}")
+    if all(type(r) is RunRecord for r in records):
+        return records
+    return [as_record(r, f"records[{i}]") for i, r in enumerate(records)]
+
+
+def is_finite(forecast: Forecast) -> bool:
+    """Whether a forecast's mean and every quantile are finite numbers."""
+    return math.isfinite(forecast.mean) and all(math.isfinite(v)
+                                                for v in forecast.quantiles.values())
+
+
 def _check_target(target_epoch: int) -> int:
     if isinstance(target_epoch, bool) or not isinstance(target_epoch, (int, np.integer)):
         raise ConfigError("target_epoch", "a positive integer", target_epoch)
@@ -144,6 +195,7 @@ def _check_target(target_epoch: int) -> int:
 
 def observed_forecast(record: RunRecord, target_epoch: int) -> Forecast | None:
     """If the record already holds ``target_epoch``, the observed value as a forecast."""
+    record = as_record(record)
     for row in reversed(record.epochs):
         if int(row["epoch"]) == target_epoch:
             v = row.get(record.metric)
@@ -165,15 +217,22 @@ class Forecaster(ABC):
         """Forecast ``record.metric`` at ``target_epoch`` from the epochs the record holds.
 
         Args:
-            record: the run so far (at least one epoch).
+            record: the run so far (at least one epoch): a :class:`RunRecord` or a
+                mapping in the RUN_RECORD.md shape (a parsed JSONL line).
             target_epoch: 1-based epoch to forecast, > the last epoch held.
+
+        Raises:
+            RecordError: a mapping that breaks RUN_RECORD.md (names the field).
         """
-        return self.forecast_many([record], target_epoch)[0]
+        return self.forecast_many([as_record(record)], target_epoch)[0]
 
     @abstractmethod
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
-        """Vectorised :meth:`forecast`: one target for all, or one per record."""
+        """Vectorised :meth:`forecast`: one target for all, or one per record.
+
+        Records may be mappings in the RUN_RECORD.md shape (:func:`as_records`).
+        """
 
     @staticmethod
     def _targets(records: Sequence[RunRecord], target_epoch: int | Sequence[int]) -> list[int]:
@@ -210,6 +269,7 @@ class ScriptedForecaster(Forecaster):
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
+        records = as_records(records)
         out = []
         for rec, t in zip(records, self._targets(records, target_epoch), strict=False):
             self.calls += 1

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from earlystop_predict.errors import ConfigError, ForecastUnavailableError, ModelArtifactError
 from earlystop_predict.forecast.artifacts import bundled_dir, read_manifest
-from earlystop_predict.forecast.base import Forecast, Forecaster, observed_forecast
+from earlystop_predict.forecast.base import (
+    Forecast,
+    Forecaster,
+    as_record,
+    as_records,
+    is_finite,
+    observed_forecast,
+)
 from earlystop_predict.forecast.lgbm import HistoryForecaster, LGBMForecaster
 from earlystop_predict.forecast.lstm import LSTMForecaster
 from earlystop_predict.records.record import RunRecord
@@ -41,43 +48,63 @@ class AutoForecaster(Forecaster):
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
+        records = as_records(records)
         targets = self._targets(records, target_epoch)
         out: list[Forecast | None] = [None] * len(records)
         reasons: dict[int, str] = {}
-        serve: list[int] = []
-        cannot_serve = None if self.primary is None else getattr(
-            self.primary, "cannot_serve", lambda rec, t: "")
-        for i, (rec, t) in enumerate(zip(records, targets, strict=False)):
-            eps = rec.epochs
-            if eps and int(eps[-1]["epoch"]) >= t:  # the target may be held already
-                seen = observed_forecast(rec, t)
-                if seen is not None:
-                    out[i] = seen
-                    continue
-            if cannot_serve is None:
-                reasons[i] = self.primary_error
-                continue
-            why = cannot_serve(rec, t)
-            if why:
-                reasons[i] = why
-            else:
-                serve.append(i)
+        serve = self._triage(records, targets, out, reasons)
         if serve:
-            try:
-                got = self.primary.forecast_many(  # type: ignore[union-attr]
-                    [records[i] for i in serve], [targets[i] for i in serve])
-                for i, fc in zip(serve, got, strict=False):
-                    out[i] = fc
-            except Exception as exc:  # noqa: BLE001 - any LSTM failure falls back
-                for i in serve:
-                    reasons[i] = f"{self.primary.name} failed: {type(exc).__name__}: {exc}"
+            self._serve_primary(records, targets, serve, out, reasons)
         rest = [i for i in range(len(records)) if out[i] is None]
         if rest:
             got = self.fallback.forecast_many([records[i] for i in rest],
                                               [targets[i] for i in rest])
             for i, fc in zip(rest, got, strict=False):
+                if not is_finite(fc):
+                    raise ForecastUnavailableError(
+                        f"run {records[i].run_id!r}: {reasons.get(i) or self.primary_error}; "
+                        f"{self.fallback.name} forecast is not finite")
                 out[i] = replace(fc, reason=reasons.get(i, fc.reason))
         return out  # type: ignore[return-value]
+
+    def _triage(self, records: Sequence[RunRecord], targets: list[int],
+                out: list[Forecast | None], reasons: dict[int, str]) -> list[int]:
+        """Fill ``out`` with the observed targets and ``reasons`` with why the primary
+        cannot serve; return the indices the primary serves."""
+        serve: list[int] = []
+        cannot_serve = None if self.primary is None else getattr(
+            self.primary, "cannot_serve", lambda rec, t: "")
+        for i, (rec, t) in enumerate(zip(records, targets, strict=False)):
+            eps = rec.epochs
+            seen = observed_forecast(rec, t) if eps and int(eps[-1]["epoch"]) >= t else None
+            if seen is not None:  # the target is held already
+                out[i] = seen
+            elif cannot_serve is None:
+                reasons[i] = self.primary_error
+            elif why := cannot_serve(rec, t):
+                reasons[i] = why
+            else:
+                serve.append(i)
+        return serve
+
+    def _serve_primary(self, records: Sequence[RunRecord], targets: list[int],
+                       serve: list[int], out: list[Forecast | None],
+                       reasons: dict[int, str]) -> None:
+        """The primary's forecasts into ``out``; where it fails or gives a forecast
+        that is not finite, the reason into ``reasons`` (the fallback serves those)."""
+        name = self.primary.name  # type: ignore[union-attr]
+        try:
+            got = self.primary.forecast_many(  # type: ignore[union-attr]
+                [records[i] for i in serve], [targets[i] for i in serve])
+        except Exception as exc:  # noqa: BLE001 - any LSTM failure falls back
+            for i in serve:
+                reasons[i] = f"{name} failed: {type(exc).__name__}: {exc}"
+            return
+        for i, fc in zip(serve, got, strict=False):
+            if is_finite(fc):
+                out[i] = fc
+            else:
+                reasons[i] = f"{name} forecast is not finite"
 
 
 class BlendForecaster(Forecaster):
@@ -108,6 +135,7 @@ class BlendForecaster(Forecaster):
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
+        records = as_records(records)
         targets = self._targets(records, target_epoch)
         out = self.primary.forecast_many(records, targets)
         cannot_serve = getattr(self.history, "cannot_serve", lambda rec, t: "")
@@ -192,7 +220,7 @@ class _Unblended(Forecaster):
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
         return [fc if fc.model == "observed" or fc.reason else replace(fc, reason=self.why)
-                for fc in self.inner.forecast_many(records, target_epoch)]
+                for fc in self.inner.forecast_many(as_records(records), target_epoch)]
 
 
 class StrictForecaster(Forecaster):
@@ -203,13 +231,21 @@ class StrictForecaster(Forecaster):
         self.name = inner.name
 
     def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
-        return self.inner.cannot_serve(record, target_epoch)  # type: ignore[attr-defined]
+        """Why the model cannot serve the query, or ``""``."""
+        inner = getattr(self.inner, "cannot_serve", None)
+        return inner(as_record(record), target_epoch) if inner is not None else ""
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
+        records = as_records(records)
         targets = self._targets(records, target_epoch)
         for rec, t in zip(records, targets, strict=False):
             why = self.cannot_serve(rec, t)
             if why:
                 raise ForecastUnavailableError(f"run {rec.run_id!r}: {why}")
-        return self.inner.forecast_many(records, targets)
+        out = self.inner.forecast_many(records, targets)
+        for rec, fc in zip(records, out, strict=True):
+            if not is_finite(fc):
+                raise ForecastUnavailableError(f"run {rec.run_id!r}: {self.name} forecast "
+                                               "is not finite")
+        return out

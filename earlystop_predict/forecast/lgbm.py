@@ -18,6 +18,7 @@ import json
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ from earlystop_predict.forecast.base import (
     QUANTILES,
     Forecast,
     Forecaster,
+    as_record,
+    as_records,
     forecasts_from_arrays,
     qkey,
 )
@@ -189,6 +192,43 @@ def record_matrix(records: Sequence[RunRecord], targets: Sequence[int],
                                            np.where(kind == 0, last, np.nan))], axis=1)
 
 
+def _header(text: str, source: str) -> dict[str, Any]:
+    """The JSON object of a model file's first line."""
+    try:
+        info = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ModelArtifactError(source, f"bad header: {exc}") from None
+    if not isinstance(info, dict):
+        raise ModelArtifactError(source, "bad header: not a JSON object")
+    return info
+
+
+def _booster(model: str, n_features: int, source: str) -> Any:
+    """A LightGBM booster from its text, checked first where a damaged tree would abort
+    the process (:func:`~earlystop_predict.forecast.artifacts.check_lightgbm_text`).
+
+    Raises:
+        ModelArtifactError: the text is damaged (names the booster and the problem).
+    """
+    import lightgbm as lgb  # deferred: only the fallback needs it
+
+    from earlystop_predict.forecast.artifacts import LightGBMTextError, check_lightgbm_text
+
+    try:
+        text, n_trees = check_lightgbm_text(model)
+    except LightGBMTextError as exc:
+        raise ModelArtifactError(source, f"damaged model text: {exc}") from None
+    try:
+        booster = lgb.Booster(model_str=text)
+    except Exception as exc:  # noqa: BLE001 - LightGBMError, or its Python-side parsing
+        raise ModelArtifactError(source, f"{type(exc).__name__}: {exc}") from None
+    if booster.num_trees() != n_trees or booster.num_feature() != n_features:
+        raise ModelArtifactError(source, f"holds {booster.num_trees()} trees of "
+                                         f"{booster.num_feature()} features, expected "
+                                         f"{n_trees} of {n_features}")
+    return booster
+
+
 class LGBMForecaster(Forecaster):
     """LightGBM quantile boosters. Use :func:`earlystop_predict.load_model`."""
 
@@ -210,32 +250,29 @@ class LGBMForecaster(Forecaster):
     @classmethod
     def from_text(cls, text: str, source: str = "<string>",
                   manifest: dict[str, Any] | None = None) -> LGBMForecaster:
-        """Parse the ``lgbm.txt`` format (a header line, then LightGBM model texts)."""
-        import lightgbm as lgb  # deferred: only the fallback needs it
+        """Parse the ``lgbm.txt`` format (a header line, then LightGBM model texts).
 
+        Raises:
+            ModelArtifactError: not this model's format, or damaged (names ``source``).
+        """
         if not text.startswith(cls.header):
             raise ModelArtifactError(source, f"not an earlystop_predict {cls.name} file")
         head, _, body = text.partition("\n")
-        try:
-            info = json.loads(head[len(cls.header):])
-        except json.JSONDecodeError as exc:
-            raise ModelArtifactError(source, f"bad header: {exc}") from None
+        info = _header(head[len(cls.header):], source)
         if list(info.get("features", [])) != list(cls.feature_names):
             raise ModelArtifactError(source, "feature layout differs from this version")
         boosters: dict[str, Any] = {}
         for chunk in body.split(SEPARATOR)[1:]:
             name, _, model = chunk.partition("\n")
-            try:
-                boosters[name.strip()] = lgb.Booster(model_str=model)
-            except lgb.basic.LightGBMError as exc:
-                raise ModelArtifactError(source, f"booster {name!r}: {exc}") from None
+            boosters[name.strip()] = _booster(model, len(cls.feature_names),
+                                              f"{source}: booster {name.strip()!r}")
         missing = [b for b in BOOSTERS if b not in boosters]
         if missing:
             raise ModelArtifactError(source, f"missing boosters {missing}")
         try:
             return cls(boosters, info.get("calibration", (1.0, 1.0)), manifest,
                        info.get("shrink"))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ModelArtifactError(source, str(exc)) from None
 
     @classmethod
@@ -248,7 +285,7 @@ class LGBMForecaster(Forecaster):
         try:
             raw = path.read_bytes()
             text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip, utf-8
             raise ModelArtifactError(path, f"unreadable: {exc}") from None
         return cls.from_text(text, str(path), manifest)
 
@@ -272,6 +309,7 @@ class LGBMForecaster(Forecaster):
 
     def cannot_serve(self, record: RunRecord, target_epoch: int) -> str:
         """Why this model cannot serve the query, or ``""``."""
+        record = as_record(record)
         if record.n_epochs < 1 or not record.has_finite(record.metric):
             return "no finite value of the target metric observed"
         if metric_kind(record) is None:
@@ -298,6 +336,7 @@ class LGBMForecaster(Forecaster):
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
+        records = as_records(records)
         targets = self._targets(records, target_epoch)
         if not records:
             return []
@@ -308,6 +347,10 @@ class LGBMForecaster(Forecaster):
         kinds = np.array([metric_kind(r) for r in records])
         x = record_matrix(records, targets, kinds, aux=self.aux)
         mean, q = self.predict_matrix(x, kinds, x[:, CURVE_NAMES.index("last")])
+        bad = ~(np.isfinite(mean) & np.isfinite(q).all(axis=1))
+        if bad.any():
+            raise ForecastUnavailableError(f"run {records[int(np.argmax(bad))].run_id!r}: "
+                                           f"{self.name} forecast is not finite")
         return forecasts_from_arrays(records, targets, mean, q, self.name,
                                      [(0.0, 1.0) if k == 0 else (0.0, math.inf)
                                       for k in kinds])
