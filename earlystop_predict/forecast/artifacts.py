@@ -264,6 +264,10 @@ class _Trees:
         each with ``counts`` values; raises :class:`LightGBMTextError` otherwise."""
         found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
         where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
+        # a tree outside ``owners`` (a single leaf has no splits) may list the field empty
+        keep = np.isin(where, owners) | np.array([bool(m.group(1)) for m in found], bool)
+        found = [m for m, k in zip(found, keep, strict=True) if k]
+        where = where[keep] if len(keep) else where
         if len(found) != len(owners) or (where != owners).any():
             bad = _first_difference(where, owners)
             raise LightGBMTextError(f"tree {bad}: field {key} missing or repeated")
