@@ -259,3 +259,28 @@ def test_a_ledger_given_where_jsonl_belongs_says_how_to_export_it(tmp_path, caps
     db = _ledger(tmp_path / "runs.db")
     rc, err = _cli(capsys, "forecast", str(db), "--target", "30", "--output", "-")
     assert rc == 2 and "an SQLite file" in err and "ledger export" in err
+
+
+@pytest.mark.parametrize(("sql", "skipped"), [
+    # the epoch key column is the epoch: a damaged copy of it in the row is repaired
+    ("UPDATE epochs SET data = '{\"epoch\": \"x\", \"val_accuracy\": 0.2}' WHERE "
+     "run_id = 'r0' AND epoch = 2", False),
+    ("UPDATE epochs SET data = '{\"val_accuracy\": 0.2}' WHERE run_id = 'r0' AND epoch = 2",
+     False),
+    ("UPDATE epochs SET data = '{\"epoch\": 2, \"val_accuracy\": \"high\"}' WHERE "
+     "run_id = 'r0' AND epoch = 2", True),
+    ("UPDATE runs SET final_value = 'abc', target_epoch = 'x' WHERE run_id = 'r0'", False),
+    ("UPDATE runs SET mode = 'sideways' WHERE run_id = 'r0'", True),
+])
+def test_a_ledger_changed_by_hand_is_read_without_an_internal_error(tmp_path, capsys,
+                                                                    sql, skipped) -> None:
+    db = _ledger(tmp_path / "runs.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+    for argv in (["ledger", "list", "--ledger", str(db)],
+                 ["ledger", "export", "--ledger", str(db), "--output", "-"],
+                 ["report", "--ledger", str(db), "--no-plots"]):
+        rc, err = _cli(capsys, *argv)
+        assert rc in (0, 2), (argv, err)
+    rc, err = _cli(capsys, "report", "--ledger", str(db), "--no-plots")
+    assert rc == 0 and ("skipped" in err and "run 'r0'" in err) == skipped, err

@@ -7,6 +7,10 @@ By default the command then writes nothing and exits with status 2: an output is
 complete or absent. With ``--skip-invalid`` (``forecast``) the bad runs are left out,
 the others processed and written, and the exit status is 0. A file with no run at all
 is not an error: the command says so on stderr and exits 0.
+
+Runs read from a ledger (``report --ledger``) are the user's own record of a study:
+one that breaks RUN_RECORD.md (a ledger changed by hand, a value a callback could not
+make sense of) is named on stderr and left out, and the others are used (exit 0).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from earlystop_predict.errors import EarlystopPredictError
+from earlystop_predict.errors import EarlystopPredictError, RecordError
 from earlystop_predict.records.record import RunRecord, read_valid_records
 
 #: At most this many problems are printed one per line; the rest are counted.
@@ -69,3 +73,17 @@ def load_runs(path: str, command: str, *, skip_invalid: bool = False,
         print(f"earlystop-predict {command}: {path} holds no run records (empty file)",
               file=sys.stderr)
     return good
+
+
+def readable(records: Sequence[RunRecord], source: str, command: str) -> list[RunRecord]:
+    """The records of a ledger that hold epochs and pass validation; each other one that
+    holds epochs is named on stderr and left out."""
+    out = []
+    for rec in records:
+        if not rec.epochs:
+            continue
+        try:
+            out.append(rec.validate(source=f"{source}: run {rec.run_id!r}"))
+        except RecordError as exc:
+            print(f"earlystop-predict {command}: skipped: {exc}", file=sys.stderr)
+    return out

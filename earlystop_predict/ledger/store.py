@@ -479,7 +479,7 @@ class Ledger:
                         f"{where} ORDER BY created, run_id", params).fetchall()
                     sub = "SELECT run_id FROM runs " + where
                     eps = conn.execute(
-                        f"SELECT run_id, data FROM epochs WHERE run_id IN ({sub}) "
+                        f"SELECT run_id, data, epoch FROM epochs WHERE run_id IN ({sub}) "
                         "ORDER BY run_id, epoch", params).fetchall()
                     fcs = conn.execute(
                         f"SELECT run_id, data FROM forecasts WHERE run_id IN ({sub}) "
@@ -498,11 +498,18 @@ class Ledger:
                 for row in runs]
 
     def _cells(self, rows: list[Any], table: str) -> dict[str, list[dict[str, Any]]]:
-        """The JSON objects of an epochs or forecasts table, per run, in order."""
+        """The JSON objects of an epochs or forecasts table, per run, in order; an epoch
+        row's ``epoch`` is its key column's (the value the ledger ordered it by)."""
         out: dict[str, list[dict[str, Any]]] = {}
-        for run_id, data in rows:
-            out.setdefault(run_id, []).append(
-                _loads(data, {}, f"{self.path}: {table} row of run {run_id!r}", dict))
+        for run_id, data, *key in rows:
+            where = f"{self.path}: {table} row of run {run_id!r}"
+            value = _loads(data, {}, where, dict)
+            if key:
+                if not isinstance(key[0], int) or isinstance(key[0], bool):
+                    raise LedgerError(f"{where}: epoch {key[0]!r} is not an integer; the "
+                                      "ledger was changed outside earlystop_predict")
+                value["epoch"] = key[0]
+            out.setdefault(run_id, []).append(value)
         return out
 
     def _record(self, row: tuple[Any, ...], epochs: list[dict[str, Any]],

@@ -12,7 +12,7 @@ import sys
 
 from earlystop_predict.cli._paths import output_file
 from earlystop_predict.ledger import Ledger
-from earlystop_predict.records.record import dumps, write_records
+from earlystop_predict.records.record import dumps, finite_or_none, write_records
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,11 +65,12 @@ def _list(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for r in runs:
-        final = f"{r['final_value']:.4f}" if r["final_value"] is not None else "-"
+        value = finite_or_none(r["final_value"])
+        final = f"{value:.4f}" if value is not None else "-"
         stop = (f"@{r['stopped'].get('epoch')}: {r['stopped'].get('reason', '')}"
                 if isinstance(r["stopped"], dict) else "")
         target = r["target_epoch"] if r["target_epoch"] is not None else "-"
         print(f"{str(r['run_id'])[:28]:<28} {str(r['study'] or '-')[:16]:<16} "
-              f"{r['status']:<10} {r['n_epochs']:>6} {target:>6} {final:>8} {stop}")
+              f"{str(r['status']):<10} {r['n_epochs']:>6} {str(target):>6} {final:>8} {stop}")
     print(f"{len(runs)} runs")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from earlystop_predict.cli._inputs import load_runs
+from earlystop_predict.cli._inputs import load_runs, readable
 from earlystop_predict.cli._paths import output_dir
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.ledger import Ledger
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
                    arg="--output-dir")
     if args.ledger is not None:
         with Ledger(args.ledger, readonly=True) as led:
-            records = led.records(study=args.study)
+            records = readable(led.records(study=args.study), args.ledger, "report")
     else:
         records = [r for _, r in load_runs(args.runs, "report", flag=None)
                    if args.study is None or r.extra.get("study") == args.study]
