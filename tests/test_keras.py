@@ -111,8 +111,11 @@ def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
 
     assert len(hist.history["loss"]) == EPOCHS
     assert cb.monitor.stopped is None
+    observed = hist.history["val_accuracy"][-1]   # at the target: the observation, not NaN
+    for key in ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90"):
+        assert hist.history[key][-1] == pytest.approx(observed)
     assert hist.history["esp/forecast_mean"] == pytest.approx([0.95, 0.95] + [0.2] * 3
-                                                             + [math.nan], nan_ok=True)
+                                                             + [observed])
     assert hist.history["esp/stop"] == [0.0] * EPOCHS
     (rec,) = Ledger(tmp_path / "l.db").records()
     assert [r["epoch"] for r in rec.epochs] == list(range(1, EPOCHS + 1))

@@ -108,3 +108,16 @@ def test_config_hparams_keeps_scalars_by_leaf_name() -> None:
     got = config_hparams({"lr": 0.1, "opt": {"name": "adam", "lr": 9.0},
                           "layers": [64, 32], "fn": len})
     assert got == {"lr": 0.1, "name": "adam"}
+
+
+def test_use_incumbent_false_with_a_ledger_never_stops_against_the_study(tmp_path) -> None:
+    # Regression (issue 12.4): the ledger's incumbent used to stand in for the scheduler's.
+    ledger = str(tmp_path / "runs.db")
+    first = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared")
+    _search(first, [0.9], tmp_path / "a", metric="val_accuracy", mode="max")
+    off = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared",
+                            use_incumbent=False)
+    grid = _search(off, [0.3], tmp_path / "b", metric="val_accuracy", mode="max")
+    assert next(iter(grid)).metrics["training_iteration"] == EPOCHS
+    (rec,) = off.records.values()
+    assert rec.stopped is None and all("incumbent" not in f["reason"] for f in rec.forecasts)
