@@ -79,6 +79,7 @@ class LightningForecastCallback(pl.Callback):
         self._best: tuple[int, bool] | None = None  # (epoch, stopped) from rank 0
         self._restored = False
         self._validated = False
+        self._trainer: Any = None
 
     @property
     def state_key(self) -> str:
@@ -96,6 +97,7 @@ class LightningForecastCallback(pl.Callback):
         """Start the run (rank 0), resuming the progress a checkpoint restored."""
         resume, self._restored = self._restored, False
         self.best_state = self.restored_epoch = None
+        self._trainer = trainer
 
         def begin() -> None:
             hparams, meta = lightning_hparams(trainer, pl_module, self.monitor.metric)
@@ -137,6 +139,7 @@ class LightningForecastCallback(pl.Callback):
             pl_module.load_state_dict(self.best_state)
             self.restored_epoch = self._best[0]
         self._best = None
+        self._trainer = None
         if trainer.is_global_zero:
             self.monitor.end()
 
@@ -147,7 +150,15 @@ class LightningForecastCallback(pl.Callback):
 
     # --------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """The monitor's progress (versioned plain JSON), saved in checkpoints."""
+        """The monitor's progress (versioned plain JSON), saved in checkpoints.
+
+        A checkpoint saved when validation ends (``ModelCheckpoint`` with
+        ``check_val_every_n_epoch > 1``) comes before ``on_train_epoch_end``: the
+        epoch is held first (its row is replaced with the whole one at epoch end).
+        """
+        trainer = self._trainer
+        if self._validated and trainer is not None and trainer.is_global_zero:
+            self.monitor.update(trainer.current_epoch + 1, scalar_metrics(trainer.callback_metrics))
         return self.monitor.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

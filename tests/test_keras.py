@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 
 from conftest import by_epoch  # noqa: E402
 
-from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
+from earlystop_predict.errors import MetricNotFoundError, RecordError  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
 from earlystop_predict.policy.stop import LOG_KEYS  # noqa: E402
@@ -236,3 +236,43 @@ def test_a_fine_tuned_directory_serves_its_blend_and_the_ledger_says_so(tmp_path
     for f in rec.forecasts:
         q = f["quantiles"]
         assert 0.0 <= q["0.1"] <= q["0.5"] <= q["0.9"] <= 1.0
+
+
+def test_resume_from_an_earlier_epoch_stops_where_the_whole_run_does(tmp_path):
+    # Regression (issue 12.2): poor from epoch 3, patience 3: the whole run stops at 5.
+    kwargs = dict(model=scripted(), patience=3, min_epochs=1, target_epoch=EPOCHS)
+    whole = make(**kwargs)
+    fit(whole)
+    assert whole.monitor.stopped["epoch"] == 5
+    state = tmp_path / "state.json"
+    model = build()
+    first = make(state_path=state, **kwargs)
+    fit(first, model=model, epochs=4)                          # saved at epoch 4, streak 2
+    resumed = make(state_path=state, **kwargs)
+    hist = fit(resumed, model=model, epochs=EPOCHS, initial_epoch=2)   # replays epoch 3
+    assert resumed.monitor.stopped["epoch"] == 5
+    assert len(hist.history["loss"]) == 3                      # epochs 3, 4, 5
+    assert [r["epoch"] for r in resumed.monitor.record.epochs] == [1, 2, 3, 4, 5]
+
+
+def test_epochs_without_validation_are_skipped(tmp_path):
+    # Regression (issue 12.3): fit(validation_freq=2) validates at epochs 2, 4, 6 only.
+    cb = make(tmp_path, run_id="freq")
+    hist = fit(cb, validation_freq=2)
+    assert [r["epoch"] for r in cb.monitor.record.epochs] == [2, 4]
+    assert cb.monitor.stopped["epoch"] == 4 and len(hist.history["loss"]) == 4
+    (rec,) = Ledger(tmp_path / "l.db").records()
+    assert [f["at_epoch"] for f in rec.forecasts] == [2, 4]
+
+
+def test_a_percent_valued_metric_fails_the_fit_and_records_nothing_out_of_range(tmp_path):
+    class Percent(keras.callbacks.Callback):      # listed first: it rewrites the logs
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] *= 100
+
+    cb = make(tmp_path, run_id="pct")
+    with pytest.raises(RecordError, match="val_accuracy"):
+        build().fit(*data(), epochs=3, batch_size=16, verbose=0, validation_split=0.25,
+                    callbacks=[Percent(), cb])
+    (run,) = Ledger(tmp_path / "l.db").runs()
+    assert run["status"] == "failed" and run["final_value"] is None

@@ -312,3 +312,23 @@ def test_batch_size_read_from_a_batch_sampler():
     pl.seed_everything(0, verbose=False)
     trainer(cb, max_epochs=3).fit(TinyModule(), sampled, val)
     assert cb.monitor.record.hparams["batch_size"] == 8
+
+
+def test_resume_with_validation_every_second_epoch(tmp_path):
+    # Regression (issue 12.3): resuming with check_val_every_n_epoch=2 crashed with
+    # "metric 'val_acc' was not logged"; epochs without validation are skipped.
+    kwargs = dict(model=by_epoch({}, default=0.99), target_epoch=EPOCHS)
+
+    def ckpt():
+        return pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+
+    cb = make(tmp_path, **kwargs)
+    fit(cb, max_epochs=3, extra=[ckpt()], enable_checkpointing=True, check_val_every_n_epoch=2)
+    assert [r["epoch"] for r in cb.monitor.record.epochs] == [2]
+    resumed = make(tmp_path, **kwargs)
+    fit(resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt", extra=[ckpt()],
+        enable_checkpointing=True, check_val_every_n_epoch=2)
+    assert [r["epoch"] for r in resumed.monitor.record.epochs] == [2, 4, 6]
+    (stored,) = Ledger(tmp_path / "l.db").records()
+    assert [r["epoch"] for r in stored.epochs] == [2, 4, 6]
+    assert stored.extra["status"] == "completed"

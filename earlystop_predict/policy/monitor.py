@@ -251,10 +251,8 @@ class ForecastMonitor:
             self.ledger.start_run(self.record, study=self.study,
                                   target_epoch=self.target_epoch)
             if self.policy.use_incumbent and self.study is not None:
-                best = self.ledger.best_final(self.study, self.metric, self.mode,
-                                              exclude_run=self.record.run_id)
-                self._ledger_best = best if best is None or in_range(self.metric, best) \
-                    else None
+                self._ledger_best = self.ledger.best_final(
+                    self.study, self.metric, self.mode, exclude_run=self.record.run_id)
         self._t_last = time.perf_counter()
         self._started = True
 
@@ -335,6 +333,8 @@ class ForecastMonitor:
         self.record.forecasts = [f for f in self.record.forecasts if int(f["at_epoch"]) < epoch]
         self._streaks = [s for s in self._streaks if s[0] < epoch]
         self.poor_streak = self._streaks[-1][1] if self._streaks else 0
+        if self.stopped is not None and int(self.stopped["epoch"]) >= epoch:
+            self.stopped = self.record.stopped = None
         self.best = self.best_epoch = None
         for row in self.record.epochs:
             self._track_best(row)
