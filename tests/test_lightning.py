@@ -150,6 +150,9 @@ def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
     assert [f["stop"] for f in rec.forecasts] == [False] * EPOCHS
     assert rec.forecasts[2]["would_stop"] is True
     assert rec.extra["status"] == "completed"
+    # At the target epoch the logged forecast is the observation, never NaN.
+    assert float(tr.callback_metrics["esp/forecast_mean"]) == pytest.approx(
+        rec.epochs[-1]["val_accuracy"])
 
 
 def test_nan_loss_stops_as_diverged():

@@ -67,6 +67,7 @@ def test_hopeless_trials_are_stopped_at_min_epochs_and_recorded(tmp_path) -> Non
     last = {r.config["top"]: r.metrics for r in grid}
     assert last[0.3]["esp/stop"] == 1.0 and last[0.9]["esp/stop"] == 0.0
     assert 0.0 < last[0.3]["esp/forecast_mean"] < 0.9
+    assert last[0.9]["esp/forecast_mean"] == pytest.approx(accuracy(0.9, EPOCHS))  # observed
     frame = next(r for r in grid if r.config["top"] == 0.3).metrics_dataframe
     assert list(frame["esp/stop"]) == [0.0, 0.0, 1.0]
     with Ledger(ledger) as led:

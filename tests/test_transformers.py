@@ -182,6 +182,9 @@ def test_dry_run_trains_to_the_end(tmp_path: Path) -> None:
     assert [f["at_epoch"] for f in forecasts] == list(range(1, 9))
     assert all(f.get("would_stop") for f in forecasts[2:7])  # epochs 3..7 would have stopped
     assert "no forecast" in forecasts[-1]["reason"]  # epoch 8 is the target itself
+    # ... and its logged forecast is the observation, never NaN.
+    assert esp_rows(trainer)[-1]["esp/forecast_q10"] == pytest.approx(
+        eval_rows(trainer)[-1]["eval_accuracy"])
     with Ledger(ledger) as led:
         (stored,) = led.records()
         (run,) = led.runs()
