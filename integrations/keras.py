@@ -132,6 +132,7 @@ class KerasForecastCallback(keras.callbacks.Callback):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             self.restored_epoch = self.monitor.best_epoch
+            self.monitor.note_restored(self.restored_epoch)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Close the run in the ledger (final value, stop reason)."""

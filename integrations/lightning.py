@@ -141,6 +141,8 @@ class LightningForecastCallback(pl.Callback):
         self._best = None
         self._trainer = None
         if trainer.is_global_zero:
+            if self.restored_epoch is not None:
+                self.monitor.note_restored(self.restored_epoch)
             self.monitor.end()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:

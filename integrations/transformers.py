@@ -146,7 +146,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         #: The ForecastMonitor, rebuilt at each ``train()`` (rank 0 alone with the ledger).
         self.monitor = self._make_monitor(ledger=None)  # checks every argument
         self.restored_state: dict[str, Any] | None = None
-        self._training = self._started = self._steps_mode = False
+        self._training = self._started = self._steps_mode = self._warned = False
         self._n_evals = 0
         self._matched_step: int | None = None
         self._unmatched: dict[str, Any] | None = None
@@ -175,8 +175,9 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         if self.restore_best_weights and not getattr(args, "load_best_model_at_end", False):
             raise ConfigError("restore_best_weights", "used with TrainingArguments("
                               "load_best_model_at_end=True)", True)
-        if getattr(args, "load_best_model_at_end", False) and best and \
+        if getattr(args, "load_best_model_at_end", False) and best and not self._warned and \
                 canonical_metric(hf_key(best)) != self.monitor.metric:
+            self._warned = True
             warnings.warn(f"HFForecastCallback monitors {self.metric_key!r} but the Trainer "
                           f"keeps the best model by metric_for_best_model={best!r}",
                           UserWarning, stacklevel=3)
@@ -262,6 +263,10 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         if not self._training:
             return
         self._training = False
+        best = {r.get("step"): r.get("esp/index") for r in state.log_history
+                if "esp/index" in r}.get(state.best_global_step)
+        if self.restore_best_weights and best is not None:  # the Trainer loaded it already
+            self.monitor.note_restored(int(best))
         try:
             self.monitor.end("failed" if self._unmatched is not None else None)
             self._raise_unmatched()

@@ -276,3 +276,42 @@ def test_a_percent_valued_metric_fails_the_fit_and_records_nothing_out_of_range(
                     callbacks=[Percent(), cb])
     (run,) = Ledger(tmp_path / "l.db").runs()
     assert run["status"] == "failed" and run["final_value"] is None
+
+
+class Scripted(keras.callbacks.Callback):
+    """Listed first: writes a scripted ``val_accuracy`` into the logs and keeps each
+    epoch's weights (before any callback after it changes them)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.values[epoch]
+        self.weights[epoch + 1] = [w.copy() for w in self.model.get_weights()]
+
+
+def test_restore_best_weights_sets_the_best_epoch_back_on_our_stop(tmp_path):
+    script = Scripted([0.5, 0.7, 0.6, 0.55, 0.5, 0.5])       # best at epoch 2
+    cb = make(tmp_path, restore_best_weights=True, min_delta=0.01, run_id="best")
+    assert cb.monitor.policy.min_delta == 0.01
+    model = build()
+    model.fit(*data(), epochs=EPOCHS, batch_size=16, verbose=0, validation_split=0.25,
+              callbacks=[script, cb])
+    assert cb.monitor.stopped["epoch"] == 3 and cb.restored_epoch == 2
+    for got, best in zip(model.get_weights(), script.weights[2], strict=True):
+        np.testing.assert_array_equal(got, best)
+    assert any(not np.array_equal(b, la) for b, la in zip(script.weights[2], script.weights[3],
+                                                          strict=True))
+    assert cb.monitor.stopped["reason"].endswith("restored the weights of epoch 2")
+    (run,) = Ledger(tmp_path / "l.db").runs()
+    assert "restored the weights of epoch 2" in run["stopped"]["reason"]
+
+    plain = make(restore_best_weights=False)                  # off: the last weights stay
+    model = build()
+    script = Scripted([0.5, 0.7, 0.6, 0.55, 0.5, 0.5])
+    model.fit(*data(), epochs=EPOCHS, batch_size=16, verbose=0, validation_split=0.25,
+              callbacks=[script, plain])
+    assert plain.restored_epoch is None
+    for got, last in zip(model.get_weights(), script.weights[3], strict=True):
+        np.testing.assert_array_equal(got, last)

@@ -335,3 +335,46 @@ def test_resume_with_validation_every_second_epoch(tmp_path):
     (stored,) = Ledger(tmp_path / "l.db").records()
     assert [r["epoch"] for r in stored.epochs] == [2, 4, 6]
     assert stored.extra["status"] == "completed"
+
+
+class ScriptedAcc(TinyModule):
+    """Logs a scripted ``val_acc`` (best at epoch 2)."""
+
+    VALUES = [0.5, 0.7, 0.6, 0.55, 0.5, 0.5]
+
+    def validation_step(self, batch, batch_idx):
+        super().validation_step(batch, batch_idx)
+        self.log("val_acc", self.VALUES[self.current_epoch])
+
+
+class KeepWeights(pl.Callback):
+    """Each epoch's weights once validation ends (no step comes between it and the epoch end)."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.weights[trainer.current_epoch + 1] = {
+                k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_restore_best_weights_loads_the_best_epoch_back_on_our_stop(tmp_path):
+    keep = KeepWeights()
+    cb = make(tmp_path, restore_best_weights=True, min_delta=0.01)
+    assert cb.monitor.policy.min_delta == 0.01
+    module = ScriptedAcc()
+    fit(cb, module=module, extra=[keep])
+    assert cb.monitor.stopped["epoch"] == 3 and cb.restored_epoch == 2
+    state = module.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in keep.weights[2].items())
+    assert any(not torch.equal(keep.weights[3][k], v) for k, v in keep.weights[2].items())
+    assert cb.monitor.stopped["reason"].endswith("restored the weights of epoch 2")
+    (stored,) = Ledger(tmp_path / "l.db").records()
+    assert "restored the weights of epoch 2" in stored.stopped["reason"]
+
+    plain, keep = make(), KeepWeights()                       # off: the last weights stay
+    module = ScriptedAcc()
+    fit(plain, module=module, extra=[keep])
+    assert plain.restored_epoch is None
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in keep.weights[3].items())

@@ -602,3 +602,25 @@ def test_log_items_at_the_target_are_the_observation(monitor_factory):
     items = mon.log_items()
     assert items["esp/forecast_mean"] == items["esp/forecast_q10"] == 0.45
     assert items["esp/forecast_q90"] == 0.45 and items["esp/stop"] == 0.0
+
+
+def test_min_delta_reaches_the_policy_and_decide_gets_the_best_so_far(monitor_factory):
+    from earlystop_predict.policy.stop import StopPolicy
+
+    seen = []
+
+    class Spy(StopPolicy):
+        def decide(self, forecast, **kw):
+            seen.append(kw["best"])
+            return super().decide(forecast, **kw)
+
+    mon = monitor_factory(min_delta=0.02, threshold=None, model=constant(0.9))
+    assert mon.policy.min_delta == 0.02
+    mon.policy = Spy(min_delta=0.02)
+    feed(mon, [0.3, 0.5, 0.4, 0.6], until_stop=False)
+    assert seen == [0.3, 0.5, 0.5, 0.6]
+    low = monitor_factory(monitor="val_loss", threshold=None, model=constant(0.1))
+    low.policy = Spy(mode="min")
+    seen.clear()
+    feed(low, [0.9, 0.5, 0.7], until_stop=False)
+    assert seen == [0.9, 0.5, 0.5]

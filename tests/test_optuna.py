@@ -105,3 +105,6 @@ def test_shared_arguments_are_in_the_signature_and_unknown_ones_fail() -> None:
     assert "run_id" not in params and "min_delta:" in ForecastPruner.__doc__
     with pytest.raises(TypeError, match="run_id"):
         ForecastPruner(EPOCHS, run_id="x")
+    pruner = ForecastPruner(EPOCHS, min_delta=0.01)
+    _study(pruner, [0.5], "delta")
+    assert pruner._monitors[("delta", 0)].policy.min_delta == 0.01

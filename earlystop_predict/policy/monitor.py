@@ -381,6 +381,12 @@ class ForecastMonitor:
         self.record.stopped = self.stopped
         return decision
 
+    def note_restored(self, epoch: int) -> None:
+        """Say in the stop reason (record and ledger) that the adapter set the weights
+        of ``epoch`` back (``restore_best_weights``)."""
+        if self.stopped is not None:
+            self.override(True, f"{self.stopped['reason']}; restored the weights of epoch {epoch}")
+
     def _forecast(self, epoch: int) -> tuple[Forecast | None, str]:
         """This epoch's forecast, or None and why there is none (never raises on data)."""
         if self.target_epoch is None or epoch >= self.target_epoch:
