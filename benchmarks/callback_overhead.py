@@ -121,10 +121,11 @@ def _state_saver(path: Path) -> Any:
 
 
 def time_per_epoch(model: Forecaster, repeats: int, at: tuple[int, ...],
-                   state_dir: Path | None) -> dict[int, float]:
-    """Median wall ms of the epochs in ``at`` over ``repeats`` runs of ``max(at) + 5`` epochs."""
+                   state_dir: Path | None) -> dict[int, tuple[float, float]]:
+    """Median (wall, thread CPU) ms of the epochs in ``at`` over ``repeats`` runs of
+    ``max(at) + 5`` epochs."""
     epochs = max(at) + 5
-    got: dict[int, list[float]] = {e: [] for e in at}
+    got: dict[int, list[tuple[float, float]]] = {e: [] for e in at}
     for rep in range(repeats + 1):
         mon = ForecastMonitor(target_epoch=epochs, min_epochs=3, model=model,
                               run_id=f"pe-{rep}", hparams=HPARAMS, meta=META, dry_run=True)
@@ -132,14 +133,15 @@ def time_per_epoch(model: Forecaster, repeats: int, at: tuple[int, ...],
         path = state_dir / f"state-{rep}.json" if state_dir is not None else None
         saver = _state_saver(path) if path is not None else None
         for e, metrics in enumerate(_curve(epochs, rep), start=1):
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             mon.update(e, metrics)
             if path is not None:
                 _save_state(mon, path, saver)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
             if rep > 0 and e in got:
-                got[e].append(dt * 1e3)
-    return {e: float(np.median(v)) for e, v in got.items()}
+                got[e].append((dt * 1e3, dc * 1e3))
+    return {e: (float(np.median([w for w, _ in v])), float(np.median([c for _, c in v])))
+            for e, v in got.items()}
 
 
 def _row(name: str, ledger: str, t: tuple[np.ndarray, np.ndarray]) -> str:
@@ -188,14 +190,15 @@ def main() -> None:
         print(_row("Ledger.log_epoch only", "yes", t))
         print()
         at = (15, 95)
-        head = f"{'per epoch (median ms)':<34} " + " ".join(f"{'epoch ' + str(e):>9}" for e in at)
+        head = f"{'per epoch, median ms (wall / cpu)':<40} " + " ".join(
+            f"{'epoch ' + str(e):>15}" for e in at)
         print(head)
         print("-" * len(head))
         for name, model in models:
             for label, sdir in (("update()", None), ("update() + Keras state_path", Path(tmp))):
                 med = time_per_epoch(model, args.repeats, at, sdir)
-                print(f"{name[:10] + ' ' + label:<34} "
-                      + " ".join(f"{med[e]:>9.3f}" for e in at))
+                print(f"{name.split(' (')[0] + ': ' + label:<40} "
+                      + " ".join(f"{med[e][0]:>7.3f} /{med[e][1]:>6.3f}" for e in at))
     if len(models) > 1:
         probe = models[1][1].forecast(
             RunRecord("probe", hparams=HPARAMS, meta=META,

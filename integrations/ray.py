@@ -1,20 +1,13 @@
 """Ray Tune adapter: :class:`ForecastScheduler`, a trial scheduler that forecasts.
 
-Ray Tune's own early-stopping schedulers compare a trial's value *now* with
-other trials' values at the same time (median stopping, ASHA's rungs). This one
-forecasts where the trial will *end* (the accModel, from the trial's reported
-values and its config) and stops it when that forecast is unlikely to beat the
-best trial that completed, or to reach a ``threshold``, with the same
-:class:`~earlystop_predict.policy.stop.StopPolicy` as the training callbacks.
-
-The scheduler runs in the Tune driver; trials may run on any node of the
-cluster: only their reported metrics reach it, so one accModel serves a search
-across many machines. Every forecast and decision is kept in
-:attr:`ForecastScheduler.records` and, with a ``ledger``, on disk (the driver's
-disk). Pass :attr:`ForecastScheduler.callback` to the run config too, and each
-trial's results also carry ``esp/forecast_mean``, ``esp/forecast_q10``,
-``esp/forecast_q90`` and ``esp/stop``: Tune's own logs (``progress.csv``,
-``result.json``, TensorBoard) and ``ResultGrid`` data frames then hold them.
+Where Tune's own schedulers compare a trial's value *now* with the others' (median
+stopping, ASHA's rungs), this one forecasts where the trial will *end* and stops it
+by the same :class:`~earlystop_predict.policy.monitor.ForecastMonitor` rules as the
+training callbacks. It runs in the Tune driver (trials anywhere in the cluster; only
+their metrics reach it); records are in :attr:`ForecastScheduler.records` and the
+``ledger`` (the driver's disk). Pass :attr:`ForecastScheduler.callback` to the run
+config too, and each result carries the ``esp/*`` values (``progress.csv``,
+TensorBoard, ``ResultGrid`` frames).
 
 Example:
     >>> from ray import tune
@@ -155,14 +148,17 @@ class ForecastScheduler(FIFOScheduler):
         mon.end()
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        mon = self._monitors.get(trial.trial_id)
-        if mon is not None:
-            mon.end("failed")
+        """Close the trial's run as failed."""
+        self._end(trial, "failed")
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        """Close the trial's run (stopped by us, or failed)."""
+        self._end(trial, None)
+
+    def _end(self, trial: Any, status: str | None) -> None:
         mon = self._monitors.get(trial.trial_id)
         if mon is not None:
-            mon.end("stopped" if mon.stopped else "failed")
+            mon.end(status or ("stopped" if mon.stopped else "failed"))
 
     def debug_string(self) -> str:
         stopped = sum(1 for m in self._monitors.values() if m.stopped)

@@ -213,7 +213,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         if progress is not None:
             mon.load_state_dict(progress["monitor"])
         self._n_evals = int(progress.get("evals", 0)) if progress else 0
-        mon.begin(hp, {**meta, "max_epochs": planned}, target_epoch=planned,
+        mon.begin(hp, {**meta, **({"max_epochs": planned} if planned else {})}, target_epoch=planned,
                   resume=progress is not None)
         self._matched_step = self._unmatched = None
         self._training = self._started = True

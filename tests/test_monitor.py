@@ -624,3 +624,23 @@ def test_min_delta_reaches_the_policy_and_decide_gets_the_best_so_far(monitor_fa
     seen.clear()
     feed(low, [0.9, 0.5, 0.7], until_stop=False)
     assert seen == [0.9, 0.5, 0.5]
+
+
+def test_state_file_is_the_state_written_atomically_only_when_it_changed(monitor_factory,
+                                                                         tmp_path):
+    from earlystop_predict.integrations._state import StateFile
+
+    mon = monitor_factory(dry_run=True)
+    state = StateFile(tmp_path / "s.json")
+    assert state.load() is None
+    for epoch, value in enumerate([0.3, 0.4, float("nan"), 0.5], start=1):
+        mon.update(epoch, {"val_accuracy": value, "val_loss": 1.0})
+        assert state.save(mon.state_dict(snapshot=False))
+        assert state.load() == json.loads(dumps(mon.state_dict()))
+    inode = (tmp_path / "s.json").stat().st_ino
+    assert not state.save(mon.state_dict(snapshot=False))       # unchanged: not written
+    assert (tmp_path / "s.json").stat().st_ino == inode
+    mon.update(2, {"val_accuracy": 0.45})                         # a replay: rows replaced
+    assert state.save(mon.state_dict(snapshot=False))
+    assert state.load() == json.loads(dumps(mon.state_dict()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]   # no temporary left
