@@ -5,7 +5,9 @@ Runs a 50-epoch run through :class:`~earlystop_predict.policy.monitor.ForecastMo
 ``update()`` call, with and without an SQLite ledger, for the bundled model
 (``load_model()``; noted as missing if it is not built yet) and for a constant
 scripted forecaster (the cost of everything but the model). Also times
-``Ledger.log_epoch`` alone.
+``Ledger.log_epoch`` alone. A second table times single epochs of a 100-epoch run
+(median over runs, at epoch 15 and epoch 95): ``update()`` alone, and with what the
+Keras callback adds each epoch with a ``state_path`` (the state file).
 
 Usage:
     .venv/bin/python benchmarks/callback_overhead.py [--repeats 20] [--epochs 50]
@@ -24,6 +26,7 @@ import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -99,6 +102,48 @@ def time_log_epoch(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(times), np.asarray(cpu)
 
 
+def _save_state(mon: ForecastMonitor, path: Path, saver: Any) -> None:
+    """What the Keras callback does after ``update()`` with a ``state_path``."""
+    if saver is None:  # the pre-StateFile code path: a full write every epoch
+        from earlystop_predict.integrations._common import write_state
+
+        write_state(path, mon.state_dict())
+    else:
+        saver.save(mon.state_dict())
+
+
+def _state_saver(path: Path) -> Any:
+    try:
+        from earlystop_predict.integrations._state import StateFile
+    except ImportError:
+        return None
+    return StateFile(path)
+
+
+def time_per_epoch(model: Forecaster, repeats: int, at: tuple[int, ...],
+                   state_dir: Path | None) -> dict[int, tuple[float, float]]:
+    """Median (wall, thread CPU) ms of the epochs in ``at`` over ``repeats`` runs of
+    ``max(at) + 5`` epochs."""
+    epochs = max(at) + 5
+    got: dict[int, list[tuple[float, float]]] = {e: [] for e in at}
+    for rep in range(repeats + 1):
+        mon = ForecastMonitor(target_epoch=epochs, min_epochs=3, model=model,
+                              run_id=f"pe-{rep}", hparams=HPARAMS, meta=META, dry_run=True)
+        mon.begin()
+        path = state_dir / f"state-{rep}.json" if state_dir is not None else None
+        saver = _state_saver(path) if path is not None else None
+        for e, metrics in enumerate(_curve(epochs, rep), start=1):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            mon.update(e, metrics)
+            if path is not None:
+                _save_state(mon, path, saver)
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
+            if rep > 0 and e in got:
+                got[e].append((dt * 1e3, dc * 1e3))
+    return {e: (float(np.median([w for w, _ in v])), float(np.median([c for _, c in v])))
+            for e, v in got.items()}
+
+
 def _row(name: str, ledger: str, t: tuple[np.ndarray, np.ndarray]) -> str:
     ms, cms = t[0] * 1e3, t[1] * 1e3
     return (f"{name:<22} {ledger:<7} {np.percentile(ms, 50):>9.3f} {np.percentile(ms, 99):>9.3f} "
@@ -143,6 +188,17 @@ def main() -> None:
                 served[name] = model.name
         t = time_log_epoch(Path(tmp) / "log_epoch.db", args.repeats * args.epochs)
         print(_row("Ledger.log_epoch only", "yes", t))
+        print()
+        at = (15, 95)
+        head = f"{'per epoch, median ms (wall / cpu)':<40} " + " ".join(
+            f"{'epoch ' + str(e):>15}" for e in at)
+        print(head)
+        print("-" * len(head))
+        for name, model in models:
+            for label, sdir in (("update()", None), ("update() + Keras state_path", Path(tmp))):
+                med = time_per_epoch(model, args.repeats, at, sdir)
+                print(f"{name.split(' (')[0] + ': ' + label:<40} "
+                      + " ".join(f"{med[e][0]:>7.3f} /{med[e][1]:>6.3f}" for e in at))
     if len(models) > 1:
         probe = models[1][1].forecast(
             RunRecord("probe", hparams=HPARAMS, meta=META,

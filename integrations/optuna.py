@@ -29,7 +29,6 @@ pruned or failed) when the trial ends.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,58 +37,52 @@ from earlystop_predict._imports import require
 optuna = require("optuna", extra="optuna")
 
 from earlystop_predict.errors import ConfigError  # noqa: E402
-from earlystop_predict.forecast.base import Forecaster  # noqa: E402
-from earlystop_predict.integrations._common import search_policy_kwargs  # noqa: E402
+from earlystop_predict.integrations._config import (  # noqa: E402
+    SEARCH_OPTIONS,
+    check_options,
+    check_target_epoch,
+    monitor_arguments,
+)
 from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
 from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 _STATES = optuna.trial.TrialState
 
 
+@monitor_arguments(only=SEARCH_OPTIONS)
 class ForecastPruner(optuna.pruners.BasePruner):
     """Prune trials whose forecast final value is poor.
 
+    The trials' monitors are handed the study's completed values
+    (:meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`): the
+    monitor owns the incumbent, and ``use_incumbent=False`` switches that rule off,
+    ledger or not.
+
     Args:
-        target_epoch: the epoch the trials train to (the forecast's target).
+        target_epoch: the epoch the trials train to (the forecast's target), >= 2.
         metric: name of the reported value in the records. Default ``"val_accuracy"``
             (accuracy-like: forecast by the LSTM; any other by LightGBM).
-        threshold: also prune trials unlikely to reach this value. Default None.
-        confidence: quantile level that must clear the bar. Default 0.95.
-        min_epochs: first epoch at which a trial may be pruned. Default 3.
-        patience: consecutive poor forecasts before pruning. Default 1.
-        use_incumbent: prune trials unlikely to beat the best completed trial.
-            Default True.
-        model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
-            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
-        ledger: SQLite ledger path (the study name groups its runs). Default None.
-        meta: meta data of every trial (``train_size``, ``num_params``...). Default None.
-        step_offset: epoch = reported step + this. Default 1 (``trial.report(v, epoch)``
-            with a 0-based epoch).
-        dry_run: forecast and record, never prune. Default False.
+        step_offset: epoch = reported step + this, >= 0. Default 1
+            (``trial.report(v, epoch)`` with a 0-based epoch).
 
     Raises:
-        ConfigError: ``target_epoch`` < 2 or ``step_offset`` < 0.
+        ConfigError: ``target_epoch`` < 2, ``step_offset`` < 0 or a bad shared argument.
     """
 
     def __init__(self, target_epoch: int, *, metric: str = "val_accuracy",
-                 threshold: float | None = None, confidence: float = 0.95,
-                 min_epochs: int = 3, patience: int = 1, use_incumbent: bool = True,
-                 model: str | os.PathLike[str] | Forecaster = "auto",
-                 ledger: str | os.PathLike[str] | None = None,
-                 meta: Mapping[str, Any] | None = None, step_offset: int = 1,
-                 dry_run: bool = False) -> None:
-        self._kwargs = search_policy_kwargs(target_epoch, threshold=threshold,
-                                            confidence=confidence, min_epochs=min_epochs,
-                                            patience=patience, dry_run=dry_run)
+                 step_offset: int = 1, **options: Any) -> None:
+        self.target_epoch = check_target_epoch(target_epoch)
         if not isinstance(step_offset, int) or step_offset < 0:
             raise ConfigError("step_offset", "an integer >= 0", step_offset)
-        self.target_epoch = target_epoch
+        options = check_options(type(self), options)
         self.step_offset = step_offset
-        self.use_incumbent = use_incumbent
         self.metric = metric
-        self.meta = dict(meta or {})
-        self.model = _resolve_model(model)
-        self.ledger = ledger
+        self.meta = dict(options.pop("meta", None) or {})
+        self.model = _resolve_model(options.pop("model", "auto"))
+        self.ledger = options.pop("ledger", None)
+        self._options = options
+        ForecastMonitor(metric, target_epoch=target_epoch, model=self.model, **options)  # checks
+        self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[tuple[str, int], ForecastMonitor] = {}
         self._fed: dict[tuple[str, int], int] = {}
 
@@ -102,16 +95,15 @@ class ForecastPruner(optuna.pruners.BasePruner):
             mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
             mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
                                                       trial.params, mode)
-        if self.use_incumbent:
-            mon.incumbent = self._incumbent(study, mon.mode)
+        mon.observe_study(t.value for t in study.get_trials(deepcopy=False,
+                                                            states=(_STATES.COMPLETE,)))
         last = self._fed.get(key, -1)
         for step in sorted(s for s in trial.intermediate_values if s > last):
-            value = trial.intermediate_values[step]
             epoch = step + self.step_offset
             if epoch < 1:
                 raise ConfigError("reported step", f">= {1 - self.step_offset} "
                                   f"(step_offset {self.step_offset})", step)
-            mon.update(epoch, {self.metric: value})
+            mon.update(epoch, {self.metric: trial.intermediate_values[step]})
             self._fed[key] = step
         return mon.last_decision is not None and mon.last_decision.stop
 
@@ -136,14 +128,6 @@ class ForecastPruner(optuna.pruners.BasePruner):
                               study=study, model=self.model, ledger=self.ledger,
                               run_id=f"{study}-trial-{number}", hparams=dict(params),
                               meta={**self.meta, "max_epochs": self.target_epoch},
-                              task=study, **self._kwargs)
+                              task=study, **self._options)
         mon.begin()
         return mon
-
-    @staticmethod
-    def _incumbent(study: optuna.Study, mode: str) -> float | None:
-        done = [t.value for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE,))
-                if t.value is not None]
-        if not done:
-            return None
-        return max(done) if mode == "max" else min(done)

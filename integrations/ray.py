@@ -1,20 +1,13 @@
 """Ray Tune adapter: :class:`ForecastScheduler`, a trial scheduler that forecasts.
 
-Ray Tune's own early-stopping schedulers compare a trial's value *now* with
-other trials' values at the same time (median stopping, ASHA's rungs). This one
-forecasts where the trial will *end* (the accModel, from the trial's reported
-values and its config) and stops it when that forecast is unlikely to beat the
-best trial that completed, or to reach a ``threshold``, with the same
-:class:`~earlystop_predict.policy.stop.StopPolicy` as the training callbacks.
-
-The scheduler runs in the Tune driver; trials may run on any node of the
-cluster: only their reported metrics reach it, so one accModel serves a search
-across many machines. Every forecast and decision is kept in
-:attr:`ForecastScheduler.records` and, with a ``ledger``, on disk (the driver's
-disk). Pass :attr:`ForecastScheduler.callback` to the run config too, and each
-trial's results also carry ``esp/forecast_mean``, ``esp/forecast_q10``,
-``esp/forecast_q90`` and ``esp/stop``: Tune's own logs (``progress.csv``,
-``result.json``, TensorBoard) and ``ResultGrid`` data frames then hold them.
+Where Tune's own schedulers compare a trial's value *now* with the others' (median
+stopping, ASHA's rungs), this one forecasts where the trial will *end* and stops it
+by the same :class:`~earlystop_predict.policy.monitor.ForecastMonitor` rules as the
+training callbacks. It runs in the Tune driver (trials anywhere in the cluster; only
+their metrics reach it); records are in :attr:`ForecastScheduler.records` and the
+``ledger`` (the driver's disk). Pass :attr:`ForecastScheduler.callback` to the run
+config too, and each result carries the ``esp/*`` values (``progress.csv``,
+TensorBoard, ``ResultGrid`` frames).
 
 Example:
     >>> from ray import tune
@@ -36,8 +29,6 @@ unless told otherwise). Report one result per epoch.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 from earlystop_predict._imports import require
@@ -47,66 +38,68 @@ tune = require("ray.tune", extra="ray")
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 
 from earlystop_predict.errors import ConfigError  # noqa: E402
-from earlystop_predict.forecast.base import Forecaster  # noqa: E402
-from earlystop_predict.integrations._common import scalar_metrics, search_policy_kwargs, to_float  # noqa: E402
-from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.integrations._config import (  # noqa: E402
+    SEARCH_OPTIONS,
+    check_options,
+    check_target_epoch,
+    monitor_arguments,
+)
+from earlystop_predict.integrations._hparams import (  # noqa: E402
+    config_hparams,
+    scalar_metrics,
+    to_float,
+)
+from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model, best_of  # noqa: E402
 from earlystop_predict.records.features import canonical_metric  # noqa: E402
 from earlystop_predict.records.record import RunRecord  # noqa: E402
+
+__all__ = ["ForecastScheduler", "config_hparams"]
 
 #: Curve columns the accModel reads, fed to it when a result holds them.
 _CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 
 
+@monitor_arguments(only=SEARCH_OPTIONS)
 class ForecastScheduler(FIFOScheduler):
     """Stop Tune trials whose forecast final value is poor.
 
+    The final values of the trials that trained to ``target_epoch`` are handed to
+    each trial's monitor
+    (:meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`), which
+    owns the incumbent: ``use_incumbent=False`` switches that rule off, ledger or not.
+
     Args:
-        target_epoch: the epoch the trials train to (the forecast's target).
+        target_epoch: the epoch the trials train to (the forecast's target), >= 2.
         metric: the reported value to forecast; default: ``TuneConfig(metric=...)``.
             Accuracy-like names (``val_accuracy``, ``val_acc``, ``eval_accuracy``...)
             are forecast by the LSTM; any other by LightGBM.
         mode: ``"max"`` or ``"min"``; default: ``TuneConfig(mode=...)``.
         time_attr: the result key holding the 1-based epoch. Default
             ``"training_iteration"``.
-        threshold: also stop trials unlikely to reach this value. Default None.
-        confidence: quantile level that must clear the bar. Default 0.95.
-        min_epochs: first epoch at which a trial may be stopped. Default 3.
-        patience: consecutive poor forecasts before stopping. Default 1.
-        use_incumbent: stop trials unlikely to beat the best trial that trained to
-            ``target_epoch``. Default True.
-        model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
-            :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
-        ledger: SQLite ledger path (``study`` groups the runs). Default None.
         study: name of the search in records and the ledger. Default ``"tune"``.
-        meta: meta data of every trial (``train_size``, ``num_params``...). Default None.
-        dry_run: forecast and record, never stop. Default False.
 
     Raises:
-        ConfigError: ``target_epoch`` < 2, ``mode`` not max/min, or a bad policy
+        ConfigError: ``target_epoch`` < 2, ``mode`` not max/min, or a bad shared
             argument (at construction, not mid-search).
     """
 
     def __init__(self, target_epoch: int, *, metric: str | None = None,
                  mode: str | None = None, time_attr: str = "training_iteration",
-                 threshold: float | None = None, confidence: float = 0.95,
-                 min_epochs: int = 3, patience: int = 1, use_incumbent: bool = True,
-                 model: str | os.PathLike[str] | Forecaster = "auto",
-                 ledger: str | os.PathLike[str] | None = None, study: str = "tune",
-                 meta: Mapping[str, Any] | None = None, dry_run: bool = False) -> None:
+                 study: str = "tune", **options: Any) -> None:
         super().__init__()
-        self._kwargs = search_policy_kwargs(target_epoch, threshold=threshold,
-                                            confidence=confidence, min_epochs=min_epochs,
-                                            patience=patience, dry_run=dry_run)
+        self.target_epoch = check_target_epoch(target_epoch)
         if mode not in (None, "max", "min"):
             raise ConfigError("mode", '"max" or "min"', mode)
-        self.target_epoch = target_epoch
+        options = check_options(type(self), options)
         self._metric, self._mode = metric, mode
         self.time_attr = time_attr
-        self.use_incumbent = use_incumbent
-        self.model = _resolve_model(model)
-        self.ledger = ledger
+        self.meta = dict(options.pop("meta", None) or {})
+        self.model = _resolve_model(options.pop("model", "auto"))
+        self.ledger = options.pop("ledger", None)
         self.study = study
-        self.meta = dict(meta or {})
+        self._options = options
+        ForecastMonitor(target_epoch=target_epoch, model=self.model, **options)  # checks
+        self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[str, ForecastMonitor] = {}
         self._finals: dict[str, float] = {}  # trials that trained to the target epoch
         self.callback = _LogCallback(self)
@@ -136,8 +129,7 @@ class ForecastScheduler(FIFOScheduler):
         mon = self._monitor(trial)
         if mon.stopped:  # a result buffered before the stop took effect
             return TrialScheduler.STOP
-        if self.use_incumbent:
-            mon.incumbent = self.incumbent
+        mon.observe_study(self._finals.values())
         metrics = {k: v for k, v in scalar_metrics(result).items()
                    if canonical_metric(k) in _CURVE_KEYS}
         metrics[self._metric] = value if value is not None else float("nan")
@@ -156,14 +148,17 @@ class ForecastScheduler(FIFOScheduler):
         mon.end()
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        mon = self._monitors.get(trial.trial_id)
-        if mon is not None:
-            mon.end("failed")
+        """Close the trial's run as failed."""
+        self._end(trial, "failed")
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        """Close the trial's run (stopped by us, or failed)."""
+        self._end(trial, None)
+
+    def _end(self, trial: Any, status: str | None) -> None:
         mon = self._monitors.get(trial.trial_id)
         if mon is not None:
-            mon.end("stopped" if mon.stopped else "failed")
+            mon.end(status or ("stopped" if mon.stopped else "failed"))
 
     def debug_string(self) -> str:
         stopped = sum(1 for m in self._monitors.values() if m.stopped)
@@ -175,10 +170,7 @@ class ForecastScheduler(FIFOScheduler):
     @property
     def incumbent(self) -> float | None:
         """The best final value of the trials that trained to ``target_epoch``."""
-        if not self._finals:
-            return None
-        pick = max if self._mode != "min" else min
-        return pick(self._finals.values())
+        return best_of(self._finals.values(), "min" if self._mode == "min" else "max")
 
     @property
     def records(self) -> dict[str, RunRecord]:
@@ -193,26 +185,10 @@ class ForecastScheduler(FIFOScheduler):
                                   run_id=f"{self.study}-{trial.trial_id}",
                                   hparams=config_hparams(getattr(trial, "config", {})),
                                   meta={**self.meta, "max_epochs": self.target_epoch},
-                                  task=self.study, **self._kwargs)
+                                  task=self.study, **self._options)
             mon.begin()
             self._monitors[trial.trial_id] = mon
         return mon
-
-
-def config_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar entries of a trial's config (nested dicts by their leaf names,
-    the first one kept on a clash): what the accModel reads as hyperparameters."""
-    out: dict[str, Any] = {}
-
-    def walk(d: Mapping[str, Any]) -> None:
-        for key, value in d.items():
-            if isinstance(value, Mapping):
-                walk(value)
-            elif isinstance(value, (bool, int, float, str)) and str(key) not in out:
-                out[str(key)] = value
-
-    walk(config or {})
-    return out
 
 
 class _LogCallback(tune.Callback):
@@ -228,4 +204,4 @@ class _LogCallback(tune.Callback):
         decision = None if mon is None else mon.last_decision
         if decision is not None and to_float(result.get(self.scheduler.time_attr)) == \
                 decision.epoch:
-            result.update(decision.log_items())
+            result.update(mon.log_items())

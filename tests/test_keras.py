@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 
 from conftest import by_epoch  # noqa: E402
 
-from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
+from earlystop_predict.errors import MetricNotFoundError, RecordError  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
 from earlystop_predict.policy.stop import LOG_KEYS  # noqa: E402
@@ -111,8 +111,11 @@ def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
 
     assert len(hist.history["loss"]) == EPOCHS
     assert cb.monitor.stopped is None
+    observed = hist.history["val_accuracy"][-1]   # at the target: the observation, not NaN
+    for key in ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90"):
+        assert hist.history[key][-1] == pytest.approx(observed)
     assert hist.history["esp/forecast_mean"] == pytest.approx([0.95, 0.95] + [0.2] * 3
-                                                             + [math.nan], nan_ok=True)
+                                                             + [observed])
     assert hist.history["esp/stop"] == [0.0] * EPOCHS
     (rec,) = Ledger(tmp_path / "l.db").records()
     assert [r["epoch"] for r in rec.epochs] == list(range(1, EPOCHS + 1))
@@ -254,3 +257,82 @@ def test_a_fine_tuned_directory_serves_its_blend_and_the_ledger_says_so(tmp_path
     for f in rec.forecasts:
         q = f["quantiles"]
         assert 0.0 <= q["0.1"] <= q["0.5"] <= q["0.9"] <= 1.0
+
+
+def test_resume_from_an_earlier_epoch_stops_where_the_whole_run_does(tmp_path):
+    # Regression (issue 12.2): poor from epoch 3, patience 3: the whole run stops at 5.
+    kwargs = dict(model=scripted(), patience=3, min_epochs=1, target_epoch=EPOCHS)
+    whole = make(**kwargs)
+    fit(whole)
+    assert whole.monitor.stopped["epoch"] == 5
+    state = tmp_path / "state.json"
+    model = build()
+    first = make(state_path=state, **kwargs)
+    fit(first, model=model, epochs=4)                          # saved at epoch 4, streak 2
+    resumed = make(state_path=state, **kwargs)
+    hist = fit(resumed, model=model, epochs=EPOCHS, initial_epoch=2)   # replays epoch 3
+    assert resumed.monitor.stopped["epoch"] == 5
+    assert len(hist.history["loss"]) == 3                      # epochs 3, 4, 5
+    assert [r["epoch"] for r in resumed.monitor.record.epochs] == [1, 2, 3, 4, 5]
+
+
+def test_epochs_without_validation_are_skipped(tmp_path):
+    # Regression (issue 12.3): fit(validation_freq=2) validates at epochs 2, 4, 6 only.
+    cb = make(tmp_path, run_id="freq")
+    hist = fit(cb, validation_freq=2)
+    assert [r["epoch"] for r in cb.monitor.record.epochs] == [2, 4]
+    assert cb.monitor.stopped["epoch"] == 4 and len(hist.history["loss"]) == 4
+    (rec,) = Ledger(tmp_path / "l.db").records()
+    assert [f["at_epoch"] for f in rec.forecasts] == [2, 4]
+
+
+def test_a_percent_valued_metric_fails_the_fit_and_records_nothing_out_of_range(tmp_path):
+    class Percent(keras.callbacks.Callback):      # listed first: it rewrites the logs
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] *= 100
+
+    cb = make(tmp_path, run_id="pct")
+    with pytest.raises(RecordError, match="val_accuracy"):
+        build().fit(*data(), epochs=3, batch_size=16, verbose=0, validation_split=0.25,
+                    callbacks=[Percent(), cb])
+    (run,) = Ledger(tmp_path / "l.db").runs()
+    assert run["status"] == "failed" and run["final_value"] is None
+
+
+class Scripted(keras.callbacks.Callback):
+    """Listed first: writes a scripted ``val_accuracy`` into the logs and keeps each
+    epoch's weights (before any callback after it changes them)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.values[epoch]
+        self.weights[epoch + 1] = [w.copy() for w in self.model.get_weights()]
+
+
+def test_restore_best_weights_sets_the_best_epoch_back_on_our_stop(tmp_path):
+    script = Scripted([0.5, 0.7, 0.6, 0.55, 0.5, 0.5])       # best at epoch 2
+    cb = make(tmp_path, restore_best_weights=True, min_delta=0.01, run_id="best")
+    assert cb.monitor.policy.min_delta == 0.01
+    model = build()
+    model.fit(*data(), epochs=EPOCHS, batch_size=16, verbose=0, validation_split=0.25,
+              callbacks=[script, cb])
+    assert cb.monitor.stopped["epoch"] == 3 and cb.restored_epoch == 2
+    for got, best in zip(model.get_weights(), script.weights[2], strict=True):
+        np.testing.assert_array_equal(got, best)
+    assert any(not np.array_equal(b, la) for b, la in zip(script.weights[2], script.weights[3],
+                                                          strict=True))
+    assert cb.monitor.stopped["reason"].endswith("restored the weights of epoch 2")
+    (run,) = Ledger(tmp_path / "l.db").runs()
+    assert "restored the weights of epoch 2" in run["stopped"]["reason"]
+
+    plain = make(restore_best_weights=False)                  # off: the last weights stay
+    model = build()
+    script = Scripted([0.5, 0.7, 0.6, 0.55, 0.5, 0.5])
+    model.fit(*data(), epochs=EPOCHS, batch_size=16, verbose=0, validation_split=0.25,
+              callbacks=[script, plain])
+    assert plain.restored_epoch is None
+    for got, last in zip(model.get_weights(), script.weights[3], strict=True):
+        np.testing.assert_array_equal(got, last)

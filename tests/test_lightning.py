@@ -150,6 +150,9 @@ def test_dry_run_trains_to_the_end_with_the_same_forecasts(tmp_path):
     assert [f["stop"] for f in rec.forecasts] == [False] * EPOCHS
     assert rec.forecasts[2]["would_stop"] is True
     assert rec.extra["status"] == "completed"
+    # At the target epoch the logged forecast is the observation, never NaN.
+    assert float(tr.callback_metrics["esp/forecast_mean"]) == pytest.approx(
+        rec.epochs[-1]["val_accuracy"])
 
 
 def test_nan_loss_stops_as_diverged():
@@ -312,3 +315,66 @@ def test_batch_size_read_from_a_batch_sampler():
     pl.seed_everything(0, verbose=False)
     trainer(cb, max_epochs=3).fit(TinyModule(), sampled, val)
     assert cb.monitor.record.hparams["batch_size"] == 8
+
+
+def test_resume_with_validation_every_second_epoch(tmp_path):
+    # Regression (issue 12.3): resuming with check_val_every_n_epoch=2 crashed with
+    # "metric 'val_acc' was not logged"; epochs without validation are skipped.
+    kwargs = dict(model=by_epoch({}, default=0.99), target_epoch=EPOCHS)
+
+    def ckpt():
+        return pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+
+    cb = make(tmp_path, **kwargs)
+    fit(cb, max_epochs=3, extra=[ckpt()], enable_checkpointing=True, check_val_every_n_epoch=2)
+    assert [r["epoch"] for r in cb.monitor.record.epochs] == [2]
+    resumed = make(tmp_path, **kwargs)
+    fit(resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt", extra=[ckpt()],
+        enable_checkpointing=True, check_val_every_n_epoch=2)
+    assert [r["epoch"] for r in resumed.monitor.record.epochs] == [2, 4, 6]
+    (stored,) = Ledger(tmp_path / "l.db").records()
+    assert [r["epoch"] for r in stored.epochs] == [2, 4, 6]
+    assert stored.extra["status"] == "completed"
+
+
+class ScriptedAcc(TinyModule):
+    """Logs a scripted ``val_acc`` (best at epoch 2)."""
+
+    VALUES = [0.5, 0.7, 0.6, 0.55, 0.5, 0.5]
+
+    def validation_step(self, batch, batch_idx):
+        super().validation_step(batch, batch_idx)
+        self.log("val_acc", self.VALUES[self.current_epoch])
+
+
+class KeepWeights(pl.Callback):
+    """Each epoch's weights once validation ends (no step comes between it and the epoch end)."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.weights[trainer.current_epoch + 1] = {
+                k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_restore_best_weights_loads_the_best_epoch_back_on_our_stop(tmp_path):
+    keep = KeepWeights()
+    cb = make(tmp_path, restore_best_weights=True, min_delta=0.01)
+    assert cb.monitor.policy.min_delta == 0.01
+    module = ScriptedAcc()
+    fit(cb, module=module, extra=[keep])
+    assert cb.monitor.stopped["epoch"] == 3 and cb.restored_epoch == 2
+    state = module.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in keep.weights[2].items())
+    assert any(not torch.equal(keep.weights[3][k], v) for k, v in keep.weights[2].items())
+    assert cb.monitor.stopped["reason"].endswith("restored the weights of epoch 2")
+    (stored,) = Ledger(tmp_path / "l.db").records()
+    assert "restored the weights of epoch 2" in stored.stopped["reason"]
+
+    plain, keep = make(), KeepWeights()                       # off: the last weights stay
+    module = ScriptedAcc()
+    fit(plain, module=module, extra=[keep])
+    assert plain.restored_epoch is None
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in keep.weights[3].items())

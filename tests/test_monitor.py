@@ -8,7 +8,7 @@ import math
 import pytest
 from conftest import by_epoch, constant, feed
 
-from earlystop_predict.errors import ConfigError, MetricNotFoundError
+from earlystop_predict.errors import ConfigError, MetricNotFoundError, RecordError
 from earlystop_predict.forecast.base import ScriptedForecaster
 from earlystop_predict.ledger import Ledger
 from earlystop_predict.policy.monitor import STATE_VERSION, ForecastMonitor
@@ -524,3 +524,123 @@ def test_override_replaces_the_decision_in_record_and_stop_state(monitor_factory
     d = mon.override(True, "rank 0: stop")
     assert mon.stopped == {"epoch": 1, "reason": "rank 0: stop"} == mon.record.stopped
     assert d.forecast is not None and len(mon.record.forecasts) == 1
+
+
+# ----------------------------------------------------------------------------- issue 12
+def test_a_percent_valued_accuracy_is_refused_before_it_is_recorded(monitor_factory):
+    mon = monitor_factory()
+    feed(mon, [0.30])
+    with pytest.raises(RecordError) as info:
+        mon.update(2, {"val_accuracy": 40.6})
+    assert "val_accuracy" in str(info.value) and "40.6" in str(info.value)
+    assert "divide percents by 100" in str(info.value)
+    assert [r["epoch"] for r in mon.record.epochs] == [1]   # nothing out of range is held
+    with pytest.raises(RecordError, match="train_accuracy"):
+        mon.update(2, {"val_accuracy": 0.4, "train_accuracy": -0.5})
+
+
+def test_a_study_whose_first_run_logged_percents_does_not_stop_the_next(monitor_factory,
+                                                                          tmp_path):
+    path = tmp_path / "l.db"
+    first = monitor_factory(threshold=None, ledger=path, study="pct", run_id="pct-1")
+    with pytest.raises(RecordError):
+        feed(first, [40.6])
+    first.end("failed")
+    with Ledger(path) as led:   # a percent run recorded as completed by an older version
+        led.start_run(RunRecord("old", epochs=[{"epoch": 1, "val_accuracy": 80.0}]),
+                      study="pct")
+        led.log_epoch("old", {"epoch": 1, "val_accuracy": 80.0})
+        led.finish_run("old", final_value=80.0, final_epoch=1)
+        assert led.best_final("pct", "val_accuracy", "max") is None
+    correct = monitor_factory(threshold=None, ledger=path, study="pct", run_id="pct-2",
+                              model=constant(0.78), min_delta=None)
+    decisions = feed(correct, [0.5, 0.6, 0.65, 0.7])
+    assert correct.incumbent is None and not any(d.stop for d in decisions)
+    correct.end()
+    third = monitor_factory(threshold=None, ledger=path, study="pct", run_id="pct-3")
+    third.begin()
+    assert third.incumbent == pytest.approx(0.7)   # the correct run is the bar, not 80
+
+
+def test_resume_from_an_earlier_epoch_rebuilds_patience(monitor_factory):
+    # Regression (issue 12.2): poor from epoch 3 on, patience 3: the run stops at 5.
+    def make():
+        return monitor_factory(model=by_epoch({1: 0.95, 2: 0.95}, default=0.2), patience=3,
+                               min_epochs=1)
+
+    whole = make()
+    assert feed(whole, CURVE)[-1].epoch == 5
+    first = make()
+    feed(first, CURVE[:4])                       # state saved at epoch 4 (streak 2)
+    state = _json(first.state_dict())
+    resumed = make()
+    resumed.load_state_dict(state)
+    decisions = feed(resumed, CURVE[2:], start=3)   # replayed from epoch 3
+    assert decisions[-1].epoch == 5 and resumed.stopped["epoch"] == 5
+    assert [f["at_epoch"] for f in resumed.record.forecasts] == [1, 2, 3, 4, 5]
+
+
+def test_best_so_far_respects_the_mode_and_is_rebuilt_on_replay(monitor_factory):
+    mon = monitor_factory(monitor="val_loss", threshold=None, model=constant(0.5))
+    feed(mon, [0.9, 0.5, 0.7], until_stop=False)
+    assert (mon.best, mon.best_epoch) == (0.5, 2)
+    mon.update(2, {"val_loss": 0.8})             # a replay from epoch 2
+    assert (mon.best, mon.best_epoch) == (0.8, 2)
+
+
+def test_observe_study_sets_the_incumbent_unless_switched_off(monitor_factory):
+    mon = monitor_factory()
+    assert mon.observe_study([0.5, None, float("nan"), 0.7, 40.6]) == pytest.approx(0.7)
+    assert mon.incumbent == pytest.approx(0.7)
+    off = monitor_factory(use_incumbent=False)
+    assert off.observe_study([0.7]) is None and off.incumbent is None
+
+
+def test_log_items_at_the_target_are_the_observation(monitor_factory):
+    mon = monitor_factory(target_epoch=3, model=constant(0.95))
+    feed(mon, [0.3, 0.4, 0.45])
+    items = mon.log_items()
+    assert items["esp/forecast_mean"] == items["esp/forecast_q10"] == 0.45
+    assert items["esp/forecast_q90"] == 0.45 and items["esp/stop"] == 0.0
+
+
+def test_min_delta_reaches_the_policy_and_decide_gets_the_best_so_far(monitor_factory):
+    from earlystop_predict.policy.stop import StopPolicy
+
+    seen = []
+
+    class Spy(StopPolicy):
+        def decide(self, forecast, **kw):
+            seen.append(kw["best"])
+            return super().decide(forecast, **kw)
+
+    mon = monitor_factory(min_delta=0.02, threshold=None, model=constant(0.9))
+    assert mon.policy.min_delta == 0.02
+    mon.policy = Spy(min_delta=0.02)
+    feed(mon, [0.3, 0.5, 0.4, 0.6], until_stop=False)
+    assert seen == [0.3, 0.5, 0.5, 0.6]
+    low = monitor_factory(monitor="val_loss", threshold=None, model=constant(0.1))
+    low.policy = Spy(mode="min")
+    seen.clear()
+    feed(low, [0.9, 0.5, 0.7], until_stop=False)
+    assert seen == [0.9, 0.5, 0.5]
+
+
+def test_state_file_is_the_state_written_atomically_only_when_it_changed(monitor_factory,
+                                                                         tmp_path):
+    from earlystop_predict.integrations._state import StateFile
+
+    mon = monitor_factory(dry_run=True)
+    state = StateFile(tmp_path / "s.json")
+    assert state.load() is None
+    for epoch, value in enumerate([0.3, 0.4, float("nan"), 0.5], start=1):
+        mon.update(epoch, {"val_accuracy": value, "val_loss": 1.0})
+        assert state.save(mon.state_dict(snapshot=False))
+        assert state.load() == json.loads(dumps(mon.state_dict()))
+    inode = (tmp_path / "s.json").stat().st_ino
+    assert not state.save(mon.state_dict(snapshot=False))       # unchanged: not written
+    assert (tmp_path / "s.json").stat().st_ino == inode
+    mon.update(2, {"val_accuracy": 0.45})                         # a replay: rows replaced
+    assert state.save(mon.state_dict(snapshot=False))
+    assert state.load() == json.loads(dumps(mon.state_dict()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]   # no temporary left

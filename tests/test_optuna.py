@@ -84,3 +84,27 @@ def test_bad_arguments_fail_at_construction() -> None:
         ForecastPruner(EPOCHS, confidence=1.5)
     with pytest.raises(ConfigError):
         ForecastPruner(EPOCHS, step_offset=-1)
+
+
+def test_use_incumbent_false_with_a_ledger_never_prunes_against_the_study(tmp_path) -> None:
+    # Regression (issue 12.4): the ledger's incumbent used to stand in for the pruner's.
+    ledger = str(tmp_path / "runs.db")
+    _study(ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger), [0.9], "shared")
+    pruner = ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger, use_incumbent=False)
+    study = _study(pruner, [0.9, 0.3], "shared")
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all("incumbent" not in f["reason"] for rec in pruner.records.values()
+               for f in rec.forecasts)
+
+
+def test_shared_arguments_are_in_the_signature_and_unknown_ones_fail() -> None:
+    import inspect
+
+    params = inspect.signature(ForecastPruner).parameters
+    assert {"threshold", "min_delta", "use_incumbent", "ledger", "dry_run"} <= set(params)
+    assert "run_id" not in params and "min_delta:" in ForecastPruner.__doc__
+    with pytest.raises(TypeError, match="run_id"):
+        ForecastPruner(EPOCHS, run_id="x")
+    pruner = ForecastPruner(EPOCHS, min_delta=0.01)
+    _study(pruner, [0.5], "delta")
+    assert pruner._monitors[("delta", 0)].policy.min_delta == 0.01

@@ -67,6 +67,7 @@ def test_hopeless_trials_are_stopped_at_min_epochs_and_recorded(tmp_path) -> Non
     last = {r.config["top"]: r.metrics for r in grid}
     assert last[0.3]["esp/stop"] == 1.0 and last[0.9]["esp/stop"] == 0.0
     assert 0.0 < last[0.3]["esp/forecast_mean"] < 0.9
+    assert last[0.9]["esp/forecast_mean"] == pytest.approx(accuracy(0.9, EPOCHS))  # observed
     frame = next(r for r in grid if r.config["top"] == 0.3).metrics_dataframe
     assert list(frame["esp/stop"]) == [0.0, 0.0, 1.0]
     with Ledger(ledger) as led:
@@ -99,6 +100,7 @@ def test_metric_and_mode_must_be_known(tmp_path) -> None:
         ForecastScheduler(EPOCHS, mode="up")
     with pytest.raises(ConfigError, match="confidence"):
         ForecastScheduler(EPOCHS, confidence=1.5)
+    assert ForecastScheduler(EPOCHS, min_delta=0.01)._options["min_delta"] == 0.01
     sched = ForecastScheduler(EPOCHS)  # neither here nor in TuneConfig
     with pytest.raises(Exception, match="metric and mode"):
         _search(sched, [0.5], tmp_path)
@@ -108,3 +110,16 @@ def test_config_hparams_keeps_scalars_by_leaf_name() -> None:
     got = config_hparams({"lr": 0.1, "opt": {"name": "adam", "lr": 9.0},
                           "layers": [64, 32], "fn": len})
     assert got == {"lr": 0.1, "name": "adam"}
+
+
+def test_use_incumbent_false_with_a_ledger_never_stops_against_the_study(tmp_path) -> None:
+    # Regression (issue 12.4): the ledger's incumbent used to stand in for the scheduler's.
+    ledger = str(tmp_path / "runs.db")
+    first = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared")
+    _search(first, [0.9], tmp_path / "a", metric="val_accuracy", mode="max")
+    off = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared",
+                            use_incumbent=False)
+    grid = _search(off, [0.3], tmp_path / "b", metric="val_accuracy", mode="max")
+    assert next(iter(grid)).metrics["training_iteration"] == EPOCHS
+    (rec,) = off.records.values()
+    assert rec.stopped is None and all("incumbent" not in f["reason"] for f in rec.forecasts)

@@ -29,7 +29,7 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from earlystop_predict.errors import MetricNotFoundError  # noqa: E402
+from earlystop_predict.errors import ConfigError, MetricNotFoundError  # noqa: E402
 from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
 from earlystop_predict.integrations.transformers import HFForecastCallback  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
@@ -182,6 +182,9 @@ def test_dry_run_trains_to_the_end(tmp_path: Path) -> None:
     assert [f["at_epoch"] for f in forecasts] == list(range(1, 9))
     assert all(f.get("would_stop") for f in forecasts[2:7])  # epochs 3..7 would have stopped
     assert "no forecast" in forecasts[-1]["reason"]  # epoch 8 is the target itself
+    # ... and its logged forecast is the observation, never NaN.
+    assert esp_rows(trainer)[-1]["esp/forecast_q10"] == pytest.approx(
+        eval_rows(trainer)[-1]["eval_accuracy"])
     with Ledger(ledger) as led:
         (stored,) = led.records()
         (run,) = led.runs()
@@ -283,8 +286,9 @@ def test_resume_continues_the_record(tmp_path: Path, restore_states: bool) -> No
     assert record.run_id == first.record.run_id
     assert [r["epoch"] for r in record.epochs] == [1, 2, 3, 4, 5]
     assert [f["at_epoch"] for f in record.forecasts] == [1, 2, 3, 4, 5]
-    # Saved progress keeps each row's time; rows rebuilt from log_history have none.
-    assert ("time" in record.epochs[0]) is restore_states
+    # Both ways resume from the progress saved in the checkpoint's TrainerState: rows
+    # keep their time (nothing is rebuilt from log_history).
+    assert "time" in record.epochs[0]
     assert second.stopped is not None and second.stopped["epoch"] == 5
     assert [r["esp/index"] for r in esp_rows(trainer)] == [1, 2, 3, 4, 5]
     with Ledger(ledger) as led:
@@ -378,3 +382,40 @@ def test_optimizer_passed_to_the_trainer_wins_over_the_arguments(tmp_path: Path)
     assert hp["optimizer"] == "sgd"
     assert hp["learning_rate"] == pytest.approx(0.03) and hp["momentum"] == pytest.approx(0.7)
     assert hp["weight_decay"] == pytest.approx(1e-3)
+
+
+# ----------------------------------------------------------------------------- best weights
+def test_restore_best_weights_is_the_trainers_load_best_model_at_end(tmp_path: Path) -> None:
+    scores = iter([0.5, 0.7, 0.6, 0.55, 0.5, 0.5, 0.5, 0.5])    # best at epoch 2
+
+    def scripted(pred: Any) -> dict[str, float]:
+        return {"accuracy": next(scores)}
+
+    def callback(**kw: Any) -> HFForecastCallback:
+        return HFForecastCallback(threshold=0.9, min_epochs=3, restore_best_weights=True,
+                                  model=ScriptedForecaster(lambda r, t: 0.95 if r.last_epoch < 3
+                                                           else 0.2), min_delta=0.01, **kw)
+
+    with pytest.raises(ConfigError, match="load_best_model_at_end"):
+        make_trainer(tmp_path, [callback()]).train()
+    cb = callback(ledger=tmp_path / "l.db")
+    assert cb.monitor.policy.min_delta == 0.01
+    trainer = make_trainer(tmp_path, [cb], compute_metrics=scripted, save_strategy="epoch",
+                           load_best_model_at_end=True, metric_for_best_model="accuracy")
+    trainer.train()
+    assert cb.stopped["epoch"] == 3
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-8")   # epoch 2 of 4 steps
+    assert cb.stopped["reason"].endswith("restored the weights of epoch 2")
+    with Ledger(tmp_path / "l.db") as led:
+        (run,) = led.runs()
+    assert "restored the weights of epoch 2" in run["stopped"]["reason"]
+
+
+def test_a_different_metric_for_best_model_warns_once(tmp_path: Path) -> None:
+    cb = HFForecastCallback(threshold=0.9, min_epochs=2, model=constant(0.2))
+    trainer = make_trainer(tmp_path, [cb], save_strategy="epoch", load_best_model_at_end=True,
+                           metric_for_best_model="loss", num_train_epochs=2)
+    with pytest.warns(UserWarning, match="metric_for_best_model='loss'") as caught:
+        trainer.train()
+        trainer.train()
+    assert sum("metric_for_best_model" in str(w.message) for w in caught) == 1

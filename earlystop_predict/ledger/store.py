@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
-from earlystop_predict.records.record import RunRecord, dumps
+from earlystop_predict.records.record import RunRecord, dumps, is_accuracy_like
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x45535031  # "ESP1": marks the file as an earlystop_predict ledger
@@ -422,7 +422,8 @@ class Ledger:
                    exclude_run: str | None = None) -> float | None:
         """The best final value among the study's completed runs, None if none.
 
-        Stopped runs never count: they did not reach their end.
+        Stopped runs never count: they did not reach their end. Nor do values outside
+        an accuracy-like metric's [0, 1] (a run that logged percents).
 
         Args:
             study: the study (None matches runs without a study).
@@ -435,8 +436,9 @@ class Ledger:
         agg = "MAX" if mode == "max" else "MIN"
         rows = self._read(
             f"SELECT {agg}(final_value) FROM runs WHERE study IS ? AND metric = ? "
-            "AND status = 'completed' AND final_value IS NOT NULL AND run_id IS NOT ?",
-            (study, metric, exclude_run))
+            "AND status = 'completed' AND final_value IS NOT NULL AND run_id IS NOT ? "
+            "AND (? = 0 OR final_value BETWEEN 0 AND 1)",
+            (study, metric, exclude_run, int(is_accuracy_like(metric))))
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 

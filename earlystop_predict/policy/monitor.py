@@ -22,11 +22,16 @@ import copy
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from earlystop_predict.errors import ConfigError, ForecastUnavailableError, MetricNotFoundError
+from earlystop_predict.errors import (
+    ConfigError,
+    ForecastUnavailableError,
+    MetricNotFoundError,
+    RecordError,
+)
 from earlystop_predict.forecast.base import Forecast, Forecaster
 from earlystop_predict.policy.stop import Decision, StopPolicy
 from earlystop_predict.records.features import (
@@ -35,13 +40,32 @@ from earlystop_predict.records.features import (
     canonical_metric,
     canonical_metrics,
 )
-from earlystop_predict.records.record import RunRecord, default_mode, finite_or_none
+from earlystop_predict.records.record import (
+    RunRecord,
+    default_mode,
+    finite_or_none,
+    is_accuracy_like,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from earlystop_predict.ledger import Ledger
 
 STATE_VERSION = 1
 _LOSS_KEYS = ("train_loss", "val_loss")
+_FORECAST_LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90")
+
+
+def in_range(metric: str, value: float) -> bool:
+    """Whether a finite ``value`` fits ``metric``: accuracy-like ones are in [0, 1]."""
+    return not is_accuracy_like(metric) or 0.0 <= value <= 1.0
+
+
+def best_of(values: Iterable[float | None], mode: str) -> float | None:
+    """The best of the values that are not None (highest for ``"max"``), None if none."""
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None
+    return max(kept) if mode == "max" else min(kept)
 
 
 def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
@@ -55,16 +79,26 @@ def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
 class ForecastMonitor:
     """Collects a run's epochs, forecasts the target epoch and decides when to stop.
 
+    Its keyword arguments are the ones every adapter shares (the callbacks take them
+    as they are; Optuna and Ray take the study-wide ones): this is where they are
+    declared and documented.
+
     Args:
         monitor: metric to forecast, as logged (aliases like ``val_acc`` and
             ``eval_accuracy`` are understood). Default ``"val_accuracy"``.
         mode: ``"max"`` or ``"min"``. Default: from the metric name.
-        target_epoch: 1-based epoch to forecast, > min_epochs. Default: the run's
-            planned epochs (``meta["max_epochs"]``, read by the adapters).
-        threshold: the value the run must be likely to reach (None: none). Default None.
+        target_epoch: 1-based epoch to forecast, >= max(2, min_epochs). Default: the
+            run's planned epochs (``meta["max_epochs"]``, read by the adapters).
+        threshold: value the run must be likely to reach at ``target_epoch``
+            (a fraction for accuracies); None: no threshold rule. Default None.
         confidence: quantile level that must clear the bar, in (0.5, 1). Default 0.95.
-        min_epochs: first epoch at which a stop may happen, >= 1. Default 3.
+        min_epochs: first 1-based epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
+        min_delta: the gain rule: stop when the run is unlikely to improve on its
+            best value so far by more than this by ``target_epoch``, >= 0; None: off.
+            Default: :class:`~earlystop_predict.policy.stop.StopPolicy`'s.
+        use_incumbent: also stop when unlikely to beat the study's best final value
+            (from the ledger, or handed in with :meth:`observe_study`). Default True.
         study: name grouping comparable runs; with a ledger, the incumbent rule
             compares against the best final value of this study. Default None.
         ledger: path of the SQLite ledger, a :class:`~earlystop_predict.ledger.store.Ledger`,
@@ -73,15 +107,19 @@ class ForecastMonitor:
         meta: meta data, merged over those the adapter reads. Default None.
         model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
             :class:`~earlystop_predict.forecast.base.Forecaster`. Default ``"auto"``.
-        dry_run: record forecasts and decisions, never stop. Default False.
+        dry_run: forecast, decide and record, never stop. Default False.
         run_id: id of this run in records and the ledger. Default: a random id.
         task: task or data set name for the record. Default None.
         stop_on_divergence: stop at a NaN/inf metric or loss. Default True.
+
+    Raises:
+        ConfigError: an argument is out of range (at construction).
     """
 
     def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
                  target_epoch: int | None = None, threshold: float | None = None,
                  confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
+                 min_delta: float | None = StopPolicy.min_delta, use_incumbent: bool = True,
                  study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
@@ -94,6 +132,7 @@ class ForecastMonitor:
         mode = mode if mode is not None else default_mode(self.metric)
         self.policy = StopPolicy(threshold=threshold, confidence=confidence,
                                  min_epochs=min_epochs, patience=patience, mode=mode,
+                                 use_incumbent=use_incumbent, min_delta=min_delta,
                                  stop_on_divergence=stop_on_divergence, dry_run=dry_run)
         self.mode = mode
         if target_epoch is not None:
@@ -108,6 +147,7 @@ class ForecastMonitor:
         self._forecaster: Forecaster | None = model if isinstance(model, Forecaster) else None
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
+        self._study_best: float | None = None
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -148,20 +188,40 @@ class ForecastMonitor:
         self.stopped: dict[str, Any] | None = None
         self.finished = False
         self.diverged = False
-        self._incumbent: float | None = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._streaks: list[tuple[int, int]] = []  # (epoch, poor_streak after it)
+        self._ledger_best: float | None = None
         self._t_last: float | None = None
         self._started = False
         self._restored = False
 
+    # ------------------------------------------------------------------- study
     @property
     def incumbent(self) -> float | None:
-        """The best final value of the study so far (None: none). Read from the ledger at
-        :meth:`begin`; search-engine adapters that know it better set it here."""
-        return self._incumbent
+        """The best final value of the study so far, None with none or with
+        ``use_incumbent=False``: the ledger's (read at :meth:`begin`) or the values
+        handed in by :meth:`observe_study`, whichever is better."""
+        if not self.policy.use_incumbent:
+            return None
+        return best_of((self._ledger_best, self._study_best), self.mode)
 
     @incumbent.setter
     def incumbent(self, value: float | None) -> None:
-        self._incumbent = finite_or_none(value)
+        self._ledger_best = None
+        self._study_best = finite_or_none(value)
+
+    def observe_study(self, values: Iterable[Any]) -> float | None:
+        """Hand in the final values of the study's finished runs (the hook of the search
+        adapters: Optuna's completed trials, Ray's trials that reached the target).
+
+        Values that are missing, not finite or outside the metric's range are left
+        out. Returns the incumbent now in force (None with ``use_incumbent=False``).
+        """
+        kept = [v for v in (finite_or_none(x) for x in values)
+                if v is not None and in_range(self.metric, v)]
+        self._study_best = best_of(kept, self.mode)
+        return self.incumbent
 
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
@@ -191,8 +251,8 @@ class ForecastMonitor:
             self.ledger.start_run(self.record, study=self.study,
                                   target_epoch=self.target_epoch)
             if self.policy.use_incumbent and self.study is not None:
-                self._incumbent = self.ledger.best_final(self.study, self.metric, self.mode,
-                                                         exclude_run=self.record.run_id)
+                self._ledger_best = self.ledger.best_final(
+                    self.study, self.metric, self.mode, exclude_run=self.record.run_id)
         self._t_last = time.perf_counter()
         self._started = True
 
@@ -200,45 +260,34 @@ class ForecastMonitor:
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
         """Record one finished epoch, forecast the target epoch and decide.
 
+        An epoch at or before the last one held (a resume from an earlier point)
+        replaces the tail: the later epochs, their forecasts and their patience count
+        are dropped, as if the run had never gone past it.
+
         Args:
             epoch: 1-based epoch just finished (Keras ``epoch + 1``...).
             metrics: the epoch's logged values; aliases are canonicalised.
 
         Raises:
             MetricNotFoundError: the monitored metric is not in ``metrics``.
+            RecordError: an accuracy-like value is outside [0, 1] (a percent): it is
+                refused before it is recorded.
         """
         if not self._started:
             self.begin(resume=self._restored)
-        canon = canonical_metrics(metrics)
-        if self.metric not in canon:
-            raise MetricNotFoundError(self.monitor, metrics)
-        row: dict[str, Any] = {"epoch": int(epoch)}
-        diverged = False
-        for key, value in canon.items():
-            if isinstance(value, str) or key == "epoch":
-                continue
-            row[key] = finite_or_none(value)
-            if row[key] is None and value is not None and (key == self.metric
-                                                           or key in _LOSS_KEYS):
-                diverged = True  # NaN/inf in the target or a loss
-        now = time.perf_counter()
-        if "time" not in row and self._t_last is not None:
-            row["time"] = now - self._t_last
-        self._t_last = now
-        epochs = self.record.epochs
-        if epochs and int(epochs[-1]["epoch"]) >= row["epoch"]:
-            # A replayed epoch (resume before the checkpointed one): replace the tail.
-            self.record.epochs = [r for r in epochs if int(r["epoch"]) < row["epoch"]]
-            self.record.forecasts = [f for f in self.record.forecasts
-                                     if int(f["at_epoch"]) < row["epoch"]]
+        row, diverged = self._row(int(epoch), metrics)
+        self._trim(row["epoch"])
         self.record.epochs.append(row)
+        self._track_best(row)
         forecast, why = self._forecast(epoch) if not diverged else (None, "")
         decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
-                                      incumbent=self._incumbent, diverged=diverged)
+                                      incumbent=self.incumbent, diverged=diverged,
+                                      best=self.best)
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
         self.poor_streak = self.poor_streak + 1 if decision.poor else 0
+        self._streaks.append((int(epoch), self.poor_streak))
         self.last_decision = decision
         self.record.forecasts.append(decision.to_dict())
         if decision.stop:
@@ -247,6 +296,72 @@ class ForecastMonitor:
         if self.ledger is not None:
             self.ledger.log_epoch(self.record.run_id, row, decision)
         return decision
+
+    def _row(self, epoch: int, metrics: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The epoch's record row and whether the target or a loss diverged."""
+        canon = canonical_metrics(metrics)
+        if self.metric not in canon:
+            raise MetricNotFoundError(self.monitor, metrics)
+        row: dict[str, Any] = {"epoch": epoch}
+        diverged = False
+        for key, value in canon.items():
+            if isinstance(value, str) or key == "epoch":
+                continue
+            row[key] = finite_or_none(value)
+            if row[key] is None:
+                diverged = diverged or (value is not None and key in self._diverge_keys)
+            elif not in_range(key, row[key]):
+                raise RecordError(f"{row[key]!r} is outside [0, 1] at epoch {epoch}",
+                                  field=key, hint="accuracy-like metrics are fractions; "
+                                  "divide percents by 100")
+        now = time.perf_counter()
+        if "time" not in row and self._t_last is not None:
+            row["time"] = now - self._t_last
+        self._t_last = now
+        return row, diverged
+
+    @property
+    def _diverge_keys(self) -> tuple[str, ...]:
+        return (self.metric, *_LOSS_KEYS)
+
+    def _trim(self, epoch: int) -> None:
+        """Drop what was held from ``epoch`` on (a replayed epoch after a resume)."""
+        epochs = self.record.epochs
+        if not epochs or int(epochs[-1]["epoch"]) < epoch:
+            return
+        self.record.epochs = [r for r in epochs if int(r["epoch"]) < epoch]
+        self.record.forecasts = [f for f in self.record.forecasts if int(f["at_epoch"]) < epoch]
+        self._streaks = [s for s in self._streaks if s[0] < epoch]
+        self.poor_streak = self._streaks[-1][1] if self._streaks else 0
+        if self.stopped is not None and int(self.stopped["epoch"]) >= epoch:
+            self.stopped = self.record.stopped = None
+        self.best = self.best_epoch = None
+        for row in self.record.epochs:
+            self._track_best(row)
+
+    def _track_best(self, row: Mapping[str, Any]) -> None:
+        value = row.get(self.metric)
+        if value is not None and (self.best is None or
+                                  (value > self.best if self.mode == "max" else value < self.best)):
+            self.best, self.best_epoch = float(value), int(row["epoch"])
+
+    def log_items(self) -> dict[str, float]:
+        """The ``esp/*`` values of the latest decision, for the framework's logs.
+
+        NaN before the first forecast; at and after the target epoch the forecast of
+        the target is the observed value (a forecast of an observed epoch is the
+        observation), never NaN.
+        """
+        decision = self.last_decision
+        if decision is None:
+            return {}
+        items = decision.log_items()
+        if decision.forecast is None and self.target_epoch is not None \
+                and decision.epoch >= self.target_epoch and self.record.epochs:
+            seen = self.record.epochs[-1].get(self.metric)
+            if seen is not None:
+                items.update({k: float(seen) for k in _FORECAST_LOG_KEYS})
+        return items
 
     def override(self, stop: bool, reason: str) -> Decision:
         """Replace this epoch's decision with one taken elsewhere (rank 0 of a
@@ -265,6 +380,12 @@ class ForecastMonitor:
         self.stopped = {"epoch": decision.epoch, "reason": reason} if stop else None
         self.record.stopped = self.stopped
         return decision
+
+    def note_restored(self, epoch: int) -> None:
+        """Say in the stop reason (record and ledger) that the adapter set the weights
+        of ``epoch`` back (``restore_best_weights``)."""
+        if self.stopped is not None:
+            self.override(True, f"{self.stopped['reason']}; restored the weights of epoch {epoch}")
 
     def _forecast(self, epoch: int) -> tuple[Forecast | None, str]:
         """This epoch's forecast, or None and why there is none (never raises on data)."""
@@ -294,13 +415,20 @@ class ForecastMonitor:
         return "stopped" if self.stopped else "completed"
 
     # ------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Versioned, JSON-ready progress: record, counters, target and stop."""
+    def state_dict(self, *, snapshot: bool = True) -> dict[str, Any]:
+        """Versioned, JSON-ready progress: record, counters, target and stop.
+
+        Args:
+            snapshot: copy the record (True), or hand a view of it to a caller that
+                serialises it at once (False: no copy). Default True.
+        """
+        record = self.record.to_dict()
         return {
             "version": STATE_VERSION,
-            "record": copy.deepcopy(self.record.to_dict()),  # a snapshot, not a view
+            "record": copy.deepcopy(record) if snapshot else record,
             "target_epoch": self.target_epoch,
             "poor_streak": self.poor_streak,
+            "streaks": [list(s) for s in self._streaks],
             "stopped": self.stopped,
         }
 
@@ -313,6 +441,11 @@ class ForecastMonitor:
         if self.target_epoch_arg is None:
             self.target_epoch = state.get("target_epoch")
         self.poor_streak = int(state.get("poor_streak", 0))
+        # Older states lack the per-epoch counts: a trim then restarts patience at 0.
+        self._streaks = [(int(e), int(n)) for e, n in state.get("streaks", [])]
+        self.best = self.best_epoch = None
+        for row in self.record.epochs:
+            self._track_best(row)
         self.stopped = state.get("stopped")
         self.record.stopped = self.stopped
         self.finished = False
