@@ -109,7 +109,7 @@ def _save_state(mon: ForecastMonitor, path: Path, saver: Any) -> None:
 
         write_state(path, mon.state_dict())
     else:
-        saver.save(mon.state_dict())
+        saver.save(mon.state_dict(snapshot=False))  # as the callback does
 
 
 def _state_saver(path: Path) -> Any:

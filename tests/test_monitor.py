@@ -644,3 +644,37 @@ def test_state_file_is_the_state_written_atomically_only_when_it_changed(monitor
     assert state.save(mon.state_dict(snapshot=False))
     assert state.load() == json.loads(dumps(mon.state_dict()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]   # no temporary left
+
+
+def test_state_file_appends_one_line_an_epoch_and_survives_a_torn_one(monitor_factory,
+                                                                      tmp_path):
+    from earlystop_predict.integrations._state import StateFile
+
+    mon = monitor_factory(dry_run=True)
+    path = tmp_path / "s.json"
+    state = StateFile(path)
+    saved = []
+    for epoch in range(1, 7):
+        mon.update(epoch, {"val_accuracy": 0.1 * epoch, "val_loss": 1.0})
+        state.save(mon.state_dict(snapshot=False))
+        saved.append(json.loads(dumps(mon.state_dict())))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 6                           # the whole state once, then one line each
+    assert all(len(ln) < len(lines[0]) for ln in lines[2:])
+    assert StateFile(path).load() == saved[-1]
+    with open(path, "a") as fh:                      # a crash while appending
+        fh.write('{"+": {"record.epochs": [{"epo')
+    assert StateFile(path).load() == saved[-1]
+    path.write_text("\n".join(lines[:4]) + "\n")    # the journal as of epoch 4
+    assert StateFile(path).load() == saved[3]
+
+
+def test_state_file_reads_a_single_object_state(monitor_factory, tmp_path):
+    from earlystop_predict.integrations._state import StateFile
+
+    mon = monitor_factory(dry_run=True)
+    for epoch in (1, 2):
+        mon.update(epoch, {"val_accuracy": 0.3})
+    old = json.loads(dumps(mon.state_dict()))
+    (tmp_path / "s.json").write_text(json.dumps(old))  # as 0.1 wrote it, one object
+    assert StateFile(tmp_path / "s.json").load() == old

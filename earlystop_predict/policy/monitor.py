@@ -428,7 +428,7 @@ class ForecastMonitor:
             "record": copy.deepcopy(record) if snapshot else record,
             "target_epoch": self.target_epoch,
             "poor_streak": self.poor_streak,
-            "streaks": [list(s) for s in self._streaks],
+            "streaks": [list(s) for s in self._streaks] if snapshot else list(self._streaks),
             "stopped": self.stopped,
         }
 
