@@ -17,11 +17,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +35,8 @@ from transformers.trainer_callback import (  # noqa: E402
     TrainerState,
 )
 
-from earlystop_predict.errors import ConfigError, EarlystopPredictError, MetricNotFoundError  # noqa: E402
+from earlystop_predict.errors import ConfigError, MetricNotFoundError  # noqa: E402
+from earlystop_predict.integrations._checkpoint import CheckpointProgress  # noqa: E402
 from earlystop_predict.integrations._config import monitor_arguments  # noqa: E402
 from earlystop_predict.integrations._distributed import rank_zero_decides, torch_broadcast  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
@@ -55,20 +54,6 @@ from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 __all__ = ["HFForecastCallback"]
 
-#: Version of the progress this callback saves in checkpoints (``state()``).
-PROGRESS_VERSION = 1
-#: Live instances: a checkpoint restore hands back the live one (see ``state``).
-_LIVE: list[weakref.ReferenceType[HFForecastCallback]] = []
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def _calling_handler() -> CallbackHandler | None:
     """The :class:`CallbackHandler` calling this callback, found on the stack: the Trainer
     logs an evaluation *before* ``on_evaluate``, so our values reach the reporting
@@ -82,7 +67,7 @@ def _calling_handler() -> CallbackHandler | None:
 
 
 @monitor_arguments()
-class HFForecastCallback(TrainerCallback, ExportableState):
+class HFForecastCallback(CheckpointProgress, TrainerCallback, ExportableState):
     """Stops a Hugging Face ``Trainer`` run whose forecast falls short.
 
     Each evaluation during training is one row. With ``eval_strategy="epoch"`` the
@@ -123,16 +108,6 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         MetricNotFoundError: an evaluation lacks ``monitor`` (lists the keys it has).
     """
 
-    def __new__(cls, *args: Any, _restore: bool = False, **kwargs: Any) -> HFForecastCallback:
-        # The Trainer restores an ExportableState as ``type(cb)(**state["args"])`` and
-        # swaps it in for ``cb``: handing back the live ``cb`` keeps the user's arguments
-        # (forecasters are not JSON) and reference. A restore brings back progress only.
-        alive = [cb for cb in (ref() for ref in _LIVE) if type(cb) is cls]
-        if _restore and alive:
-            same = [cb for cb in alive if cb.monitor.monitor == hf_key(kwargs.get("monitor", ""))]
-            return (same or alive)[-1]
-        return super().__new__(cls)
-
     def __init__(self, monitor: str = "eval_accuracy", mode: str | None = None, *,
                  restore_best_weights: bool = False, _restore: bool = False,
                  **options: Any) -> None:
@@ -150,7 +125,7 @@ class HFForecastCallback(TrainerCallback, ExportableState):
         self._n_evals = 0
         self._matched_step: int | None = None
         self._unmatched: dict[str, Any] | None = None
-        _LIVE[:] = [ref for ref in _LIVE if ref() is not None] + [weakref.ref(self)]
+        self._register()
 
     @property
     def record(self) -> RunRecord:
@@ -185,17 +160,10 @@ class HFForecastCallback(TrainerCallback, ExportableState):
     def _progress(self, state: TrainerState) -> dict[str, Any] | None:
         """The progress saved in the checkpoint resumed from (the Trainer's own state)."""
         progress, self.restored_state = self.restored_state, None
-        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
-        for entry in ([] if progress is not None or state.global_step <= 0 else
-                      saved if isinstance(saved, list) else [saved]):
-            progress = progress or ((entry or {}).get("attributes") or {}).get("restored_state")
-        if progress and progress.get("monitor", {}).get("record", {}).get(
-                "metric") != self.monitor.metric:
-            return None  # saved by a callback on another metric: not this run's progress
-        if progress and progress.get("version") != PROGRESS_VERSION:
-            raise EarlystopPredictError(f"HFForecastCallback: checkpoint progress version "
-                                        f"{progress.get('version')!r}, expected {PROGRESS_VERSION}")
-        return progress or None
+        if progress is None and state.global_step > 0:
+            return self.saved_progress(state.stateful_callbacks, type(self).__name__,
+                                       self.monitor.metric)
+        return self.checked(progress, self.monitor.metric)
 
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args: Any, state: TrainerState, control: TrainerControl,
@@ -298,23 +266,14 @@ class HFForecastCallback(TrainerCallback, ExportableState):
             handler.on_log(args, state, control, {**items, "epoch": state.epoch})
 
     # ------------------------------------------------------------------ state
-    def state(self) -> dict[str, Any]:
-        """JSON checkpoint state: the JSON-able init arguments and the progress.
+    def _init_args(self) -> dict[str, Any]:
+        return {"monitor": self.metric_key, **self._options,
+                "restore_best_weights": self.restore_best_weights}
 
-        The Trainer saves it in every checkpoint (``trainer_state.json``) and, with
-        ``restore_callback_states_from_checkpoint=True``, rebuilds the callback as
-        ``type(cb)(**state["args"])``: that returns the live callback of the same class
-        and monitor, which keeps its own arguments, forecaster and ledger, and takes
-        the progress (``attributes``); with none alive it builds one from the JSON-able
-        arguments.
-        """
-        args = {k: os.fspath(v) if isinstance(v, os.PathLike) else v
-                for k, v in {"monitor": self.metric_key, **self._options,
-                             "restore_best_weights": self.restore_best_weights}.items()
-                if k not in ("ledger", "model") or isinstance(v, (str, os.PathLike))}
-        args = {k: v for k, v in args.items() if _jsonable(v)}
-        progress = None
-        if self._started:
-            progress = {"version": PROGRESS_VERSION, "evals": self._n_evals,
-                        "monitor": self.monitor.state_dict()}
-        return {"args": {**args, "_restore": True}, "attributes": {"restored_state": progress}}
+    def _progress_now(self) -> dict[str, Any] | None:
+        if not self._started:
+            return None
+        return {"evals": self._n_evals, "monitor": self.monitor.state_dict()}
+
+    def _same_run(self, kwargs: Mapping[str, Any]) -> bool:
+        return self.monitor.monitor == hf_key(kwargs.get("monitor", ""))
