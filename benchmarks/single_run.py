@@ -44,7 +44,7 @@ from earlystop_predict.tools.replay import replay  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402
 
-DELTAS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+DELTAS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.03, 0.05)
 PATIENCE = (1, 3, 5, 10, 20)
 NAMES = {"patience-1": "patience 1 (Keras 0, HF default)",
          "patience-3": "patience 3 (Lightning default)"}

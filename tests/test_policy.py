@@ -8,7 +8,13 @@ import pytest
 
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
 from earlystop_predict.forecast.base import Forecast
-from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA, LOG_KEYS, Decision, StopPolicy
+from earlystop_predict.policy.stop import (
+    DEFAULT_MIN_DELTA,
+    LOG_KEYS,
+    STUDY_MIN_DELTA,
+    Decision,
+    StopPolicy,
+)
 
 
 def fc(q10: float, q50: float, q90: float, mean: float | None = None) -> Forecast:
@@ -248,11 +254,25 @@ def test_gain_keeps_a_run_that_may_still_improve():
 
 def test_gain_is_on_by_default_and_needs_a_best():
     pol = StopPolicy()
-    assert pol.min_delta == DEFAULT_MIN_DELTA
+    assert pol.min_delta == "auto" and pol.gain_delta() == DEFAULT_MIN_DELTA
     assert pol.decide(POOR, epoch=5, best=0.70).stop  # q0.95 0.677 < 0.70 + min_delta
     d = pol.decide(POOR, epoch=5)  # no best given: the rule has nothing to compare with
     assert not d.stop and d.reason == "no bar to compare with"
     assert not pol.decide(POOR, epoch=5, best=float("nan")).stop
+
+
+def test_auto_min_delta_is_smaller_where_another_bar_is_set():
+    pol = StopPolicy()
+    # Alone: 0.677 < 0.66 + 0.02: the run will not gain 2 points more.
+    d = pol.decide(POOR, epoch=5, best=0.66)
+    assert d.stop and d.reason == f"gain: q0.95 0.677 < best 0.66 + min_delta {DEFAULT_MIN_DELTA:g}"
+    # In a study (an incumbent it beats): only a plateau stops it, at STUDY_MIN_DELTA.
+    assert pol.gain_delta(incumbent=0.5) == STUDY_MIN_DELTA
+    d = pol.decide(POOR, epoch=5, best=0.66, incumbent=0.5)
+    assert not d.stop and f"min_delta {STUDY_MIN_DELTA:g}" in d.reason
+    assert StopPolicy(threshold=0.5).gain_delta() == STUDY_MIN_DELTA
+    assert StopPolicy(use_incumbent=False).gain_delta(incumbent=0.5) == DEFAULT_MIN_DELTA
+    assert StopPolicy(min_delta=0.3).gain_delta(incumbent=0.5) == 0.3
 
 
 def test_gain_switched_off_with_none():
@@ -297,7 +317,7 @@ def test_gain_respects_min_epochs_patience_and_dry_run():
     assert not d.stop and d.would_stop and d.reason.startswith("dry_run: would stop: gain: ")
 
 
-@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), "0.01", True])
+@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), "0.01", "Auto", True])
 def test_gain_min_delta_is_checked(bad):
     with pytest.raises(ConfigError, match="min_delta"):
         StopPolicy(min_delta=bad)

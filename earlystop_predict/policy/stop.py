@@ -24,9 +24,14 @@ from earlystop_predict.forecast.base import Forecast
 
 LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90", "esp/stop")
 
-#: The gain rule's default ``min_delta`` (metric units: 0.1 accuracy points), chosen
-#: from ``benchmarks/single_run.py`` (README, "One run against patience").
-DEFAULT_MIN_DELTA = 0.001
+#: The gain rule's ``min_delta`` for a run with no other bar (no threshold, no
+#: incumbent): metric units, 0.02 = 2 accuracy points. Chosen from
+#: ``benchmarks/single_run.py`` (README, "One run against patience").
+DEFAULT_MIN_DELTA = 0.02
+#: The gain rule's ``min_delta`` where another bar is set (a study's incumbent, a
+#: threshold): there the other rules stop the hopeless runs and the gain rule only ends
+#: plateaus. Chosen from ``benchmarks/search_rules.py``.
+STUDY_MIN_DELTA = 0.001
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,11 @@ class StopPolicy:
         min_delta: the gain rule: stop when the forecast says the run is unlikely (at
             ``confidence``) to improve on its best value so far (``best`` of
             :meth:`decide`) by more than ``min_delta`` by the target epoch, in the
-            metric's units, >= 0 (0.001 = 0.1 accuracy points). It needs no threshold,
-            study or ledger: it is what a single run gets by default. None: off.
-            Default :data:`DEFAULT_MIN_DELTA`.
+            metric's units, >= 0 (0.01 = 1 accuracy point). It needs no threshold,
+            study or ledger: it is what a single run gets by default. ``"auto"``:
+            :data:`DEFAULT_MIN_DELTA` (0.02) when no other bar is set this epoch,
+            :data:`STUDY_MIN_DELTA` (0.001) when a threshold or an incumbent is. None:
+            off. Default ``"auto"``.
     """
 
     threshold: float | None = None
@@ -128,7 +135,7 @@ class StopPolicy:
     use_incumbent: bool = True
     stop_on_divergence: bool = True
     dry_run: bool = False
-    min_delta: float | None = DEFAULT_MIN_DELTA
+    min_delta: float | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -143,9 +150,10 @@ class StopPolicy:
         if self.threshold is not None and not (_is_number(self.threshold)
                                                and math.isfinite(self.threshold)):
             raise ConfigError("threshold", "a finite number or None", self.threshold)
-        if self.min_delta is not None and not (_is_number(self.min_delta)
-                                               and 0 <= self.min_delta < math.inf):
-            raise ConfigError("min_delta", "a finite number >= 0 or None", self.min_delta)
+        if self.min_delta is not None and self.min_delta != "auto" and not (
+                _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
+            raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
+                              self.min_delta)
 
     # The quantile that must clear the bar: optimistic side of the forecast.
     @property
@@ -160,11 +168,18 @@ class StopPolicy:
             return v < bar, f"q{q:g} {v:.4g} {'<' if v < bar else '>='} {{name}} {bar:.4g}"
         return v > bar, f"q{q:g} {v:.4g} {'>' if v > bar else '<='} {{name}} {bar:.4g}"
 
-    def _gain_short(self, forecast: Forecast, best: float) -> tuple[bool, str]:
+    def gain_delta(self, incumbent: float | None = None) -> float | None:
+        """The ``min_delta`` the gain rule uses this epoch (None: the rule is off)."""
+        if self.min_delta != "auto":
+            return None if self.min_delta is None else float(self.min_delta)
+        other = self.threshold is not None or (
+            self.use_incumbent and incumbent is not None and math.isfinite(incumbent))
+        return STUDY_MIN_DELTA if other else DEFAULT_MIN_DELTA
+
+    def _gain_short(self, forecast: Forecast, best: float, delta: float) -> tuple[bool, str]:
         """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``."""
         q = self.quantile
         v = forecast.quantile(q)
-        delta = float(self.min_delta or 0.0)
         if self.mode == "max":
             poor = v < best + delta
             op, sign = ("<" if poor else ">="), "+"
@@ -193,9 +208,9 @@ class StopPolicy:
             if poor:
                 return True, "forecast " + text.format(name="incumbent")
             parts.append(text.format(name="incumbent"))
-        if self.min_delta is not None and best is not None and _is_number(best) \
-                and math.isfinite(best):
-            poor, text = self._gain_short(forecast, float(best))
+        delta = self.gain_delta(incumbent)
+        if delta is not None and best is not None and _is_number(best) and math.isfinite(best):
+            poor, text = self._gain_short(forecast, float(best), delta)
             if poor:
                 return True, text
             parts.append(text)
