@@ -99,17 +99,30 @@ def optuna_rules(recs: list, res, counts: dict[str, int]) -> dict[str, dict[str,
     return out
 
 
-def run_groups(groups: list, args: argparse.Namespace, counts: dict[str, int]
-               ) -> dict[str, dict[str, dict]]:
+def run_groups(groups: list, args: argparse.Namespace, counts: dict[str, int],
+               cache: str | None = None) -> dict[str, dict[str, dict]]:
+    """Replay each group with its model; the Optuna pruners (no model: the same whatever
+    the forecaster) are read from ``cache`` when it exists, else run and written there."""
     per: dict[str, dict[str, dict]] = {}
+    cached = json.loads(open(cache, encoding="utf-8").read()) \
+        if cache and os.path.exists(cache) else None
+    fresh: dict[str, dict[str, dict]] = {}
     for recs, model in groups:
-        res = replay(recs, RULES, model, orders=args.orders,
+        rules = RULES if model is not None else ("none",)
+        res = replay(recs, rules, model, orders=args.orders,
                      runs_per_order=args.runs_per_order, details=any(counts.values()))
         for task, rows in res.per_task.items():
             per[task] = dict(rows)
-        if any(counts.values()):
+        if cached is not None:
+            for task in res.per_task:
+                per[task].update(cached.get(task, {}))
+        elif any(counts.values()):
             for task, rows in optuna_rules(recs, res, counts).items():
                 per[task].update(rows)
+                fresh[task] = rows
+    if cache and cached is None:
+        with open(cache, "w", encoding="utf-8") as fh:
+            json.dump(fresh, fh, indent=1)
     return per
 
 
@@ -154,17 +167,33 @@ def main() -> None:
     ap.add_argument("--lcbench-limit", type=int, default=300,
                     help="runs per held-out LCBench task (0: skip LCBench)")
     ap.add_argument("--json", default=None, help="write the tables to this file")
+    ap.add_argument("--optuna-cache", default=None,
+                    help="read the Optuna pruners' rows from this file, or write them there")
+    ap.add_argument("--optuna-only", action="store_true",
+                    help="only run the Optuna pruners into --optuna-cache (no model needed)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     counts = {"patient": args.patient_orders, "wilcoxon": args.wilcoxon_orders}
+    if args.optuna_only:
+        groups = [(recs, None) for recs, _ in real_groups(args.model, load=False)]
+        run_groups(groups, args, counts, args.optuna_cache + ".real")
+        if args.lcbench_limit:
+            run_groups([(recs, None) for recs, _ in lcbench_groups(
+                args.model, args.lcbench_limit, load=False)],
+                       args, {"patient": args.patient_orders}, args.optuna_cache + ".lcbench")
+        print(f"{time.perf_counter() - t0:.0f} s")
+        return
+    cache = args.optuna_cache
     out = {"real": table(f"Search, real families out of fold ({args.orders} orders x "
                          f"{args.runs_per_order} runs; Optuna's Patient {args.patient_orders}"
                          f" and Wilcoxon {args.wilcoxon_orders} of them)",
-                         run_groups(real_groups(args.model), args, counts))}
+                         run_groups(real_groups(args.model), args, counts,
+                                    cache and cache + ".real"))}
     if args.lcbench_limit:
         out["lcbench"] = table("Search, held-out LCBench tasks",
                                run_groups(lcbench_groups(args.model, args.lcbench_limit), args,
-                                          {"patient": args.patient_orders}))
+                                          {"patient": args.patient_orders},
+                                          cache and cache + ".lcbench"))
         d = out["lcbench"]["mean"]["default"]
         ok = d["epochs_saved_pct"] >= 88 and d["mean_regret"] <= 0.2
         print(f"LCBench default {d['epochs_saved_pct']:.1f} % at {d['mean_regret']:.3f}: "

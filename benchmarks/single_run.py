@@ -73,24 +73,37 @@ def replay_groups(groups: list[tuple[list, object]], names: list[str]) -> dict[s
     return out
 
 
-def real_groups(model: str) -> list[tuple[list, object]]:
+def fold_plan(model: str) -> list[tuple[list[str], object]]:
+    """(families, model directory) per fold: the folds the bundled manifest lists (their
+    directories need not exist when ``load`` is False)."""
+    from earlystop_predict.forecast.artifacts import read_manifest
+
+    plan = folds(model)
+    if plan:
+        return plan
+    listed = read_manifest(model_dir(model)).get("folds") or []
+    return [(list(f["families"]), None) for f in listed]
+
+
+def real_groups(model: str, load: bool = True) -> list[tuple[list, object]]:
     runs = completed(load_corpus(CORPUS))
     for r in runs:
         r.task = family_of(r)
-    plan = folds(model)
-    if not plan:
+    plan = fold_plan(model)
+    if load and (not plan or plan[0][1] is None):
         print("NO FOLD MODELS (python benchmarks/build_folds.py): scoring in-sample")
         plan = [(sorted({r.task for r in runs}), model_dir(model))]
-    return [([r for r in runs if r.task in fams], load_model(path)) for fams, path in plan]
+    return [([r for r in runs if r.task in fams], load_model(path) if load else None)
+            for fams, path in plan]
 
 
-def lcbench_groups(model: str, limit: int) -> list[tuple[list, object]]:
+def lcbench_groups(model: str, limit: int, load: bool = True) -> list[tuple[list, object]]:
     from earlystop_predict.training.lcbench import TEST_TASKS, lcbench_records
 
     recs = lcbench_records(TEST_TASKS, limit_per_task=limit)
     for r in recs:
         r.task = f"lcbench-{r.task}"
-    return [(recs, load_model(model))]
+    return [(recs, load_model(model) if load else None)]
 
 
 def table(title: str, details: dict[str, dict], names: list[str]) -> dict[str, dict]:
