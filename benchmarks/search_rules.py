@@ -1,7 +1,7 @@
 """A search against ASHA: the default study rule and the pruners users already have.
 
 Run: python benchmarks/search_rules.py [--orders 20] [--runs-per-order 100]
-     [--patient-orders 5] [--wilcoxon-orders 1] [--lcbench-limit 300] [--json FILE]
+     [--patient-orders 5] [--wilcoxon-orders 5] [--lcbench-limit 300] [--json FILE]
 
 Random search replayed on each family of the real corpus (forecasts from the fold
 model that never saw the family, ``models/folds/``; see ``build_folds.py``) and on
@@ -13,7 +13,7 @@ incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 (re-implemented in replay and checked against the libraries in the tests), and,
 run through the real Optuna library on the first ``--optuna-orders`` orders of each
 family (the same orders; Optuna is slow per call), ``WilcoxonPruner()`` (on
-``--wilcoxon-orders``, real families only: about 2 minutes an order) and
+``--wilcoxon-orders``) and
 ``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's HyperBand is not
 replayed (its synchronous brackets need concurrent trials; see the README).
 """
@@ -161,9 +161,9 @@ def main() -> None:
     ap.add_argument("--runs-per-order", type=int, default=100)
     ap.add_argument("--patient-orders", type=int, default=5,
                     help="orders per task through Optuna's PatientPruner (0: none)")
-    ap.add_argument("--wilcoxon-orders", type=int, default=1,
-                    help="orders per real family through Optuna's WilcoxonPruner (about "
-                    "2 minutes an order of 100 runs; 0: none; not on LCBench)")
+    ap.add_argument("--wilcoxon-orders", type=int, default=5,
+                    help="orders per task through Optuna's WilcoxonPruner (about "
+                    "20 s an order of 100 runs; 0: none)")
     ap.add_argument("--lcbench-limit", type=int, default=300,
                     help="runs per held-out LCBench task (0: skip LCBench)")
     ap.add_argument("--json", default=None, help="write the tables to this file")
@@ -180,7 +180,7 @@ def main() -> None:
         if args.lcbench_limit:
             run_groups([(recs, None) for recs, _ in lcbench_groups(
                 args.model, args.lcbench_limit, load=False)],
-                       args, {"patient": args.patient_orders}, args.optuna_cache + ".lcbench")
+                       args, counts, args.optuna_cache + ".lcbench")
         print(f"{time.perf_counter() - t0:.0f} s")
         return
     cache = args.optuna_cache
@@ -192,7 +192,7 @@ def main() -> None:
     if args.lcbench_limit:
         out["lcbench"] = table("Search, held-out LCBench tasks",
                                run_groups(lcbench_groups(args.model, args.lcbench_limit), args,
-                                          {"patient": args.patient_orders},
+                                          counts,
                                           cache and cache + ".lcbench"))
         d = out["lcbench"]["mean"]["default"]
         ok = d["epochs_saved_pct"] >= 88 and d["mean_regret"] <= 0.2
