@@ -8,7 +8,13 @@ import pytest
 
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
 from earlystop_predict.forecast.base import Forecast
-from earlystop_predict.policy.stop import LOG_KEYS, Decision, StopPolicy
+from earlystop_predict.policy.stop import (
+    DEFAULT_MIN_DELTA,
+    LOG_KEYS,
+    STUDY_MIN_DELTA,
+    Decision,
+    StopPolicy,
+)
 
 
 def fc(q10: float, q50: float, q90: float, mean: float | None = None) -> Forecast:
@@ -230,3 +236,88 @@ def test_decision_to_dict_is_a_run_record_forecast_entry():
                            "reason": "forecast q0.9 0.66 < threshold 0.9"}
     assert Decision(False, "no forecast", None, 2).to_dict() == {
         "at_epoch": 2, "stop": False, "reason": "no forecast"}
+
+
+# ----------------------------------------------------------------------------- gain rule
+def test_gain_stops_a_run_that_will_not_beat_its_best_by_min_delta():
+    # q0.9 0.66 < best 0.65 + 0.02: the run is unlikely to gain 2 points more.
+    d = policy(min_delta=0.02).decide(POOR, epoch=5, best=0.65)
+    assert d.stop and d.poor and d.would_stop
+    assert d.reason == "gain: q0.9 0.66 < best 0.65 + min_delta 0.02"
+
+
+def test_gain_keeps_a_run_that_may_still_improve():
+    d = policy(min_delta=0.02).decide(POOR, epoch=5, best=0.60)
+    assert not d.stop and not d.poor
+    assert d.reason == "forecast gain: q0.9 0.66 >= best 0.6 + min_delta 0.02"
+
+
+def test_gain_is_on_by_default_and_needs_a_best():
+    pol = StopPolicy()
+    assert pol.min_delta == "auto" and pol.gain_delta() == DEFAULT_MIN_DELTA
+    assert pol.decide(POOR, epoch=5, best=0.70).stop  # q0.95 0.677 < 0.70 + min_delta
+    d = pol.decide(POOR, epoch=5)  # no best given: the rule has nothing to compare with
+    assert not d.stop and d.reason == "no bar to compare with"
+    assert not pol.decide(POOR, epoch=5, best=float("nan")).stop
+
+
+def test_auto_min_delta_is_smaller_where_another_bar_is_set():
+    pol = StopPolicy()
+    # Alone: 0.677 < 0.66 + 0.02: the run will not gain 2 points more.
+    d = pol.decide(POOR, epoch=5, best=0.66)
+    assert d.stop and d.reason == f"gain: q0.95 0.677 < best 0.66 + min_delta {DEFAULT_MIN_DELTA:g}"
+    # In a study (an incumbent it beats): only a plateau stops it, at STUDY_MIN_DELTA.
+    assert pol.gain_delta(incumbent=0.5) == STUDY_MIN_DELTA
+    d = pol.decide(POOR, epoch=5, best=0.66, incumbent=0.5)
+    assert not d.stop and f"min_delta {STUDY_MIN_DELTA:g}" in d.reason
+    assert StopPolicy(threshold=0.5).gain_delta() == STUDY_MIN_DELTA
+    assert StopPolicy(use_incumbent=False).gain_delta(incumbent=0.5) == DEFAULT_MIN_DELTA
+    assert StopPolicy(min_delta=0.3).gain_delta(incumbent=0.5) == 0.3
+
+
+def test_gain_switched_off_with_none():
+    d = policy(min_delta=None).decide(POOR, epoch=5, best=0.70)
+    assert not d.stop and d.reason == "no bar to compare with"
+
+
+def test_gain_in_min_mode():
+    loss = Forecast(mean=0.40, quantiles={"0.1": 0.35, "0.5": 0.40, "0.9": 0.46},
+                    model="scripted", observed_epochs=5, target_epoch=50)
+    pol = policy(min_delta=0.05, mode="min")  # compares q0.1 0.35 with best - 0.05
+    d = pol.decide(loss, epoch=5, best=0.38)
+    assert d.stop and d.reason == "gain: q0.1 0.35 > best 0.38 - min_delta 0.05"
+    assert not pol.decide(loss, epoch=5, best=0.42).stop  # 0.35 <= 0.37: may still gain
+
+
+def test_gain_composes_with_threshold_and_incumbent_first_rule_named():
+    pol = policy(threshold=0.9, min_delta=0.02)
+    assert pol.decide(POOR, epoch=5, best=0.65).reason.startswith("forecast q0.9 0.66 < threshold")
+    pol = policy(min_delta=0.02)
+    assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65).reason == \
+        "forecast q0.9 0.66 < incumbent 0.8"
+    # The incumbent is beaten, but the gain rule fires: it names itself.
+    d = pol.decide(POOR, epoch=5, incumbent=0.5, best=0.65)
+    assert d.stop and d.reason.startswith("gain: ")
+    # Nothing fires: every comparison is in the reason.
+    d = pol.decide(GOOD, epoch=5, incumbent=0.9, best=0.9)
+    assert not d.stop
+    assert d.reason == ("forecast q0.9 0.95 >= incumbent 0.9; "
+                        "gain: q0.9 0.95 >= best 0.9 + min_delta 0.02")
+
+
+def test_gain_respects_min_epochs_patience_and_dry_run():
+    pol = policy(min_delta=0.02, min_epochs=6)
+    d = pol.decide(POOR, epoch=5, best=0.65)
+    assert not d.stop and d.poor and "min_epochs 6 not reached" in d.reason
+    pol = policy(min_delta=0.02, patience=2)
+    d = pol.decide(POOR, epoch=5, best=0.65, poor_streak=0)
+    assert not d.stop and d.poor and d.reason.endswith("patience 1/2")
+    assert pol.decide(POOR, epoch=6, best=0.65, poor_streak=1).stop
+    d = policy(min_delta=0.02, dry_run=True).decide(POOR, epoch=5, best=0.65)
+    assert not d.stop and d.would_stop and d.reason.startswith("dry_run: would stop: gain: ")
+
+
+@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), "0.01", "Auto", True])
+def test_gain_min_delta_is_checked(bad):
+    with pytest.raises(ConfigError, match="min_delta"):
+        StopPolicy(min_delta=bad)

@@ -6,6 +6,13 @@ Adapters talk to the monitor only. Depends on :mod:`earlystop_predict.forecast`,
 """
 
 from earlystop_predict.policy.monitor import STATE_VERSION, ForecastMonitor
-from earlystop_predict.policy.stop import LOG_KEYS, Decision, StopPolicy
+from earlystop_predict.policy.stop import (
+    DEFAULT_MIN_DELTA,
+    LOG_KEYS,
+    STUDY_MIN_DELTA,
+    Decision,
+    StopPolicy,
+)
 
-__all__ = ["LOG_KEYS", "STATE_VERSION", "Decision", "ForecastMonitor", "StopPolicy"]
+__all__ = ["DEFAULT_MIN_DELTA", "LOG_KEYS", "STATE_VERSION", "STUDY_MIN_DELTA", "Decision",
+           "ForecastMonitor", "StopPolicy"]

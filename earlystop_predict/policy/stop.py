@@ -24,6 +24,15 @@ from earlystop_predict.forecast.base import Forecast
 
 LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90", "esp/stop")
 
+#: The gain rule's ``min_delta`` for a run with no other bar (no threshold, no
+#: incumbent): metric units, 0.02 = 2 accuracy points. Chosen from
+#: ``benchmarks/single_run.py`` (README, "One run against patience").
+DEFAULT_MIN_DELTA = 0.02
+#: The gain rule's ``min_delta`` where another bar is set (a study's incumbent, a
+#: threshold): there the other rules stop the hopeless runs and the gain rule only ends
+#: plateaus. Chosen from ``benchmarks/search_rules.py``.
+STUDY_MIN_DELTA = 0.001
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -88,7 +97,11 @@ def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool
 
 @dataclass(frozen=True)
 class StopPolicy:
-    """When to stop: the forecast is unlikely to reach a threshold or beat the incumbent.
+    """When to stop: the forecast is unlikely to reach a threshold, beat the incumbent,
+    or gain more than ``min_delta`` on the run's own best.
+
+    The rules compose: a forecast is poor when any rule finds it poor (threshold
+    first, then incumbent, then gain), and the reason names the rule that fired.
 
     Args:
         threshold: value the metric must be likely to reach at ``target_epoch``
@@ -104,9 +117,14 @@ class StopPolicy:
         stop_on_divergence: stop at once, reason "diverged", on a NaN/inf metric or
             loss (even before ``min_epochs``). Default True.
         dry_run: decide and record, never stop. Default False.
-        min_delta: the gain rule (work in progress): stop when the forecast says the
-            run is unlikely to improve on its best value so far by more than
-            ``min_delta`` by the target epoch. None: off. Default None.
+        min_delta: the gain rule: stop when the forecast says the run is unlikely (at
+            ``confidence``) to improve on its best value so far (``best`` of
+            :meth:`decide`) by more than ``min_delta`` by the target epoch, in the
+            metric's units, >= 0 (0.01 = 1 accuracy point). It needs no threshold,
+            study or ledger: it is what a single run gets by default. ``"auto"``:
+            :data:`DEFAULT_MIN_DELTA` (0.02) when no other bar is set this epoch,
+            :data:`STUDY_MIN_DELTA` (0.001) when a threshold or an incumbent is. None:
+            off. Default ``"auto"``.
     """
 
     threshold: float | None = None
@@ -117,7 +135,7 @@ class StopPolicy:
     use_incumbent: bool = True
     stop_on_divergence: bool = True
     dry_run: bool = False
-    min_delta: float | None = None
+    min_delta: float | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -132,6 +150,10 @@ class StopPolicy:
         if self.threshold is not None and not (_is_number(self.threshold)
                                                and math.isfinite(self.threshold)):
             raise ConfigError("threshold", "a finite number or None", self.threshold)
+        if self.min_delta is not None and self.min_delta != "auto" and not (
+                _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
+            raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
+                              self.min_delta)
 
     # The quantile that must clear the bar: optimistic side of the forecast.
     @property
@@ -146,8 +168,35 @@ class StopPolicy:
             return v < bar, f"q{q:g} {v:.4g} {'<' if v < bar else '>='} {{name}} {bar:.4g}"
         return v > bar, f"q{q:g} {v:.4g} {'>' if v > bar else '<='} {{name}} {bar:.4g}"
 
-    def is_poor(self, forecast: Forecast, incumbent: float | None = None) -> tuple[bool, str]:
-        """Whether this forecast alone is poor, and the comparison made."""
+    def gain_delta(self, incumbent: float | None = None) -> float | None:
+        """The ``min_delta`` the gain rule uses this epoch (None: the rule is off)."""
+        if self.min_delta != "auto":
+            return None if self.min_delta is None else float(self.min_delta)
+        other = self.threshold is not None or (
+            self.use_incumbent and incumbent is not None and math.isfinite(incumbent))
+        return STUDY_MIN_DELTA if other else DEFAULT_MIN_DELTA
+
+    def _gain_short(self, forecast: Forecast, best: float, delta: float) -> tuple[bool, str]:
+        """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``."""
+        q = self.quantile
+        v = forecast.quantile(q)
+        if self.mode == "max":
+            poor = v < best + delta
+            op, sign = ("<" if poor else ">="), "+"
+        else:
+            poor = v > best - delta
+            op, sign = (">" if poor else "<="), "-"
+        return poor, f"gain: q{q:g} {v:.4g} {op} best {best:.4g} {sign} min_delta {delta:g}"
+
+    def is_poor(self, forecast: Forecast, incumbent: float | None = None,
+                best: float | None = None) -> tuple[bool, str]:
+        """Whether this forecast alone is poor, and the comparison made.
+
+        Args:
+            forecast: the forecast of the target epoch.
+            incumbent: best final value of the study so far, None if none.
+            best: the run's best value so far (the gain rule), None if none.
+        """
         parts = []
         if self.threshold is not None:
             poor, text = self._short_of(forecast, float(self.threshold))
@@ -159,6 +208,12 @@ class StopPolicy:
             if poor:
                 return True, "forecast " + text.format(name="incumbent")
             parts.append(text.format(name="incumbent"))
+        delta = self.gain_delta(incumbent)
+        if delta is not None and best is not None and _is_number(best) and math.isfinite(best):
+            poor, text = self._gain_short(forecast, float(best), delta)
+            if poor:
+                return True, text
+            parts.append(text)
         return False, ("forecast " + "; ".join(parts)) if parts else "no bar to compare with"
 
     def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
@@ -172,14 +227,15 @@ class StopPolicy:
             poor_streak: consecutive poor forecasts before this one, >= 0.
             incumbent: best final value of the study so far, None if none.
             diverged: the metric or loss is NaN/inf this epoch.
-            best: the run's best value of the metric so far (for the gain rule).
+            best: the run's best value of the metric so far (the gain rule; None: the
+                gain rule is off this epoch).
         """
         if diverged:
             fire = self.stop_on_divergence
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        poor, text = self.is_poor(forecast, incumbent)
+        poor, text = self.is_poor(forecast, incumbent, best)
         if not poor:
             return Decision(False, text, forecast, epoch)
         streak = poor_streak + 1

@@ -2,6 +2,8 @@
 
 Example:
     earlystop-predict replay runs.jsonl --policy incumbent --policy median --orders 50
+    earlystop-predict replay runs.jsonl.gz --single-run --policy default --policy patience-5
+    earlystop-predict replay runs.db --policy default     # a ledger: stopped runs censored
 """
 
 from __future__ import annotations
@@ -10,10 +12,47 @@ import argparse
 import json
 import sys
 
-from earlystop_predict.cli._inputs import load_runs
-from earlystop_predict.errors import ModelArtifactError
+from earlystop_predict.cli._inputs import load_runs, readable
+from earlystop_predict.errors import ConfigError, ModelArtifactError
 from earlystop_predict.forecast.base import Forecaster
-from earlystop_predict.tools.replay import FORECAST_POLICIES, POLICIES, replay
+from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA
+from earlystop_predict.records.record import RunRecord
+from earlystop_predict.tools.replay import (
+    MAX_TARGET_EPOCH,
+    POLICIES,
+    POLICY_HELP,
+    parse_policy,
+    replay,
+)
+
+#: Replayed with --single-run and no --policy.
+SINGLE_RUN_POLICIES = ("default", "patience-3", "patience-5", "patience-10", "none")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _policy(text: str) -> str:
+    try:
+        parse_policy(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"invalid policy {text!r} (use {POLICY_HELP})") \
+            from None
+    return text
+
+
+def read_runs(path: str) -> list[RunRecord]:
+    """The runs of a JSONL file, a gzip corpus (``.jsonl.gz``) or an SQLite ledger.
+
+    A ledger is opened without creating anything; its records keep their ``stopped``
+    and target epoch, so that replay treats stopped runs as censored.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC:
+        from earlystop_predict.ledger import Ledger
+
+        with Ledger(path, readonly=True) as ledger:
+            return readable(ledger.records(), path, "replay")
+    return [rec for _, rec in load_runs(path, "replay", flag=None)]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,11 +63,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "shuffled orders, runs train one after another and a policy may stop "
                     "them. Prints epochs saved, regret (points for accuracies) and stopped "
                     "runs per policy.")
-    parser.add_argument("runs", help="RUN_RECORD.md JSONL (plain or .jsonl.gz) of full runs")
-    parser.add_argument("--policy", action="append", choices=POLICIES, default=None,
-                        help="policy to replay, repeatable (default all)")
+    parser.add_argument("runs", help="RUN_RECORD.md JSONL of full runs (.jsonl, .jsonl.gz, "
+                        "or a ledger .db: its stopped runs are replayed as censored runs)")
+    parser.add_argument("--policy", action="append", type=_policy, default=None,
+                        help=f"policy to replay, repeatable: {POLICY_HELP} (default "
+                        f"{', '.join(POLICIES)}; with --single-run "
+                        f"{', '.join(SINGLE_RUN_POLICIES)})")
+    parser.add_argument("--single-run", action="store_true",
+                        help="score each run alone (no study): regret against the run's "
+                        "own best, at its best epoch before the stop")
+    parser.add_argument("--min-delta", type=float, default=DEFAULT_MIN_DELTA,
+                        help=f"min_delta of the gain policy (default {DEFAULT_MIN_DELTA:g})")
     parser.add_argument("--target", type=int, default=None,
-                        help="target epoch (default each run's meta.max_epochs or last epoch)")
+                        help=f"target epoch in [2, {MAX_TARGET_EPOCH}] (default each run's "
+                        "meta.max_epochs or last epoch)")
     parser.add_argument("--orders", type=int, default=50,
                         help="shuffled orders per task (default 50)")
     parser.add_argument("--runs-per-order", type=int, default=None,
@@ -41,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=1,
                         help="consecutive poor forecasts to stop (default 1)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="bar of the threshold policy (default each task's median final)")
+                        help="bar of the threshold policy, a fraction for accuracies "
+                        "(default each task's median final)")
     parser.add_argument("--model", default="auto",
                         help="auto | lstm | lightgbm | a model directory (default auto)")
     parser.add_argument("--per-task", action="store_true", help="also print a table per task")
@@ -62,19 +111,28 @@ def load_forecaster(kind: str) -> Forecaster:
 
 
 def _run(args: argparse.Namespace) -> int:
-    policies = args.policy or list(POLICIES)
-    records = [rec for _, rec in load_runs(args.runs, "replay", flag=None)]
-    forecaster = load_forecaster(args.model) if FORECAST_POLICIES & set(policies) else None
+    policies = args.policy or list(SINGLE_RUN_POLICIES if args.single_run else POLICIES)
+    records = read_runs(args.runs)
+    needs_model = any(parse_policy(p).forecasts for p in policies)
+    forecaster = load_forecaster(args.model) if needs_model else None
     result = replay(records, policies, forecaster, target=args.target, orders=args.orders,
                     runs_per_order=args.runs_per_order, seed=args.seed,
                     confidence=args.confidence, min_epochs=args.min_epochs,
-                    patience=args.patience, threshold=args.threshold)
+                    patience=args.patience, threshold=args.threshold,
+                    single_run=args.single_run, min_delta=args.min_delta)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     info = result.info
-    print(f"{info['runs']} runs in {info['tasks']} tasks, {info['orders']} orders per task"
-          + (f", {info['runs_per_order']} runs per order" if info["runs_per_order"] else ""))
+    if args.single_run:
+        print(f"{info['runs']} runs in {info['tasks']} tasks, each replayed alone")
+    else:
+        print(f"{info['runs']} runs in {info['tasks']} tasks, {info['orders']} orders per task"
+              + (f", {info['runs_per_order']} runs per order" if info["runs_per_order"]
+                 else ""))
+    if info["censored"]:
+        print(f"{len(info['censored'])} stopped runs replayed as censored runs (up to their "
+              "last epoch)")
     if info["skipped"]:
         print(f"skipped {len(info['skipped'])} runs, e.g. {info['skipped'][0]}",
               file=sys.stderr)
