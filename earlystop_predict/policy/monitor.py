@@ -95,8 +95,10 @@ class ForecastMonitor:
         min_epochs: first 1-based epoch at which a stop may happen, >= 1. Default 3.
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         min_delta: the gain rule: stop when the run is unlikely to improve on its
-            best value so far by more than this by ``target_epoch``, >= 0; None: off.
-            Default: :class:`~earlystop_predict.policy.stop.StopPolicy`'s.
+            best value so far by more than this by ``target_epoch``, in the metric's
+            units, >= 0; ``"auto"``: 0.02 when no other bar is set, 0.001 beside a
+            threshold or an incumbent; None: off. Default ``"auto"``
+            (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
         use_incumbent: also stop when unlikely to beat the study's best final value
             (from the ledger, or handed in with :meth:`observe_study`). Default True.
         study: name grouping comparable runs; with a ledger, the incumbent rule
@@ -119,7 +121,7 @@ class ForecastMonitor:
     def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
                  target_epoch: int | None = None, threshold: float | None = None,
                  confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
-                 min_delta: float | None = StopPolicy.min_delta, use_incumbent: bool = True,
+                 min_delta: float | str | None = StopPolicy.min_delta, use_incumbent: bool = True,
                  study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
