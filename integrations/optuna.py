@@ -43,17 +43,30 @@ from earlystop_predict.integrations._config import (  # noqa: E402
     check_target_epoch,
     monitor_arguments,
 )
-from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model, best_of  # noqa: E402
 from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 _STATES = optuna.trial.TrialState
+
+
+def _reached(study: optuna.Study, mode: str) -> list[float | None]:
+    """What each finished trial reached: a completed one its value, a pruned one the best
+    value it reported (censored evidence, as ``replay`` counts it)."""
+    out: list[float | None] = []
+    for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED)):
+        if t.state == _STATES.COMPLETE:
+            out.append(t.value)
+        elif t.intermediate_values:
+            out.append(best_of(t.intermediate_values.values(), mode))
+    return out
 
 
 @monitor_arguments(only=SEARCH_OPTIONS)
 class ForecastPruner(optuna.pruners.BasePruner):
     """Prune trials whose forecast final value is poor.
 
-    The trials' monitors are handed the study's completed values
+    The trials' monitors are handed what the study's finished trials reached (a
+    completed trial's value, a pruned one's best reported value)
     (:meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`): the
     monitor owns the incumbent, and ``use_incumbent=False`` switches that rule off,
     ledger or not.
@@ -95,8 +108,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
             mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
             mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
                                                       trial.params, mode)
-        mon.observe_study(t.value for t in study.get_trials(deepcopy=False,
-                                                            states=(_STATES.COMPLETE,)))
+        mon.observe_study(_reached(study, mon.mode))
         last = self._fed.get(key, -1)
         for step in sorted(s for s in trial.intermediate_values if s > last):
             epoch = step + self.step_offset

@@ -63,8 +63,8 @@ _CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 class ForecastScheduler(FIFOScheduler):
     """Stop Tune trials whose forecast final value is poor.
 
-    The final values of the trials that trained to ``target_epoch`` are handed to
-    each trial's monitor
+    The best value each ended trial reached (completed, or stopped: censored evidence)
+    is handed to each trial's monitor
     (:meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`), which
     owns the incumbent: ``use_incumbent=False`` switches that rule off, ledger or not.
 
@@ -101,7 +101,7 @@ class ForecastScheduler(FIFOScheduler):
         ForecastMonitor(target_epoch=target_epoch, model=self.model, **options)  # checks
         self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[str, ForecastMonitor] = {}
-        self._finals: dict[str, float] = {}  # trials that trained to the target epoch
+        self._finals: dict[str, float] = {}  # what each ended trial reached
         self.callback = _LogCallback(self)
 
     # ------------------------------------------------------------------ Tune API
@@ -142,9 +142,7 @@ class ForecastScheduler(FIFOScheduler):
         mon = self._monitors.get(trial.trial_id)
         if mon is None:
             return
-        final = mon.record.final_value()
-        if not mon.stopped and mon.record.last_epoch >= self.target_epoch and final is not None:
-            self._finals[trial.trial_id] = final
+        self._reached(trial.trial_id, mon)
         mon.end()
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
@@ -158,7 +156,16 @@ class ForecastScheduler(FIFOScheduler):
     def _end(self, trial: Any, status: str | None) -> None:
         mon = self._monitors.get(trial.trial_id)
         if mon is not None:
+            if mon.stopped and not mon.diverged:
+                self._reached(trial.trial_id, mon)
             mon.end(status or ("stopped" if mon.stopped else "failed"))
+
+    def _reached(self, trial_id: str, mon: ForecastMonitor) -> None:
+        """A trial that ended (completed, or stopped: censored evidence) sets the bar
+        with the best value it reached, as ``replay`` counts it."""
+        best = best_of([v for v in mon.record.series(mon.metric).tolist() if v == v], mon.mode)
+        if best is not None:
+            self._finals[trial_id] = best
 
     def debug_string(self) -> str:
         stopped = sum(1 for m in self._monitors.values() if m.stopped)
@@ -169,7 +176,7 @@ class ForecastScheduler(FIFOScheduler):
     # ------------------------------------------------------------------ records
     @property
     def incumbent(self) -> float | None:
-        """The best final value of the trials that trained to ``target_epoch``."""
+        """The best value the ended trials reached (completed or stopped)."""
         return best_of(self._finals.values(), "min" if self._mode == "min" else "max")
 
     @property

@@ -114,3 +114,18 @@ def test_quantile_levels_parsed_once_and_forecast_unchanged(models) -> None:
 
     odd = Forecast(mean=0.5, quantiles={"0.9": 0.9, "0.10": 0.1, "0.5": 0.5}, model="x")
     assert odd.quantile(0.3) == pytest.approx(0.3) and odd.quantile(0.9) == 0.9
+
+
+def test_a_forecaster_with_a_warm_cache_pickles_and_serves_the_same():
+    # Regression: Ray Tune pickles its scheduler, and with it the forecaster; the run
+    # cache's lock made that fail ("cannot pickle '_thread.lock' object").
+    import pickle
+
+    from earlystop_predict import RunRecord, load_model
+
+    model = load_model("lstm")
+    rec = RunRecord("r", epochs=[{"epoch": e, "val_accuracy": 0.3 + 0.02 * e}
+                                 for e in range(1, 8)])
+    before = model.forecast(rec, 30)
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.forecast(rec, 30).mean == pytest.approx(before.mean, abs=1e-6)

@@ -159,6 +159,27 @@ def test_best_final(ledger_path):
         assert led.best_final("s", "val_accuracy", "max") == 0.80
 
 
+def test_best_value_counts_what_finished_runs_reached_stopped_ones_too(ledger_path):
+    with Ledger(ledger_path) as led:
+        assert led.best_value("s", "val_accuracy", "max") is None
+        for run_id, values, status in (("a", (0.5, 0.8, 0.7), "completed"),
+                                       ("b", (0.6, 0.85), "stopped"),      # censored
+                                       ("c", (0.99,), "failed"),
+                                       ("d", (0.97,), "diverged"),
+                                       ("e", (40.0,), "completed")):       # percents
+            led.start_run(make_record(run_id, values=values), study="s", target_epoch=10)
+            for k, v in enumerate(values, start=1):
+                led.log_epoch(run_id, {"epoch": k, "val_accuracy": v}, None)
+            led.finish_run(run_id, final_value=values[-1], final_epoch=len(values),
+                           status=status, stopped=None)
+        led.start_run(make_record("g", values=()), study="s", target_epoch=10)  # running
+        led.log_epoch("g", {"epoch": 1, "val_accuracy": 0.98}, None)
+        assert led.best_value("s", "val_accuracy", "max") == 0.85
+        assert led.best_value("s", "val_accuracy", "max", exclude_run="b") == 0.8
+        assert led.best_value("s", "val_accuracy", "min") == 0.5
+        assert led.best_value("other", "val_accuracy", "max") is None
+
+
 def test_monitor_stops_a_run_that_cannot_beat_the_incumbent(ledger_path):
     first = ForecastMonitor(target_epoch=6, min_epochs=2, model=constant(0.9), study="s",
                             ledger=str(ledger_path), run_id="first")

@@ -41,7 +41,7 @@ def _study(pruner: ForecastPruner, tops: list[float], name: str = "s") -> optuna
 
 def test_hopeless_trials_are_pruned_at_min_epochs_and_recorded(tmp_path) -> None:
     ledger = tmp_path / "runs.db"
-    pruner = ForecastPruner(EPOCHS, min_epochs=3, ledger=str(ledger))
+    pruner = ForecastPruner(EPOCHS, min_epochs=3, ledger=str(ledger), min_delta=None)
     study = _study(pruner, [0.9, 0.3, 0.3, 0.25])
     states = [t.state for t in study.trials]
     P = optuna.trial.TrialState
@@ -59,12 +59,23 @@ def test_hopeless_trials_are_pruned_at_min_epochs_and_recorded(tmp_path) -> None
     assert len(runs["s-trial-2"].forecasts) == 3
 
 
+def test_a_trial_pruned_on_its_plateau_still_sets_the_bar() -> None:
+    # Regression: with the gain rule on (the default) the good trial is pruned on its
+    # plateau; only completed trials used to count, so no later trial had a bar.
+    pruner = ForecastPruner(EPOCHS, min_epochs=3)
+    study = _study(pruner, [0.9, 0.3, 0.25], "plateau")
+    first = pruner.records[0]
+    assert first.stopped["reason"].startswith("gain:")
+    assert [len(t.intermediate_values) for t in study.trials[1:]] == [3, 3]
+    assert all("incumbent" in pruner.records[i].stopped["reason"] for i in (1, 2))
+
+
 def test_without_a_completed_trial_only_the_threshold_prunes() -> None:
-    pruner = ForecastPruner(EPOCHS, min_epochs=2, threshold=0.8)
+    pruner = ForecastPruner(EPOCHS, min_epochs=2, threshold=0.8, min_delta=None)
     study = _study(pruner, [0.3])
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     assert "threshold" in pruner.records[0].stopped["reason"]
-    quiet = ForecastPruner(EPOCHS, min_epochs=2)  # no threshold, no incumbent yet
+    quiet = ForecastPruner(EPOCHS, min_epochs=2, min_delta=None)  # no bar at all
     assert _study(quiet, [0.3], "q").trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
@@ -89,8 +100,9 @@ def test_bad_arguments_fail_at_construction() -> None:
 def test_use_incumbent_false_with_a_ledger_never_prunes_against_the_study(tmp_path) -> None:
     # Regression (issue 12.4): the ledger's incumbent used to stand in for the pruner's.
     ledger = str(tmp_path / "runs.db")
-    _study(ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger), [0.9], "shared")
-    pruner = ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger, use_incumbent=False)
+    _study(ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger, min_delta=None), [0.9], "shared")
+    pruner = ForecastPruner(EPOCHS, min_epochs=1, ledger=ledger, use_incumbent=False,
+                            min_delta=None)
     study = _study(pruner, [0.9, 0.3], "shared")
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert all("incumbent" not in f["reason"] for rec in pruner.records.values()

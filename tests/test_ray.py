@@ -50,9 +50,24 @@ def _search(sched: ForecastScheduler, tops: list[float], tmp_path, **tune_kw) ->
     return tuner.fit()
 
 
+def test_a_trial_stopped_on_its_plateau_still_sets_the_bar(tmp_path) -> None:
+    # Regression: with the gain rule on (the default), the good trial stops on its
+    # plateau before the target; it used to count for nothing, so the hopeless trials
+    # after it had no incumbent to be stopped against and trained on to their plateaus.
+    sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(tmp_path / "runs.db"),
+                              study="s")
+    grid = _search(sched, [0.9, 0.3, 0.25], tmp_path, metric="val_accuracy", mode="max")
+    iters = dict((r.config["top"], r.metrics["training_iteration"]) for r in grid)
+    assert iters[0.25] == iters[0.3] == 3
+    good = next(r for r in sched.records.values() if r.hparams["top"] == 0.9)
+    assert good.stopped["reason"].startswith("gain:") and iters[0.9] < EPOCHS
+    assert sched.incumbent == pytest.approx(accuracy(0.9, iters[0.9]))
+
+
 def test_hopeless_trials_are_stopped_at_min_epochs_and_recorded(tmp_path) -> None:
     ledger = tmp_path / "runs.db"
-    sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(ledger), study="s")
+    sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(ledger), study="s",
+                              min_delta=None)  # the incumbent rule alone
     grid = _search(sched, [0.9, 0.3, 0.25], tmp_path, metric="val_accuracy", mode="max")
     iters = sorted((r.config["top"], r.metrics["training_iteration"]) for r in grid)
     assert iters == [(0.25, 3), (0.3, 3), (0.9, EPOCHS)]
@@ -115,10 +130,11 @@ def test_config_hparams_keeps_scalars_by_leaf_name() -> None:
 def test_use_incumbent_false_with_a_ledger_never_stops_against_the_study(tmp_path) -> None:
     # Regression (issue 12.4): the ledger's incumbent used to stand in for the scheduler's.
     ledger = str(tmp_path / "runs.db")
-    first = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared")
+    first = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared",
+                              min_delta=None)
     _search(first, [0.9], tmp_path / "a", metric="val_accuracy", mode="max")
     off = ForecastScheduler(EPOCHS, min_epochs=1, ledger=ledger, study="shared",
-                            use_incumbent=False)
+                            use_incumbent=False, min_delta=None)
     grid = _search(off, [0.3], tmp_path / "b", metric="val_accuracy", mode="max")
     assert next(iter(grid)).metrics["training_iteration"] == EPOCHS
     (rec,) = off.records.values()

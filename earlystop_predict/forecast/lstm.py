@@ -399,6 +399,14 @@ class RunCache:
     def __len__(self) -> int:
         return len(self._runs)
 
+    def __getstate__(self) -> dict[str, int]:
+        """Pickled empty (a lock cannot be pickled; the states are a cache): a forecaster
+        sent to another process, as Ray Tune does with its scheduler, starts afresh."""
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["size"])
+
     def clear(self) -> None:
         with self._lock:
             self._runs.clear()

@@ -442,6 +442,35 @@ class Ledger:
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
+    def best_value(self, study: str | None, metric: str, mode: str,
+                   exclude_run: str | None = None) -> float | None:
+        """The best value any finished run of the study reached, None if none: the bar
+        of the incumbent rule.
+
+        A finished run is a completed or a stopped one (a stopped run is censored
+        evidence: what it reached is reached, whatever it would have done after); its
+        value is its best epoch's (what ``restore_best_weights`` keeps), the same as
+        ``earlystop-predict replay`` scores. Running, failed and diverged runs do not
+        count, nor values outside an accuracy-like metric's [0, 1].
+
+        Args:
+            study: the study (None matches runs without a study).
+            metric: the target metric; only runs on this metric count.
+            mode: ``"max"`` (highest is best) or ``"min"``.
+            exclude_run: a run to leave out (the one asking). Default None.
+        """
+        if mode not in ("min", "max"):
+            raise ConfigError("mode", "'min' or 'max'", mode)
+        agg = "MAX" if mode == "max" else "MIN"
+        rows = self._read(
+            f"SELECT {agg}(v) FROM (SELECT json_extract(e.data, '$.\"' || r.metric || '\"') "
+            "AS v FROM runs r JOIN epochs e ON e.run_id = r.run_id WHERE r.study IS ? "
+            "AND r.metric = ? AND r.status IN ('completed', 'stopped') AND r.run_id IS NOT ?) "
+            "WHERE typeof(v) IN ('real', 'integer') AND (? = 0 OR v BETWEEN 0 AND 1)",
+            (study, metric, exclude_run, int(is_accuracy_like(metric))))
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
     def runs(self, study: str | None = None) -> list[dict[str, Any]]:
         """One summary dict per run (no epochs): id, study, status, final value..."""
         where, params = ("WHERE study IS ?", (study,)) if study is not None else ("", ())

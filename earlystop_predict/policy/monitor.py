@@ -214,8 +214,9 @@ class ForecastMonitor:
         self._study_best = finite_or_none(value)
 
     def observe_study(self, values: Iterable[Any]) -> float | None:
-        """Hand in the final values of the study's finished runs (the hook of the search
-        adapters: Optuna's completed trials, Ray's trials that reached the target).
+        """Hand in the values the study's finished runs reached (the hook of the search
+        adapters: the best value of each of Optuna's completed and pruned trials, of
+        each of Ray's ended trials; a stopped run counts with what it reached).
 
         Values that are missing, not finite or outside the metric's range are left
         out. Returns the incumbent now in force (None with ``use_incumbent=False``).
@@ -253,7 +254,7 @@ class ForecastMonitor:
             self.ledger.start_run(self.record, study=self.study,
                                   target_epoch=self.target_epoch)
             if self.policy.use_incumbent and self.study is not None:
-                self._ledger_best = self.ledger.best_final(
+                self._ledger_best = self.ledger.best_value(
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
         self._t_last = time.perf_counter()
         self._started = True
