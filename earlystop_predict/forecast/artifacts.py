@@ -258,20 +258,24 @@ class _Trees:
         if tree_lines != [str(i) for i in range(self.n)]:
             raise LightGBMTextError("trees: Tree=<index> lines out of order")
 
-    def field(self, key: str, owners: np.ndarray, counts: np.ndarray,
-              dtype: type) -> np.ndarray:
-        """All values of field ``key``, which trees ``owners`` (ascending) hold once
-        each with ``counts`` values; raises :class:`LightGBMTextError` otherwise."""
+    def field(self, key: str, counts: np.ndarray, dtype: type) -> np.ndarray:
+        """All values of field ``key``, which tree i holds once with ``counts[i]``
+        values (a tree of no values may leave it out); raises
+        :class:`LightGBMTextError` otherwise."""
         found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
         where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
-        if len(found) != len(owners) or (where != owners).any():
-            bad = _first_difference(where, owners)
-            raise LightGBMTextError(f"tree {bad}: field {key} missing or repeated")
+        needed = np.flatnonzero(counts > 0)
+        if (np.diff(where) <= 0).any() or (where < 0).any() or \
+                not np.isin(needed, where).all():
+            bad = needed[~np.isin(needed, where)][:1].tolist() or where[:1].tolist()
+            raise LightGBMTextError(f"tree {bad[0] if bad else 0}: field {key} missing or "
+                                    "repeated")
         lines = [m.group(1) for m in found]
         per = np.array([ln.count(" ") + 1 if ln else 0 for ln in lines], dtype=np.int64)
-        joined = " ".join(lines)
-        if (per != counts).any() or "  " in joined or joined != joined.strip():
-            bad = owners[np.argmax(per != counts)] if (per != counts).any() else owners[0]
+        joined = " ".join(ln for ln in lines if ln)
+        wrong = per != counts[where] if len(where) else np.zeros(0, dtype=bool)
+        if wrong.any() or "  " in joined or joined != joined.strip():
+            bad = int(where[np.argmax(wrong)]) if wrong.any() else int(where[0])
             raise LightGBMTextError(f"tree {bad}: field {key} has the wrong number of values")
         try:
             with warnings.catch_warnings():
@@ -285,37 +289,30 @@ class _Trees:
         return values
 
 
-def _first_difference(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    diff = np.flatnonzero(a[:n] != b[:n])
-    return int(b[diff[0]] if diff.size else (b[n] if len(b) > n else a[n]))
-
-
 def _check_trees(trees: _Trees, max_feature: int) -> None:
-    every = np.arange(trees.n)
     ones = np.ones(trees.n, dtype=np.int64)
-    leaves = trees.field("num_leaves", every, ones, np.int64)
+    leaves = trees.field("num_leaves", ones, np.int64)
     if (leaves < 1).any() or (leaves > MAX_LEAVES).any():
         raise LightGBMTextError(f"tree {int(np.argmax((leaves < 1) | (leaves > MAX_LEAVES)))}: "
                                 f"num_leaves outside [1, {MAX_LEAVES}]")
-    if trees.field("num_cat", every, ones, np.int64).any() or \
-            trees.field("is_linear", every, ones, np.int64).any():
+    if trees.field("num_cat", ones, np.int64).any() or \
+            trees.field("is_linear", ones, np.int64).any():
         raise LightGBMTextError("categorical or linear trees are not used here")
-    if not np.isfinite(trees.field("leaf_value", every, leaves, np.float64)).all():
+    if not np.isfinite(trees.field("leaf_value", leaves, np.float64)).all():
         raise LightGBMTextError("field leaf_value: not finite")
-    split = np.flatnonzero(leaves > 1)
-    inner = leaves[split] - 1
-    if np.isnan(trees.field("threshold", split, inner, np.float64)).any():
+    inner_all = leaves - 1  # values per tree of the split fields (none in a stump)
+    inner = inner_all[inner_all > 0]
+    if np.isnan(trees.field("threshold", inner_all, np.float64)).any():
         raise LightGBMTextError("field threshold: NaN")
-    feat = trees.field("split_feature", split, inner, np.int64)
+    feat = trees.field("split_feature", inner_all, np.int64)
     if feat.size and (feat.min() < 0 or feat.max() > max_feature):
         raise LightGBMTextError(f"field split_feature: outside [0, {max_feature}]")
-    dt = trees.field("decision_type", split, inner, np.int64)
+    dt = trees.field("decision_type", inner_all, np.int64)
     if ((dt < 0) | (dt & ~_DT_KNOWN).astype(bool) | (dt & 1).astype(bool)
             | ((dt >> 2) & 3 == 3)).any():
         raise LightGBMTextError("field decision_type: unknown")
-    lo, hi = np.repeat(-leaves[split], inner), np.repeat(inner - 1, inner)
+    lo, hi = np.repeat(-(inner + 1), inner), np.repeat(inner - 1, inner)
     for side in ("left_child", "right_child"):
-        child = trees.field(side, split, inner, np.int64)
+        child = trees.field(side, inner_all, np.int64)
         if ((child < lo) | (child > hi)).any():
             raise LightGBMTextError(f"field {side}: a child outside its tree")
