@@ -258,10 +258,15 @@ class _Trees:
         if tree_lines != [str(i) for i in range(self.n)]:
             raise LightGBMTextError("trees: Tree=<index> lines out of order")
 
-    def field(self, key: str, counts: np.ndarray, dtype: type) -> np.ndarray:
+    def field(self, key: str, counts: np.ndarray, dtype: type,
+              refuse: str = "") -> np.ndarray:
         """All values of field ``key``, which tree i holds once with ``counts[i]``
         values (a tree of no values may leave it out); raises
-        :class:`LightGBMTextError` otherwise."""
+        :class:`LightGBMTextError` otherwise. Integer fields are parsed (their ranges
+        are checked); ``float`` ones only counted and searched for the characters
+        ``refuse`` (a number is made of digits, ``.+-eE``: an ``n`` means NaN or
+        infinity, an ``a`` NaN; LightGBM's parser raises on any other token that is not
+        a number)."""
         found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
         where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
         needed = np.flatnonzero(counts > 0)
@@ -277,6 +282,10 @@ class _Trees:
         if wrong.any() or "  " in joined or joined != joined.strip():
             bad = int(where[np.argmax(wrong)]) if wrong.any() else int(where[0])
             raise LightGBMTextError(f"tree {bad}: field {key} has the wrong number of values")
+        if dtype is float:  # counted only: LightGBM's parser refuses what is not a number
+            if any(c in joined for c in refuse):
+                raise LightGBMTextError(f"field {key}: a value that is not finite")
+            return np.empty(0)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # older numpy: short read
@@ -298,12 +307,10 @@ def _check_trees(trees: _Trees, max_feature: int) -> None:
     if trees.field("num_cat", ones, np.int64).any() or \
             trees.field("is_linear", ones, np.int64).any():
         raise LightGBMTextError("categorical or linear trees are not used here")
-    if not np.isfinite(trees.field("leaf_value", leaves, np.float64)).all():
-        raise LightGBMTextError("field leaf_value: not finite")
+    trees.field("leaf_value", leaves, float, refuse="nN")  # nan, inf
     inner_all = leaves - 1  # values per tree of the split fields (none in a stump)
     inner = inner_all[inner_all > 0]
-    if np.isnan(trees.field("threshold", inner_all, np.float64)).any():
-        raise LightGBMTextError("field threshold: NaN")
+    trees.field("threshold", inner_all, float, refuse="aA")  # nan; inf is an open end
     feat = trees.field("split_feature", inner_all, np.int64)
     if feat.size and (feat.min() < 0 or feat.max() > max_feature):
         raise LightGBMTextError(f"field split_feature: outside [0, {max_feature}]")
