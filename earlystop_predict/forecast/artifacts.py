@@ -267,15 +267,7 @@ class _Trees:
         ``refuse`` (a number is made of digits, ``.+-eE``: an ``n`` means NaN or
         infinity, an ``a`` NaN; LightGBM's parser raises on any other token that is not
         a number)."""
-        found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
-        where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
-        needed = np.flatnonzero(counts > 0)
-        if (np.diff(where) <= 0).any() or (where < 0).any() or \
-                not np.isin(needed, where).all():
-            bad = needed[~np.isin(needed, where)][:1].tolist() or where[:1].tolist()
-            raise LightGBMTextError(f"tree {bad[0] if bad else 0}: field {key} missing or "
-                                    "repeated")
-        lines = [m.group(1) for m in found]
+        lines, where = self._lines(key, counts)
         per = np.array([ln.count(" ") + 1 if ln else 0 for ln in lines], dtype=np.int64)
         joined = " ".join(ln for ln in lines if ln)
         wrong = per != counts[where] if len(where) else np.zeros(0, dtype=bool)
@@ -286,16 +278,33 @@ class _Trees:
             if any(c in joined for c in refuse):
                 raise LightGBMTextError(f"field {key}: a value that is not finite")
             return np.empty(0)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # older numpy: short read
-                values = np.fromstring(joined, dtype=dtype, sep=" ") if joined \
-                    else np.empty(0, dtype)
-        except ValueError:  # numpy 2: a token that is not a number
-            values = np.empty(0, dtype)
-        if len(values) != int(counts.sum()):
-            raise LightGBMTextError(f"field {key}: a value that is not a number")
-        return values
+        return _parse_ints(key, joined, int(counts.sum()))
+
+    def _lines(self, key: str, counts: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The values text of each ``key=`` line and the tree holding it; each tree
+        of ``counts > 0`` must hold one, none two."""
+        found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
+        where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
+        needed = np.flatnonzero(counts > 0)
+        missing = needed[~np.isin(needed, where)]
+        if (np.diff(where) <= 0).any() or (where < 0).any() or missing.size:
+            bad = missing[:1].tolist() or where[:1].tolist() or [0]
+            raise LightGBMTextError(f"tree {bad[0]}: field {key} missing or repeated")
+        return [m.group(1) for m in found], where
+
+
+def _parse_ints(key: str, joined: str, n: int) -> np.ndarray:
+    """``n`` integers from space-separated text (LightGBMTextError otherwise)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # older numpy: short read
+            values = np.fromstring(joined, dtype=np.int64, sep=" ") if joined \
+                else np.empty(0, np.int64)
+    except ValueError:  # numpy 2: a token that is not a number
+        values = np.empty(0, np.int64)
+    if len(values) != n:
+        raise LightGBMTextError(f"field {key}: a value that is not an integer")
+    return values
 
 
 def _check_trees(trees: _Trees, max_feature: int) -> None:
