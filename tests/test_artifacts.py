@@ -366,3 +366,16 @@ def test_a_keras_fit_with_a_damaged_model_directory_completes(tmp_path: Path) ->
     for f in rec.forecasts:
         assert f["model"] == "lightgbm" and "lstm.npz" in f["model_reason"]
         assert math.isfinite(f["mean"])
+
+
+def test_checker_accepts_single_leaf_trees() -> None:
+    """A booster that found no split writes stumps with empty split fields."""
+    lgb = pytest.importorskip("lightgbm")
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    text = lgb.train({"objective": "regression", "verbose": -1, "min_data_in_leaf": 100},
+                     lgb.Dataset(x, np.full(50, 0.3)), num_boost_round=3).model_to_string()
+    assert "\nnum_leaves=1\n" in text
+    checked, n = check_lightgbm_text(text)
+    assert lgb.Booster(model_str=checked).num_trees() == n
+    with pytest.raises(LightGBMTextError, match="threshold"):
+        check_lightgbm_text(text.replace("threshold=\n", "threshold=0.5\n", 1))

@@ -258,68 +258,77 @@ class _Trees:
         if tree_lines != [str(i) for i in range(self.n)]:
             raise LightGBMTextError("trees: Tree=<index> lines out of order")
 
-    def field(self, key: str, owners: np.ndarray, counts: np.ndarray,
-              dtype: type) -> np.ndarray:
-        """All values of field ``key``, which trees ``owners`` (ascending) hold once
-        each with ``counts`` values; raises :class:`LightGBMTextError` otherwise."""
+    def field(self, key: str, counts: np.ndarray, dtype: type,
+              refuse: str = "") -> np.ndarray:
+        """All values of field ``key``, which tree i holds once with ``counts[i]``
+        values (a tree of no values may leave it out); raises
+        :class:`LightGBMTextError` otherwise. Integer fields are parsed (their ranges
+        are checked); ``float`` ones only counted and searched for the characters
+        ``refuse`` (a number is made of digits, ``.+-eE``: an ``n`` means NaN or
+        infinity, an ``a`` NaN; LightGBM's parser raises on any other token that is not
+        a number)."""
+        lines, where = self._lines(key, counts)
+        per = np.array([ln.count(" ") + 1 if ln else 0 for ln in lines], dtype=np.int64)
+        joined = " ".join(ln for ln in lines if ln)
+        wrong = per != counts[where] if len(where) else np.zeros(0, dtype=bool)
+        if wrong.any() or "  " in joined or joined != joined.strip():
+            bad = int(where[np.argmax(wrong)]) if wrong.any() else int(where[0])
+            raise LightGBMTextError(f"tree {bad}: field {key} has the wrong number of values")
+        if dtype is float:  # counted only: LightGBM's parser refuses what is not a number
+            if any(c in joined for c in refuse):
+                raise LightGBMTextError(f"field {key}: a value that is not finite")
+            return np.empty(0)
+        return _parse_ints(key, joined, int(counts.sum()))
+
+    def _lines(self, key: str, counts: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The values text of each ``key=`` line and the tree holding it; each tree
+        of ``counts > 0`` must hold one, none two."""
         found = list(re.finditer(rf"\n{key}=([^\n]*)", self.body))
         where = np.searchsorted(self.starts, [m.start() for m in found], side="right") - 1
-        # a tree outside ``owners`` (a single leaf has no splits) may list the field empty
-        keep = np.isin(where, owners) | np.array([bool(m.group(1)) for m in found], bool)
-        found = [m for m, k in zip(found, keep, strict=True) if k]
-        where = where[keep] if len(keep) else where
-        if len(found) != len(owners) or (where != owners).any():
-            bad = _first_difference(where, owners)
-            raise LightGBMTextError(f"tree {bad}: field {key} missing or repeated")
-        lines = [m.group(1) for m in found]
-        per = np.array([ln.count(" ") + 1 if ln else 0 for ln in lines], dtype=np.int64)
-        joined = " ".join(lines)
-        if (per != counts).any() or "  " in joined or joined != joined.strip():
-            bad = owners[np.argmax(per != counts)] if (per != counts).any() else owners[0]
-            raise LightGBMTextError(f"tree {bad}: field {key} has the wrong number of values")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # older numpy: short read
-                values = np.fromstring(joined, dtype=dtype, sep=" ") if joined \
-                    else np.empty(0, dtype)
-        except ValueError:  # numpy 2: a token that is not a number
-            values = np.empty(0, dtype)
-        if len(values) != int(counts.sum()):
-            raise LightGBMTextError(f"field {key}: a value that is not a number")
-        return values
+        needed = np.flatnonzero(counts > 0)
+        missing = needed[~np.isin(needed, where)]
+        if (np.diff(where) <= 0).any() or (where < 0).any() or missing.size:
+            bad = missing[:1].tolist() or where[:1].tolist() or [0]
+            raise LightGBMTextError(f"tree {bad[0]}: field {key} missing or repeated")
+        return [m.group(1) for m in found], where
 
 
-def _first_difference(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    diff = np.flatnonzero(a[:n] != b[:n])
-    return int(b[diff[0]] if diff.size else (b[n] if len(b) > n else a[n]))
+def _parse_ints(key: str, joined: str, n: int) -> np.ndarray:
+    """``n`` integers from space-separated text (LightGBMTextError otherwise)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # older numpy: short read
+            values = np.fromstring(joined, dtype=np.int64, sep=" ") if joined \
+                else np.empty(0, np.int64)
+    except ValueError:  # numpy 2: a token that is not a number
+        values = np.empty(0, np.int64)
+    if len(values) != n:
+        raise LightGBMTextError(f"field {key}: a value that is not an integer")
+    return values
 
 
 def _check_trees(trees: _Trees, max_feature: int) -> None:
-    every = np.arange(trees.n)
     ones = np.ones(trees.n, dtype=np.int64)
-    leaves = trees.field("num_leaves", every, ones, np.int64)
+    leaves = trees.field("num_leaves", ones, np.int64)
     if (leaves < 1).any() or (leaves > MAX_LEAVES).any():
         raise LightGBMTextError(f"tree {int(np.argmax((leaves < 1) | (leaves > MAX_LEAVES)))}: "
                                 f"num_leaves outside [1, {MAX_LEAVES}]")
-    if trees.field("num_cat", every, ones, np.int64).any() or \
-            trees.field("is_linear", every, ones, np.int64).any():
+    if trees.field("num_cat", ones, np.int64).any() or \
+            trees.field("is_linear", ones, np.int64).any():
         raise LightGBMTextError("categorical or linear trees are not used here")
-    if not np.isfinite(trees.field("leaf_value", every, leaves, np.float64)).all():
-        raise LightGBMTextError("field leaf_value: not finite")
-    split = np.flatnonzero(leaves > 1)
-    inner = leaves[split] - 1
-    if np.isnan(trees.field("threshold", split, inner, np.float64)).any():
-        raise LightGBMTextError("field threshold: NaN")
-    feat = trees.field("split_feature", split, inner, np.int64)
+    trees.field("leaf_value", leaves, float, refuse="nN")  # nan, inf
+    inner_all = leaves - 1  # values per tree of the split fields (none in a stump)
+    inner = inner_all[inner_all > 0]
+    trees.field("threshold", inner_all, float, refuse="aA")  # nan; inf is an open end
+    feat = trees.field("split_feature", inner_all, np.int64)
     if feat.size and (feat.min() < 0 or feat.max() > max_feature):
         raise LightGBMTextError(f"field split_feature: outside [0, {max_feature}]")
-    dt = trees.field("decision_type", split, inner, np.int64)
+    dt = trees.field("decision_type", inner_all, np.int64)
     if ((dt < 0) | (dt & ~_DT_KNOWN).astype(bool) | (dt & 1).astype(bool)
             | ((dt >> 2) & 3 == 3)).any():
         raise LightGBMTextError("field decision_type: unknown")
-    lo, hi = np.repeat(-leaves[split], inner), np.repeat(inner - 1, inner)
+    lo, hi = np.repeat(-(inner + 1), inner), np.repeat(inner - 1, inner)
     for side in ("left_child", "right_child"):
-        child = trees.field(side, split, inner, np.int64)
+        child = trees.field(side, inner_all, np.int64)
         if ((child < lo) | (child > hi)).any():
             raise LightGBMTextError(f"field {side}: a child outside its tree")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from earlystop_predict.errors import ConfigError, RecordError
+from earlystop_predict.forecast.calibration import coherent
 from earlystop_predict.records.record import RunRecord
 
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -122,11 +123,16 @@ def forecasts_from_arrays(records: Sequence[RunRecord], targets: Sequence[int],
     """:class:`Forecast` objects from (B,) means and (B, 5) quantiles; ``bounds`` a
     tuple (one range for all) or a list (one range, or None, per record).
 
+    Every model's forecasts pass here, and leave as one coherent distribution
+    (:func:`~earlystop_predict.forecast.calibration.coherent`): quantiles
+    non-decreasing, the mean within [q0.1, q0.9].
+
     The batch path builds each frozen instance from its field dict in one step
     (what ``__init__`` would set, field by field, through ``object.__setattr__``):
     at tens of thousands of forecasts a second the per-field calls are a good part
     of the cost.
     """
+    mean, q = coherent(np.asarray(mean, dtype=np.float64), np.asarray(q, dtype=np.float64))
     k0, k1, k2, k3, k4 = QKEYS
     new, setattr_ = object.__new__, object.__setattr__
     per = [bounds] * len(records) if bounds is None or isinstance(bounds, tuple) \

@@ -156,7 +156,9 @@ class BlendForecaster(Forecaster):
             fc = out[i]
             keys = sorted(fc.quantiles, key=float)
             qs = sorted(w * fc.quantiles[k] + (1.0 - w) * h.quantile(float(k)) for k in keys)
-            out[i] = replace(fc, mean=w * fc.mean + (1.0 - w) * h.mean,
+            # Averages of coherent forecasts are coherent; the clip only absorbs rounding.
+            mean = min(max(w * fc.mean + (1.0 - w) * h.mean, qs[0]), qs[-1])
+            out[i] = replace(fc, mean=mean,
                              quantiles=dict(zip(keys, qs, strict=True)),
                              model=f"{fc.model}+{self.history.name}")
         return out

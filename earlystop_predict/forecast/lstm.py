@@ -329,6 +329,13 @@ class _RunState:
         self.tail = np.empty(0)
         self.epoch = 1.0
 
+    def copy(self) -> _RunState:
+        """A shallow copy (its arrays are never written in place)."""
+        new = _RunState.__new__(_RunState)
+        for name in self.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
+
     def extended_by(self, key: tuple[Any, ...], epochs: list[dict[str, Any]]) -> bool:
         """Whether ``epochs`` continue what this state has read, under the same key."""
         n = self.n
@@ -512,7 +519,7 @@ class LSTMForecaster(Forecaster):
         if run is None or not run.extended_by(key, eps):
             run = _RunState(key, w.initial_state(static))
         if len(eps) > run.n:  # rows since the last call: converted, encoded, stepped once
-            self.cache.drop(record.run_id)  # kept again only once consistent
+            run = run.copy()  # the cached one stays as it was for any other caller
             xs = run.read(_row_values(record.metric, eps[run.n:]), max_ep)
             run.state = w.advance(run.state, xs)
             run.first, run.last = dict(eps[0]), dict(eps[-1])

@@ -75,6 +75,7 @@ class PriorForecaster(LGBMForecaster):
         planned = np.array([_planned(c, target_epoch) for c in configs])
         x = prior_features(static, np.full(len(configs), target_epoch), planned)
         mean, q = self.predict_matrix(x)
+        mean, q = calib.coherent(mean, q)  # one distribution (as forecasts_from_arrays)
         return [Forecast(mean=float(mean[i]),
                          quantiles={qkey(lv): float(q[i, j]) for j, lv in enumerate(QUANTILES)},
                          model=self.name, reason="zero-epoch forecast from hparams and meta",
