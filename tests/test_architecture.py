@@ -153,3 +153,28 @@ def test_old_names_still_import():
         from earlystop_predict.forecaster import ScriptedForecaster, load_model  # noqa: F401
     from earlystop_predict.ledger import Ledger  # noqa: F401  (kept its name)
     from earlystop_predict.policy import Decision, StopPolicy  # noqa: F401  (kept its name)
+
+
+def _modules_named(path: Path) -> set[str]:
+    """The modules ``path`` imports by name (``import m``, ``from m import ...``)."""
+    mod = _module_of(path)
+    pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                out.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                out.add(node.module)
+    return out
+
+
+def test_every_import_of_the_package_names_a_module_that_exists():
+    # A lazy import inside a function fails only when it runs: catch a stale path here.
+    missing = sorted(f"{_module_of(f)} imports {dep}" for f in FILES
+                     for dep in _modules_named(f)
+                     if dep.startswith("earlystop_predict") and dep not in GRAPH)
+    assert missing == []

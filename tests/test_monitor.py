@@ -90,7 +90,7 @@ def test_dry_run_records_but_never_stops(monitor_factory):
 
 
 def test_incumbent_needs_a_ledger_and_is_none_without(monitor_factory):
-    mon = monitor_factory(threshold=None, study="s")
+    mon = monitor_factory(threshold=None, study="s", min_delta=None)  # no bar at all
     assert not any(d.stop for d in feed(mon, CURVE))
 
 
@@ -453,7 +453,8 @@ def test_incumbent_from_the_study_stops_a_worse_run(tmp_path, monitor_factory):
                            model=constant(0.95))
     feed(best, [0.5, 0.7, 0.8])
     best.end()                                     # completed at 0.8: the incumbent
-    other_study = monitor_factory(ledger=path, study="t", threshold=None, run_id="t1")
+    other_study = monitor_factory(ledger=path, study="t", threshold=None, run_id="t1",
+                                  min_delta=None)
     assert not any(d.stop for d in feed(other_study, CURVE))
     worse = monitor_factory(ledger=path, study="s", threshold=None, run_id="worse")
     decisions = feed(worse, CURVE)
@@ -461,13 +462,18 @@ def test_incumbent_from_the_study_stops_a_worse_run(tmp_path, monitor_factory):
     assert decisions[-1].reason == "forecast q0.95 0.5 < incumbent 0.8"
 
 
-def test_stopped_runs_are_no_incumbent(tmp_path, monitor_factory):
+def test_a_stopped_run_counts_with_what_it_reached(tmp_path, monitor_factory):
+    # A stopped run is censored evidence: the best value it reached is reached (as replay
+    # counts it), so it is a bar for the runs after it.
     path = tmp_path / "ledger.db"
     stopped = monitor_factory(ledger=path, study="s", run_id="a")     # stops at 3 (0.45)
     feed(stopped, CURVE)
     stopped.end()
-    nxt = monitor_factory(ledger=path, study="s", threshold=None, run_id="b")
-    assert not any(d.stop for d in feed(nxt, CURVE))
+    nxt = monitor_factory(ledger=path, study="s", threshold=None, run_id="b",
+                          model=constant(0.4), min_delta=None)
+    decisions = feed(nxt, CURVE)
+    assert decisions[-1].stop and decisions[-1].epoch == 3
+    assert decisions[-1].reason == "forecast q0.95 0.4 < incumbent 0.45"
 
 
 def test_dry_run_with_ledger_completes_and_records_would_stop(monitor_factory, tmp_path):

@@ -160,7 +160,8 @@ def test_huge_max_epochs_fails_fast(tmp_path, capsys):
     path = tmp_path / "runs.jsonl"
     write_records(path, [huge])
     assert main(["replay", str(path), "--policy", "none"]) == 2
-    assert "at least one run" in capsys.readouterr().err
+    assert "max_epochs" in capsys.readouterr().err   # refused where the record is read
+    write_records(path, [_run("a", PLATEAU)])
     assert main(["replay", str(path), "--policy", "none", "--target", "1000000000"]) == 2
     assert "target" in capsys.readouterr().err
 

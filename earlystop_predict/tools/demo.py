@@ -453,7 +453,7 @@ def _fit_lightning(config: DemoConfig, data: DemoData, epochs: int, seed: int,
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from earlystop_predict.integrations._common import scalar_metrics
+    from earlystop_predict.integrations._hparams import scalar_metrics
     from earlystop_predict.integrations.lightning import LightningForecastCallback, pl
 
     class MLP(pl.LightningModule):
