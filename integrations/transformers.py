@@ -1,18 +1,13 @@
 """Hugging Face ``Trainer`` adapter: :class:`HFForecastCallback`.
 
-It translates: each evaluation during training becomes one row of the run record
-for the :class:`~earlystop_predict.policy.monitor.ForecastMonitor`, which forecasts
-and decides; the callback stops the run with ``control.should_training_stop``.
-Every rule lives in the monitor.
+Each evaluation during training becomes one row for the
+:class:`~earlystop_predict.policy.monitor.ForecastMonitor`, which forecasts and
+decides; the callback stops the run with ``control.should_training_stop``.
 
 Example:
-    >>> from transformers import Trainer
-    >>> cb = HFForecastCallback(monitor="eval_accuracy", threshold=0.85, min_epochs=3)
+    >>> cb = HFForecastCallback(monitor="eval_accuracy", study="bert", ledger="runs.db")
     >>> trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=valid,
     ...                   compute_metrics=accuracy, callbacks=[cb])      # doctest: +SKIP
-    >>> trainer.train()                                                # doctest: +SKIP
-    >>> cb.stopped                                                     # doctest: +SKIP
-    {'epoch': 4, 'reason': 'forecast q0.9 0.71 < threshold 0.85'}
 """
 
 from __future__ import annotations
@@ -70,41 +65,30 @@ def _calling_handler() -> CallbackHandler | None:
 class HFForecastCallback(CheckpointProgress, TrainerCallback, ExportableState):
     """Stops a Hugging Face ``Trainer`` run whose forecast falls short.
 
-    Each evaluation during training is one row. With ``eval_strategy="epoch"`` the
-    row's epoch is ``round(state.epoch)`` and ``target_epoch`` defaults to the planned
-    epochs; with ``"steps"`` the evaluations are numbered 1, 2, ... (``epoch`` means
-    "evaluation", ``min_epochs`` counts evaluations) and ``target_epoch`` defaults to
-    ``max_steps // eval_steps``. Evaluations at step 0 and outside ``train()`` are
-    ignored. A row holds the evaluation's metrics (speed metrics left out) and the
-    latest training ``loss`` since the previous evaluation. Hyperparameters are read
-    from ``args``, the model and the data at ``on_train_begin``.
-
-    Every decision is appended to ``state.log_history`` (``esp/forecast_mean``,
-    ``esp/forecast_q10``, ``esp/forecast_q90``, ``esp/stop``, ``esp/index``,
-    ``esp/run_id``, ``esp/decision``) and sent to the reporting integrations as one
-    ``on_log`` event (NaN before the first forecast, the observation at the target).
-
-    Resume: the progress is saved in every checkpoint (``ExportableState``) and read
-    back from the checkpoint's ``TrainerState`` on resume; with
-    ``restore_callback_states_from_checkpoint=True`` the Trainer's rebuild hands back
-    the live callback, which keeps its own arguments. Several processes: every rank
-    runs the monitor, the world process zero alone writes the ledger, and rank 0's
+    Each evaluation during training is one row: with ``eval_strategy="epoch"`` its
+    epoch is ``round(state.epoch)`` and ``target_epoch`` defaults to the planned epochs;
+    with ``"steps"`` evaluations are numbered 1, 2, ... (``min_epochs`` counts them)
+    and ``target_epoch`` defaults to ``max_steps // eval_steps``. A row holds the
+    evaluation's metrics and the latest training ``loss``; hyperparameters are read
+    from ``args``, the model and the data. Each decision is appended to
+    ``state.log_history`` (``esp/*``) and sent to the reporting integrations as one
+    ``on_log`` event. Progress is saved in every checkpoint and read back on resume.
+    Several processes: the world process zero alone writes the ledger, and rank 0's
     decision is the one every rank takes.
 
     Args:
-        monitor: metric to forecast, as ``compute_metrics`` names it; the ``eval_``
-            prefix is added when missing (``"accuracy"`` means ``"eval_accuracy"``).
-            With several eval data sets name the prefixed key
-            (``"eval_valid_accuracy"``). Default ``"eval_accuracy"``.
+        monitor: metric to forecast, as ``compute_metrics`` names it (``"accuracy"``
+            means ``"eval_accuracy"``; with several eval sets name the prefixed key,
+            ``"eval_valid_accuracy"``). Default ``"eval_accuracy"``.
         restore_best_weights: end a run this callback stopped with the best
-            checkpoint's weights. The Trainer does it: this needs
-            ``TrainingArguments(load_best_model_at_end=True)`` (same save and eval
-            strategy), and its ``metric_for_best_model`` should be ``monitor`` (a
-            warning says when it is not). Default False.
+            checkpoint's weights, which the Trainer loads: needs
+            ``TrainingArguments(load_best_model_at_end=True)``, whose
+            ``metric_for_best_model`` should be ``monitor`` (a warning says when it is
+            not). Default False.
 
     Raises:
-        ConfigError: an argument is out of range (at construction), or
-            ``restore_best_weights`` without ``load_best_model_at_end``.
+        ConfigError: an argument is out of range, or ``restore_best_weights`` without
+            ``load_best_model_at_end``.
         MetricNotFoundError: an evaluation lacks ``monitor`` (lists the keys it has).
     """
 
