@@ -158,12 +158,15 @@ def main() -> None:
     ap.add_argument("--lcbench-limit", type=int, default=300,
                     help="runs per held-out LCBench task (0: skip LCBench)")
     ap.add_argument("--json", default=None, help="write the tables to this file")
+    ap.add_argument("--no-real", action="store_true", help="skip the real families")
     args = ap.parse_args()
     names = rules()
     t0 = time.perf_counter()
-    out = {"real": table("Single runs, real families out of fold",
-                         replay_groups(real_groups(args.model), names), names)}
-    checks(out["real"], "real families")
+    out = {}
+    if not args.no_real:
+        out["real"] = table("Single runs, real families out of fold",
+                            replay_groups(real_groups(args.model), names), names)
+        checks(out["real"], "real families")
     if args.lcbench_limit:
         out["lcbench"] = table("Single runs, held-out LCBench tasks",
                                replay_groups(lcbench_groups(args.model, args.lcbench_limit),
