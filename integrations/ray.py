@@ -171,7 +171,7 @@ class ForecastScheduler(FIFOScheduler):
         stopped = sum(1 for m in self._monitors.values() if m.stopped)
         return (f"Using ForecastScheduler (earlystop_predict): {stopped} of "
                 f"{len(self._monitors)} trials stopped by forecast; target epoch "
-                f"{self.target_epoch}, best completed {self.incumbent}.")
+                f"{self.target_epoch}, best value reached {self.incumbent}.")
 
     # ------------------------------------------------------------------ records
     @property

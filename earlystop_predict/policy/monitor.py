@@ -99,10 +99,10 @@ class ForecastMonitor:
             units, >= 0; ``"auto"``: 0.02 when no other bar is set, 0.001 beside a
             threshold or an incumbent; None: off. Default ``"auto"``
             (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
-        use_incumbent: also stop when unlikely to beat the study's best final value
+        use_incumbent: also stop when unlikely to beat the best value the study's finished runs reached
             (from the ledger, or handed in with :meth:`observe_study`). Default True.
         study: name grouping comparable runs; with a ledger, the incumbent rule
-            compares against the best final value of this study. Default None.
+            compares against the best value this study's finished runs reached. Default None.
         ledger: path of the SQLite ledger, a :class:`~earlystop_predict.ledger.store.Ledger`,
             or None for none. Default None.
         hparams: hyperparameters, merged over those the adapter reads. Default None.
@@ -201,9 +201,10 @@ class ForecastMonitor:
     # ------------------------------------------------------------------- study
     @property
     def incumbent(self) -> float | None:
-        """The best final value of the study so far, None with none or with
-        ``use_incumbent=False``: the ledger's (read at :meth:`begin`) or the values
-        handed in by :meth:`observe_study`, whichever is better."""
+        """The best value the study's finished runs reached (stopped ones included),
+        None with none or with ``use_incumbent=False``: the ledger's (read at
+        :meth:`begin`) or the values handed in by :meth:`observe_study`, whichever is
+        better."""
         if not self.policy.use_incumbent:
             return None
         return best_of((self._ledger_best, self._study_best), self.mode)

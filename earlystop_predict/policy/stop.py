@@ -112,7 +112,7 @@ class StopPolicy:
         min_epochs: never stop before this 1-based epoch, >= 1. Default 3.
         patience: consecutive poor forecasts needed to stop, >= 1. Default 1.
         mode: ``"max"`` (accuracy-like) or ``"min"`` (loss-like). Default ``"max"``.
-        use_incumbent: also stop when unlikely to beat the best final value of the
+        use_incumbent: also stop when unlikely to beat the best value reached in the
             study (Domhan et al. 2015). Default True (needs an incumbent value).
         stop_on_divergence: stop at once, reason "diverged", on a NaN/inf metric or
             loss (even before ``min_epochs``). Default True.
@@ -194,7 +194,7 @@ class StopPolicy:
 
         Args:
             forecast: the forecast of the target epoch.
-            incumbent: best final value of the study so far, None if none.
+            incumbent: best value the study's finished runs reached, None if none.
             best: the run's best value so far (the gain rule), None if none.
         """
         parts = []
@@ -225,7 +225,7 @@ class StopPolicy:
             forecast: this epoch's forecast, None when none was made.
             epoch: 1-based epoch just finished.
             poor_streak: consecutive poor forecasts before this one, >= 0.
-            incumbent: best final value of the study so far, None if none.
+            incumbent: best value the study's finished runs reached, None if none.
             diverged: the metric or loss is NaN/inf this epoch.
             best: the run's best value of the metric so far (the gain rule; None: the
                 gain rule is off this epoch).
