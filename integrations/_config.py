@@ -9,6 +9,8 @@ so that each is written once and read everywhere.
 
 Example:
     >>> from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.policy.stop import Decision
+from earlystop_predict.records.record import RunRecord
     >>> @monitor_arguments(only=("threshold", "patience"))
     ... class Pruner:
     ...     '''Prunes.'''
@@ -28,6 +30,8 @@ from typing import Any, TypeVar
 
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.policy.monitor import ForecastMonitor
+from earlystop_predict.policy.stop import Decision
+from earlystop_predict.records.record import RunRecord
 
 _C = TypeVar("_C", bound=type)
 
@@ -116,3 +120,28 @@ def check_target_epoch(target_epoch: Any) -> int:
     if isinstance(target_epoch, bool) or not isinstance(target_epoch, int) or target_epoch < 2:
         raise ConfigError("target_epoch", "an integer >= 2", target_epoch)
     return target_epoch
+
+
+class MonitorViews:
+    """What every callback shows of its run: the record, the latest decision, the stop.
+
+    The callback holds its :class:`~earlystop_predict.policy.monitor.ForecastMonitor` as
+    ``self.monitor``.
+    """
+
+    monitor: ForecastMonitor
+
+    @property
+    def record(self) -> RunRecord:
+        """The run record so far (rows, forecasts, stop)."""
+        return self.monitor.record
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the latest epoch (or evaluation), None before the first."""
+        return self.monitor.last_decision
+
+    @property
+    def stopped(self) -> dict[str, Any] | None:
+        """``{"epoch", "reason"}`` once the callback stopped the run, else None."""
+        return self.monitor.stopped

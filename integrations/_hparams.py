@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from earlystop_predict.records.features import canonical_optimizer
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.records.features import canonical_metric, canonical_optimizer
 from earlystop_predict.records.record import is_accuracy_like
 
 #: Prefix of the keys the adapters log; never fed back to the monitor.
@@ -494,3 +496,23 @@ def config_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
 
     walk(config or {})
     return out
+
+
+def hf_check_best_model(args: Any, metric_key: str, metric: str, restore: bool,
+                        warned: bool) -> bool:
+    """Check ``restore_best_weights`` against the Trainer's own best-model keeping; warn
+    once when the Trainer keeps the best model by another metric. Returns ``warned``.
+
+    Raises:
+        ConfigError: ``restore`` without ``load_best_model_at_end``.
+    """
+    best = getattr(args, "metric_for_best_model", None)
+    keeps = bool(getattr(args, "load_best_model_at_end", False))
+    if restore and not keeps:
+        raise ConfigError("restore_best_weights", "used with TrainingArguments("
+                          "load_best_model_at_end=True)", True)
+    if keeps and best and not warned and canonical_metric(hf_key(best)) != metric:
+        warnings.warn(f"HFForecastCallback monitors {metric_key!r} but the Trainer keeps the "
+                      f"best model by metric_for_best_model={best!r}", UserWarning, stacklevel=4)
+        return True
+    return warned

@@ -24,7 +24,7 @@ from earlystop_predict._imports import require
 
 keras = require("keras", extra="keras")
 
-from earlystop_predict.integrations._config import monitor_arguments  # noqa: E402
+from earlystop_predict.integrations._config import MonitorViews, monitor_arguments  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
     drop_none,
     keras_fit_info,
@@ -38,7 +38,7 @@ __all__ = ["KerasForecastCallback", "keras_hparams"]
 
 
 @monitor_arguments()
-class KerasForecastCallback(keras.callbacks.Callback):
+class KerasForecastCallback(MonitorViews, keras.callbacks.Callback):
     """Forecast the monitored metric at ``target_epoch`` and stop doomed runs.
 
     Reads hyperparameters from the model (see :func:`keras_hparams`) and the batch
@@ -61,7 +61,8 @@ class KerasForecastCallback(keras.callbacks.Callback):
 
     Attributes:
         monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor`
-            (``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``).
+            (``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``; the
+            callback shows the same as ``record``, ``last_decision``, ``stopped``).
         restored_epoch: the epoch whose weights were set back, None if none.
 
     Example:

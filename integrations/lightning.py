@@ -25,7 +25,7 @@ from earlystop_predict._imports import require
 
 pl = require("lightning.pytorch", extra="lightning")
 
-from earlystop_predict.integrations._config import monitor_arguments  # noqa: E402
+from earlystop_predict.integrations._config import MonitorViews, monitor_arguments  # noqa: E402
 from earlystop_predict.integrations._distributed import rank_zero_decides  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
     lightning_hparams,
@@ -39,7 +39,7 @@ _T = TypeVar("_T")
 
 
 @monitor_arguments()
-class LightningForecastCallback(pl.Callback):
+class LightningForecastCallback(MonitorViews, pl.Callback):
     """Forecast the monitored metric at ``target_epoch`` and stop doomed runs.
 
     Acts in ``on_train_epoch_end`` (validation metrics of the epoch are final
@@ -60,7 +60,8 @@ class LightningForecastCallback(pl.Callback):
 
     Attributes:
         monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor` (on rank 0:
-            ``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``).
+            ``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``, shown
+            by the callback too as ``record``, ``last_decision``, ``stopped``).
         restored_epoch: the epoch whose weights were loaded back, None if none.
 
     Example:

@@ -9,19 +9,11 @@ their metrics reach it); records are in :attr:`ForecastScheduler.records` and th
 config too, and each result carries the ``esp/*`` values (``progress.csv``,
 TensorBoard, ``ResultGrid`` frames).
 
-Example:
-    >>> from ray import tune
-    >>> from earlystop_predict.integrations.ray import ForecastScheduler
+Example (a whole search in the README):
     >>> sched = ForecastScheduler(target_epoch=50, ledger="runs.db")
-    >>> def train(config):                                      # doctest: +SKIP
-    ...     for epoch in range(50):
-    ...         tune.report({"val_accuracy": train_one_epoch(config)})
-    >>> tuner = tune.Tuner(                                     # doctest: +SKIP
-    ...     train, param_space={"lr": tune.loguniform(1e-4, 1e-1)},
-    ...     tune_config=tune.TuneConfig(metric="val_accuracy", mode="max",
-    ...                                 scheduler=sched, num_samples=100),
+    >>> tuner = tune.Tuner(train, tune_config=tune.TuneConfig(                 # doctest: +SKIP
+    ...     metric="val_accuracy", mode="max", scheduler=sched, num_samples=100),
     ...     run_config=tune.RunConfig(callbacks=[sched.callback]))
-    >>> results = tuner.fit()                                   # doctest: +SKIP
 
 The epoch is read from ``time_attr`` (Tune's own 1-based ``training_iteration``
 unless told otherwise). Report one result per epoch.

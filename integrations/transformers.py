@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,10 +31,11 @@ from transformers.trainer_callback import (  # noqa: E402
 
 from earlystop_predict.errors import ConfigError, MetricNotFoundError  # noqa: E402
 from earlystop_predict.integrations._checkpoint import CheckpointProgress  # noqa: E402
-from earlystop_predict.integrations._config import monitor_arguments  # noqa: E402
+from earlystop_predict.integrations._config import MonitorViews, monitor_arguments  # noqa: E402
 from earlystop_predict.integrations._distributed import rank_zero_decides, torch_broadcast  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
     enum_value,
+    hf_check_best_model,
     hf_eval_prefix,
     hf_eval_row,
     hf_hparams,
@@ -44,8 +44,7 @@ from earlystop_predict.integrations._hparams import (  # noqa: E402
 )
 from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
 from earlystop_predict.policy.stop import Decision  # noqa: E402
-from earlystop_predict.records.features import canonical_metric, canonical_metrics  # noqa: E402
-from earlystop_predict.records.record import RunRecord  # noqa: E402
+from earlystop_predict.records.features import canonical_metrics  # noqa: E402
 
 __all__ = ["HFForecastCallback"]
 
@@ -62,7 +61,7 @@ def _calling_handler() -> CallbackHandler | None:
 
 
 @monitor_arguments()
-class HFForecastCallback(CheckpointProgress, TrainerCallback, ExportableState):
+class HFForecastCallback(MonitorViews, CheckpointProgress, TrainerCallback, ExportableState):
     """Stops a Hugging Face ``Trainer`` run whose forecast falls short.
 
     Each evaluation during training is one row: with ``eval_strategy="epoch"`` its
@@ -111,35 +110,8 @@ class HFForecastCallback(CheckpointProgress, TrainerCallback, ExportableState):
         self._unmatched: dict[str, Any] | None = None
         self._register()
 
-    @property
-    def record(self) -> RunRecord:
-        """The run record so far (rows, forecasts, stop)."""
-        return self.monitor.record
-
-    @property
-    def last_decision(self) -> Decision | None:
-        """The decision of the latest evaluation, None before the first."""
-        return self.monitor.last_decision
-
-    @property
-    def stopped(self) -> dict[str, Any] | None:
-        """``{"epoch", "reason"}`` once the callback stopped the run, else None."""
-        return self.monitor.stopped
-
     def _make_monitor(self, *, ledger: Any) -> ForecastMonitor:
         return ForecastMonitor(self.metric_key, **{**self._options, "ledger": ledger})
-
-    def _check_best_model(self, args: Any) -> None:
-        best = getattr(args, "metric_for_best_model", None)
-        if self.restore_best_weights and not getattr(args, "load_best_model_at_end", False):
-            raise ConfigError("restore_best_weights", "used with TrainingArguments("
-                              "load_best_model_at_end=True)", True)
-        if getattr(args, "load_best_model_at_end", False) and best and not self._warned and \
-                canonical_metric(hf_key(best)) != self.monitor.metric:
-            self._warned = True
-            warnings.warn(f"HFForecastCallback monitors {self.metric_key!r} but the Trainer "
-                          f"keeps the best model by metric_for_best_model={best!r}",
-                          UserWarning, stacklevel=3)
 
     def _progress(self, state: TrainerState) -> dict[str, Any] | None:
         """The progress saved in the checkpoint resumed from (the Trainer's own state)."""
@@ -158,7 +130,8 @@ class HFForecastCallback(CheckpointProgress, TrainerCallback, ExportableState):
         planned = hf_planned(args, state, self._steps_mode)
         ledger = self._options.get("ledger") if state.is_world_process_zero else None
         mon = self.monitor = self._make_monitor(ledger=ledger)
-        self._check_best_model(args)
+        self._warned = hf_check_best_model(args, self.metric_key, self.monitor.metric,
+                                           self.restore_best_weights, self._warned)
         hp, meta = hf_hparams(args, int(state.max_steps or 0), model, train_dataloader,
                               optimizer, self.metric_key)
         progress = self._progress(state)

@@ -320,6 +320,7 @@ def test_restore_best_weights_sets_the_best_epoch_back_on_our_stop(tmp_path):
     model.fit(*data(), epochs=EPOCHS, batch_size=16, verbose=0, validation_split=0.25,
               callbacks=[script, cb])
     assert cb.monitor.stopped["epoch"] == 3 and cb.restored_epoch == 2
+    assert cb.stopped is cb.monitor.stopped and cb.record is cb.monitor.record  # the views
     for got, best in zip(model.get_weights(), script.weights[2], strict=True):
         np.testing.assert_array_equal(got, best)
     assert any(not np.array_equal(b, la) for b, la in zip(script.weights[2], script.weights[3],
