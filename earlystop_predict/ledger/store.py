@@ -420,7 +420,8 @@ class Ledger:
 
     def best_final(self, study: str | None, metric: str, mode: str,
                    exclude_run: str | None = None) -> float | None:
-        """The best final value among the study's completed runs, None if none.
+        """The best final value among the study's completed runs, None if none (the
+        incumbent rule's bar is :meth:`best_value`, which counts stopped runs too).
 
         Stopped runs never count: they did not reach their end. Nor do values outside
         an accuracy-like metric's [0, 1] (a run that logged percents).
@@ -431,16 +432,10 @@ class Ledger:
             mode: ``"max"`` (highest is best) or ``"min"``.
             exclude_run: a run to leave out (the one asking). Default None.
         """
-        if mode not in ("min", "max"):
-            raise ConfigError("mode", "'min' or 'max'", mode)
-        agg = "MAX" if mode == "max" else "MIN"
-        rows = self._read(
-            f"SELECT {agg}(final_value) FROM runs WHERE study IS ? AND metric = ? "
+        return self._best(
+            "SELECT {agg}(final_value) FROM runs WHERE study IS ? AND metric = ? "
             "AND status = 'completed' AND final_value IS NOT NULL AND run_id IS NOT ? "
-            "AND (? = 0 OR final_value BETWEEN 0 AND 1)",
-            (study, metric, exclude_run, int(is_accuracy_like(metric))))
-        value = rows[0][0] if rows else None
-        return None if value is None else float(value)
+            "AND (? = 0 OR final_value BETWEEN 0 AND 1)", study, metric, mode, exclude_run)
 
     def best_value(self, study: str | None, metric: str, mode: str,
                    exclude_run: str | None = None) -> float | None:
@@ -459,15 +454,21 @@ class Ledger:
             mode: ``"max"`` (highest is best) or ``"min"``.
             exclude_run: a run to leave out (the one asking). Default None.
         """
-        if mode not in ("min", "max"):
-            raise ConfigError("mode", "'min' or 'max'", mode)
-        agg = "MAX" if mode == "max" else "MIN"
-        rows = self._read(
-            f"SELECT {agg}(v) FROM (SELECT json_extract(e.data, '$.\"' || r.metric || '\"') "
+        return self._best(
+            "SELECT {agg}(v) FROM (SELECT json_extract(e.data, '$.\"' || r.metric || '\"') "
             "AS v FROM runs r JOIN epochs e ON e.run_id = r.run_id WHERE r.study IS ? "
             "AND r.metric = ? AND r.status IN ('completed', 'stopped') AND r.run_id IS NOT ?) "
             "WHERE typeof(v) IN ('real', 'integer') AND (? = 0 OR v BETWEEN 0 AND 1)",
-            (study, metric, exclude_run, int(is_accuracy_like(metric))))
+            study, metric, mode, exclude_run)
+
+    def _best(self, query: str, study: str | None, metric: str, mode: str,
+              exclude_run: str | None) -> float | None:
+        """Run one of the best-value queries (``{agg}`` the aggregate of ``mode``; its
+        parameters study, metric, the run left out, whether the metric is a fraction)."""
+        if mode not in ("min", "max"):
+            raise ConfigError("mode", "'min' or 'max'", mode)
+        rows = self._read(query.format(agg="MAX" if mode == "max" else "MIN"),
+                          (study, metric, exclude_run, int(is_accuracy_like(metric))))
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
