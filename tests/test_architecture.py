@@ -38,22 +38,32 @@ def _module_of(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Absolute names of every module ``path`` imports (relative ones resolved)."""
+def _import_statements(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names imported from it)`` of every import in ``path``, relative ones
+    resolved (``import m`` gives ``(m, [])``)."""
     mod = _module_of(path)
     pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-    out: set[str] = set()
+    out: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
+            out.extend((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            out.add(name)
-            out.update(f"{name}.{a.name}" for a in node.names)  # `from pkg import module`
+            out.append((name, [a.name for a in node.names]))
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports, and of ``pkg.name`` for each
+    ``from pkg import name`` (which may be a module)."""
+    out: set[str] = set()
+    for module, names in _import_statements(path):
+        out.add(module)
+        out.update(f"{module}.{n}" for n in names)
     return out
 
 
@@ -155,26 +165,9 @@ def test_old_names_still_import():
     from earlystop_predict.policy import Decision, StopPolicy  # noqa: F401  (kept its name)
 
 
-def _modules_named(path: Path) -> set[str]:
-    """The modules ``path`` imports by name (``import m``, ``from m import ...``)."""
-    mod = _module_of(path)
-    pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                out.add(".".join(base + ([node.module] if node.module else [])))
-            elif node.module:
-                out.add(node.module)
-    return out
-
-
 def test_every_import_of_the_package_names_a_module_that_exists():
     # A lazy import inside a function fails only when it runs: catch a stale path here.
     missing = sorted(f"{_module_of(f)} imports {dep}" for f in FILES
-                     for dep in _modules_named(f)
+                     for dep, _ in _import_statements(f)
                      if dep.startswith("earlystop_predict") and dep not in GRAPH)
     assert missing == []
