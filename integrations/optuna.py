@@ -49,16 +49,12 @@ from earlystop_predict.records.record import RunRecord  # noqa: E402
 _STATES = optuna.trial.TrialState
 
 
-def _reached(study: optuna.Study, mode: str) -> list[float | None]:
-    """What each finished trial reached: a completed one its value, a pruned one the best
+def _reached(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:
+    """What a finished trial reached: a completed one its value, a pruned one the best
     value it reported (censored evidence, as ``replay`` counts it)."""
-    out: list[float | None] = []
-    for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED)):
-        if t.state == _STATES.COMPLETE:
-            out.append(t.value)
-        elif t.intermediate_values:
-            out.append(best_of(t.intermediate_values.values(), mode))
-    return out
+    if trial.state == _STATES.COMPLETE:
+        return trial.value
+    return best_of(trial.intermediate_values.values(), mode)
 
 
 @monitor_arguments(only=SEARCH_OPTIONS)
@@ -98,6 +94,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
         self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[tuple[str, int], ForecastMonitor] = {}
         self._fed: dict[tuple[str, int], int] = {}
+        self._finished: dict[tuple[str, int], float | None] = {}  # what each reached
 
     # ----------------------------------------------------------------- optuna API
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
@@ -108,7 +105,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
             mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
             mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
                                                       trial.params, mode)
-        mon.observe_study(_reached(study, mon.mode))
+        mon.observe_study(self._study_values(study, mon.mode))
         last = self._fed.get(key, -1)
         for step in sorted(s for s in trial.intermediate_values if s > last):
             epoch = step + self.step_offset
@@ -118,6 +115,15 @@ class ForecastPruner(optuna.pruners.BasePruner):
             mon.update(epoch, {self.metric: trial.intermediate_values[step]})
             self._fed[key] = step
         return mon.last_decision is not None and mon.last_decision.stop
+
+    def _study_values(self, study: optuna.Study, mode: str) -> list[float | None]:
+        """What the study's finished trials reached; each is read once (a finished
+        trial does not change), not at every reported step."""
+        for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED)):
+            key = (study.study_name, t.number)
+            if key not in self._finished:
+                self._finished[key] = _reached(t, mode)
+        return [v for (name, _), v in self._finished.items() if name == study.study_name]
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """As a ``study.optimize`` callback: close the trial's run (ledger row)."""
