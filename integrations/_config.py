@@ -8,9 +8,6 @@ IPython and Jupyter) and appends their documentation to the adapter's docstring,
 so that each is written once and read everywhere.
 
 Example:
-    >>> from earlystop_predict.policy.monitor import ForecastMonitor
-from earlystop_predict.policy.stop import Decision
-from earlystop_predict.records.record import RunRecord
     >>> @monitor_arguments(only=("threshold", "patience"))
     ... class Pruner:
     ...     '''Prunes.'''

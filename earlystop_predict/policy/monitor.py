@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from earlystop_predict.errors import (
     ConfigError,
+    EarlystopPredictError,
     ForecastUnavailableError,
     MetricNotFoundError,
     RecordError,
 )
 from earlystop_predict.forecast.base import Forecast, Forecaster
+from earlystop_predict.forecast.study import StudyContext, StudyForecaster
 from earlystop_predict.policy.stop import Decision, StopPolicy
 from earlystop_predict.records.features import (
     canonical_hparams,
@@ -103,6 +105,11 @@ class ForecastMonitor:
             (from the ledger, or handed in with :meth:`observe_study`). Default True.
         study: name grouping comparable runs; with a ledger, the incumbent rule
             compares against the best value this study's finished runs reached. Default None.
+        use_study: with a study and a ledger, let the study's finished runs correct the
+            model's forecasts (:class:`~earlystop_predict.forecast.study.StudyContext`,
+            read at :meth:`begin`; it serves once 5 runs have finished and only where
+            it beat the model on them; forecasts then say ``model="<model>+study"``).
+            Default True.
         ledger: path of the SQLite ledger, a :class:`~earlystop_predict.ledger.store.Ledger`,
             or None for none. Default None.
         hparams: hyperparameters, merged over those the adapter reads. Default None.
@@ -122,7 +129,7 @@ class ForecastMonitor:
                  target_epoch: int | None = None, threshold: float | None = None,
                  confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
                  min_delta: float | str | None = StopPolicy.min_delta, use_incumbent: bool = True,
-                 study: str | None = None, ledger: str | os.PathLike[str] | Ledger | None = None,
+                 study: str | None = None, use_study: bool = True, ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
                  run_id: str | None = None, task: str | None = None,
@@ -141,6 +148,8 @@ class ForecastMonitor:
             self._check_target(target_epoch)
         self.target_epoch_arg = target_epoch
         self.study = study
+        self.use_study = bool(use_study)
+        self.study_context: StudyContext | None = None
         self.user_hparams = dict(hparams or {})
         self.user_meta = dict(meta or {})
         self.run_id_arg = run_id
@@ -257,8 +266,19 @@ class ForecastMonitor:
             if self.policy.use_incumbent and self.study is not None:
                 self._ledger_best = self.ledger.best_value(
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
+            if self.use_study and self.study is not None:
+                self.study_context = self._study_context()
         self._t_last = time.perf_counter()
         self._started = True
+
+    def _study_context(self) -> StudyContext | None:
+        """The study's finished runs in the ledger, forecast along their length; None
+        (forecasts uncorrected) where the ledger cannot be read or the model fails."""
+        try:
+            return StudyContext(self.forecaster, self.ledger.records(self.study),
+                                exclude=self.record.run_id)
+        except EarlystopPredictError:  # LedgerError, RecordError, ForecastUnavailableError
+            return None
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
@@ -395,8 +415,12 @@ class ForecastMonitor:
         """This epoch's forecast, or None and why there is none (never raises on data)."""
         if self.target_epoch is None or epoch >= self.target_epoch:
             return None, "target epoch reached"
+        model = self.forecaster
+        if self.study_context is not None and len(self.study_context) >= \
+                self.study_context.min_runs:
+            model = StudyForecaster(model, self.study_context)
         try:
-            return self.forecaster.forecast(self.record, self.target_epoch), ""
+            return model.forecast(self.record, self.target_epoch), ""
         except ForecastUnavailableError as exc:  # documented fallback: record, go on
             return None, str(exc)
 

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--observed", default=None,
                    help="also forecast from these prefix lengths, e.g. 5,10,20 "
                         "(default: all epochs each run holds)")
+    p.add_argument("--context", default=None, metavar="STUDY.jsonl",
+                   help="forecast each run as a member of the study whose other runs are in "
+                        "this file (run records, complete or partly observed; a `ledger "
+                        "export` is one): its finished runs correct the model where that "
+                        "beats it on them (the last 60 finished runs of the file); such forecasts say model \"<model>+study\" and, "
+                        "in reason, from how many runs")
     p.add_argument("--skip-invalid", action="store_true",
                    help="leave out (and report) runs that are not valid records or cannot "
                         "be forecast, write the others, exit 0 (default: write nothing and "
@@ -77,6 +83,23 @@ def _forecast_each(model: Any, queries: list[tuple[int, Any]], target: int, sour
     return out
 
 
+def _with_context(model: Any, args: argparse.Namespace, queries: list[tuple[int, Any]],
+                  problems: list) -> list[tuple[Any, Any]]:
+    """Each run forecast by the model corrected on the context's finished runs (its own
+    record left out of its context)."""
+    from earlystop_predict.cli._inputs import load_runs
+    from earlystop_predict.forecast.study import StudyContext, StudyForecaster
+
+    context = StudyContext(model, [rec for _, rec in load_runs(args.context, "forecast")])
+    done = []
+    for run_id in dict.fromkeys(rec.run_id for _, rec in queries):
+        mine = [(line, rec) for line, rec in queries if rec.run_id == run_id]
+        own = context.subset(i for i in context.run_ids if i != run_id)
+        done += _forecast_each(StudyForecaster(model, own), mine, args.target, args.runs,
+                               problems)
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     from earlystop_predict.cli._inputs import check_problems, load_runs
     from earlystop_predict.cli._paths import output_file
@@ -87,14 +110,18 @@ def run(args: argparse.Namespace) -> int:
     if args.target < 2:
         raise ConfigError("--target", "an integer >= 2", args.target)
     prefixes = _prefixes(args.observed)
-    target = output_file(args.output, [("RUNS", args.runs), ("--model", args.model)])
+    inputs = [("RUNS", args.runs), ("--model", args.model)]
+    target = output_file(args.output, inputs + [("--context", args.context)] * bool(args.context))
     runs = load_runs(args.runs, "forecast", skip_invalid=args.skip_invalid)
     queries = _queries(runs, prefixes)
     done: list[tuple[Any, Any]] = []
     problems: list[Exception] = []
     if queries:
-        done = _forecast_each(load_model(args.model), queries, args.target, args.runs,
-                              problems)
+        model = load_model(args.model)
+        if args.context:
+            done = _with_context(model, args, queries, problems)
+        else:
+            done = _forecast_each(model, queries, args.target, args.runs, problems)
     check_problems("forecast", problems, len(queries), skip_invalid=args.skip_invalid)
     rows = [{"run_id": rec.run_id, **fc.to_dict()} for rec, fc in done]
     if target is None:
