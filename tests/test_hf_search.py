@@ -131,3 +131,40 @@ def test_the_incumbent_without_a_ledger_and_a_named_study(tmp_path: Path) -> Non
     incumbent = cb.monitor.incumbent
     assert incumbent is not None and 0.0 < incumbent <= 1.0
     assert cb.stopped == {"epoch": 2, "reason": f"forecast q0.95 0 < incumbent {incumbent:.4g}"}
+
+
+def test_ray_backend_each_trial_a_run_held_against_the_ledger(tmp_path: Path) -> None:
+    # Ray Tune runs each trial in a worker process with its own copy of the callback:
+    # the ledger (a path every worker opens) is what carries the incumbent across.
+    ray = pytest.importorskip("ray")
+    tune = pytest.importorskip("ray.tune")
+    ledger = str(tmp_path / "l.db")
+    forecaster = ScriptedForecaster(lambda rec, t: 0.2 if rec.hparams["learning_rate"] > 5e-4
+                                    else 0.95)
+    cb = HFForecastCallback(threshold=0.9, min_epochs=2, model=forecaster, ledger=ledger)
+    trainer = Trainer(model_init=tiny_bert, args=train_args(tmp_path, num_train_epochs=EPOCHS),
+                      train_dataset=TinyDataset(64, 0), eval_dataset=TinyDataset(32, 1),
+                      compute_metrics=accuracy, callbacks=[cb])
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+    try:
+        trainer.hyperparameter_search(
+            hp_space=lambda _: {"learning_rate": tune.grid_search([1e-3, 1e-4])},
+            compute_objective=lambda m: m["eval_accuracy"], n_trials=1, direction="maximize",
+            backend="ray", resources_per_trial={"cpu": 1}, max_concurrent_trials=1,
+            storage_path=str(tmp_path / "ray"), name="hf-ray", verbose=0)
+    finally:
+        ray.shutdown()
+    with Ledger(ledger) as led:
+        runs = sorted(led.runs(study="hf-ray"), key=lambda r: r["run_id"])
+        records = {r.run_id: r for r in led.records(study="hf-ray")}
+    assert len(runs) == 2 and all(re.fullmatch(r"hf-ray-trial-\w+_0000[01]", r["run_id"])
+                                  for r in runs)
+    hopeless, good = runs  # trial ids end _00000, _00001: the grid's order
+    assert records[hopeless["run_id"]].hparams["learning_rate"] == pytest.approx(1e-3)
+    assert hopeless["status"] == "stopped" and hopeless["final_epoch"] == 2
+    assert hopeless["stopped"]["reason"] == "forecast q0.95 0.2 < threshold 0.9"
+    assert good["status"] == "completed" and good["final_epoch"] == EPOCHS
+    first = max(r["val_accuracy"] for r in records[hopeless["run_id"]].epochs)
+    assert incumbent_in(records[good["run_id"]].forecasts[0]["reason"]) == \
+        pytest.approx(first, abs=5e-5)
