@@ -138,6 +138,12 @@ def test_ray_backend_each_trial_a_run_held_against_the_ledger(tmp_path: Path) ->
     # the ledger (a path every worker opens) is what carries the incumbent across.
     ray = pytest.importorskip("ray")
     tune = pytest.importorskip("ray.tune")
+    from accelerate.state import GradientState
+
+    # accelerate keeps (dead) weak references to the dataloaders of any earlier training
+    # in this process in its shared GradientState, which the Trainer holds and Ray must
+    # pickle: start from a clean one, as a fresh process would.
+    GradientState._reset_state()
     ledger = str(tmp_path / "l.db")
     forecaster = ScriptedForecaster(lambda rec, t: 0.2 if rec.hparams["learning_rate"] > 5e-4
                                     else 0.95)
