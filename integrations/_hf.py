@@ -11,9 +11,13 @@ evaluation's metrics, ``log_history``); these helpers take them as such:
   calling us, through which our values reach the reporting integrations as one more
   ``on_log`` event; the Trainer frame that called it, which holds the search's trial);
 - :func:`search_trial` and :func:`trial_monitor`: a hyperparameter-search trial
-  (Optuna's ``Trial``, Ray Tune's config) as a run of its own in the search's study;
-- :func:`decide`, :func:`log_entry`, :func:`finish`: one evaluation's decision on
-  rank 0 for every rank, its ``log_history`` row, and the run's end.
+  (Optuna's ``Trial``, Ray Tune's config) as a run of its own in the search's study,
+  held against what the study's earlier trials reached (in this process; across Ray
+  Tune's worker processes only a ledger carries it);
+- :func:`begin`, :func:`decide`, :func:`report`, :func:`finish`: the run's start, one
+  evaluation's decision on rank 0 for every rank, its ``log_history`` row and
+  ``on_log`` event, and the run's end (:func:`pruned_by_search` tells a trial the
+  search's pruner ended).
 
 Nothing here imports transformers (the adapter hands in the classes it looks for).
 """
