@@ -77,6 +77,17 @@ class CheckpointProgress:
             progress = {"version": PROGRESS_VERSION, **progress}
         return {"args": {**args, "_restore": True}, "attributes": {"restored_state": progress}}
 
+    def resumed_progress(self, stateful_callbacks: Mapping[str, Any] | None, global_step: int,
+                         metric: str) -> dict[str, Any] | None:
+        """The progress to resume from at the start of training, None for a fresh run:
+        what a checkpoint restore handed in (``restored_state``, taken once), else, when
+        training resumes past step 0, what the checkpoint's ``stateful_callbacks`` hold
+        for this class on ``metric``."""
+        progress, self.restored_state = getattr(self, "restored_state", None), None
+        if progress is None and global_step > 0:
+            return self.saved_progress(stateful_callbacks, type(self).__name__, metric)
+        return self.checked(progress, metric)
+
     @staticmethod
     def saved_progress(stateful_callbacks: Mapping[str, Any] | None, name: str,
                        metric: str) -> dict[str, Any] | None:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from earlystop_predict.errors import ConfigError
-from earlystop_predict.records.features import canonical_metric, canonical_optimizer
+from earlystop_predict.records.features import canonical_optimizer
 from earlystop_predict.records.record import is_accuracy_like
 
 #: Prefix of the keys the adapters log; never fed back to the monitor.
@@ -431,56 +429,6 @@ def hf_hparams(args: Any, max_steps: int, model: Any, train_dataloader: Any, opt
     return drop_none(hp), drop_none(meta)
 
 
-#: Suffixes of the speed metrics the Trainer adds to every evaluation (not recorded).
-_HF_SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second",
-                      "_model_preparation_time", "_jit_compilation_time")
-
-
-def hf_key(monitor: str) -> str:
-    """The Trainer's key of a metric: ``accuracy``/``val_accuracy`` -> ``eval_accuracy``."""
-    if monitor.startswith("eval_"):
-        return monitor
-    return "eval_" + (monitor[4:] if monitor.startswith("val_") else monitor)
-
-
-def hf_eval_prefix(metrics: Mapping[str, Any]) -> str | None:
-    """An evaluation's key prefix (``eval``, ``eval_<dataset>``) from its speed metrics."""
-    return next((k[: -len("_runtime")] for k in metrics
-                 if k.endswith("_runtime") and not k.startswith("train")), None)
-
-
-def hf_planned(args: Any, state: Any, steps_mode: bool) -> int | None:
-    """The planned epochs, or evaluations (``max_steps // eval_steps``) in steps mode."""
-    if steps_mode:
-        eval_steps = int(state.eval_steps or 0)
-        return int(state.max_steps) // eval_steps if eval_steps > 0 else None
-    epochs = state.num_train_epochs or getattr(args, "num_train_epochs", None)
-    return math.ceil(float(epochs)) if epochs else None
-
-
-def hf_eval_row(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-                is_eval: Any) -> dict[str, float]:
-    """An evaluation's row: its metrics (speed ones left out) and the latest training
-    ``loss`` in ``history`` since the previous evaluation (``is_eval(entry)`` tells
-    evaluations; the Trainer logs this one before ``on_evaluate``)."""
-    row = {k: v for k, v in scalar_metrics(metrics).items()
-           if k not in ("epoch", "step") and not k.endswith(_HF_SPEED_SUFFIXES)}
-    evals = 0
-    for entry in reversed(history):
-        if "esp/decision" in entry:
-            break
-        if is_eval(entry):
-            evals += 1
-            if evals > 1:
-                break
-        elif "loss" in entry:
-            loss = to_float(entry["loss"])
-            if loss is not None:
-                row.setdefault("loss", loss)
-            break
-    return row
-
-
 # ----------------------------------------------------------------------------- search
 def config_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
     """The scalar entries of a trial's config (nested dicts by their leaf names,
@@ -496,23 +444,3 @@ def config_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
 
     walk(config or {})
     return out
-
-
-def hf_check_best_model(args: Any, metric_key: str, metric: str, restore: bool,
-                        warned: bool) -> bool:
-    """Check ``restore_best_weights`` against the Trainer's own best-model keeping; warn
-    once when the Trainer keeps the best model by another metric. Returns ``warned``.
-
-    Raises:
-        ConfigError: ``restore`` without ``load_best_model_at_end``.
-    """
-    best = getattr(args, "metric_for_best_model", None)
-    keeps = bool(getattr(args, "load_best_model_at_end", False))
-    if restore and not keeps:
-        raise ConfigError("restore_best_weights", "used with TrainingArguments("
-                          "load_best_model_at_end=True)", True)
-    if keeps and best and not warned and canonical_metric(hf_key(best)) != metric:
-        warnings.warn(f"HFForecastCallback monitors {metric_key!r} but the Trainer keeps the "
-                      f"best model by metric_for_best_model={best!r}", UserWarning, stacklevel=4)
-        return True
-    return warned
