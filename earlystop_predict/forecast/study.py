@@ -230,6 +230,15 @@ class StudyContext:
             self._curves.append((values[:n], mean, half, float(values[-1])))
             at += n
 
+    def prepare(self, target: int) -> StudyContext:
+        """Fit the corrections of every observed length of a run to ``target`` now
+        (a callback does it before the run's first epoch, so that no epoch pays for a
+        fit). Returns the context."""
+        if len(self) >= self.min_runs:
+            for observed in range(1, int(target)):
+                self.correction(observed, target)
+        return self
+
     def correction(self, observed: int, target: int) -> StudyCorrection | None:
         """The correction for a run at ``observed`` of ``target`` epochs, or None."""
         key = (int(observed), int(target))

@@ -276,7 +276,7 @@ class ForecastMonitor:
         (forecasts uncorrected) where the ledger cannot be read or the model fails."""
         try:
             return StudyContext(self.forecaster, self.ledger.records(self.study),
-                                exclude=self.record.run_id)
+                                exclude=self.record.run_id).prepare(self.target_epoch)
         except EarlystopPredictError:  # LedgerError, RecordError, ForecastUnavailableError
             return None
 
