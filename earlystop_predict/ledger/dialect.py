@@ -138,9 +138,6 @@ class Dialect:
     def in_transaction(self, conn: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forget(self, conn: Any) -> None:
-        """Drop a connection inherited through ``fork()`` without touching the parent's."""
-
 
 # --------------------------------------------------------------------------- SQLite
 def _sqlite_busy(exc: BaseException) -> bool:
@@ -332,17 +329,6 @@ class PostgresDialect(Dialect):
         status = conn.info.transaction_status
         return status not in (self.psycopg.pq.TransactionStatus.IDLE,
                               self.psycopg.pq.TransactionStatus.UNKNOWN)
-
-    def forget(self, conn: Any) -> None:
-        """Point the child's copy of the socket at /dev/null: closing it there (when the
-        object is collected) then sends nothing on the parent's session."""
-        try:
-            fd = conn.pgconn.socket
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, fd)
-            os.close(null)
-        except (OSError, self.psycopg.Error):
-            pass
 
 
 def dialect_for(target: Target, *, timeout: float, readonly: bool) -> Dialect:

@@ -235,8 +235,8 @@ class Ledger:
         if self._conn is None:
             raise LedgerError(f"{self.path}: the ledger is closed")
         if os.getpid() != self._pid:
-            # A connection must not cross fork(); leave the parent's alone, open anew.
-            self._dialect.forget(self._conn)
+            # A connection must not cross fork(); leave the parent's alone, open anew
+            # (psycopg, like sqlite3, does not close in a child what its parent opened).
             self._conn = None
             self._open()
         return self._conn
