@@ -112,6 +112,9 @@ class Dialect:
     def configure(self, conn: Any) -> None:
         """Session settings, right after connecting."""
 
+    def durability(self, conn: Any) -> None:
+        """A writer's durability settings (SQLite's WAL); none on a server."""
+
     def read_version(self, conn: Any) -> int:  # pragma: no cover - abstract
         """The schema version, 0 for an empty database; not-a-ledger raises."""
         raise NotImplementedError

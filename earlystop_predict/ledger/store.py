@@ -197,12 +197,11 @@ class Ledger:
     def _prepare(self, conn: Any, version: int) -> None:
         """A writer's open: durability settings, and the schema if it is not there yet."""
         d = self._dialect
-        if hasattr(d, "durability"):
-            self._retry(lambda: d.durability(conn))
+        self._retry(lambda: d.durability(conn), reconnect=False)
         if version < SCHEMA_VERSION:
             if not self.create and d.target.kind != "sqlite":
                 raise LedgerError(f"{self.path}: no ledger in this database (create=False)")
-            self._retry(lambda: self._create_schema(conn))
+            self._retry(lambda: self._create_schema(conn), reconnect=False)
 
     def _create_schema(self, conn: Any) -> None:
         d = self._dialect
@@ -242,16 +241,17 @@ class Ledger:
         return self._conn
 
     # ----------------------------------------------------------------- writing
-    def _retry(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn``, retrying while another writer is in the way (or the connection
-        to a server was lost and is opened again), for at most :attr:`timeout` s."""
+    def _retry(self, fn: Callable[[], _T], *, reconnect: bool = True) -> _T:
+        """Run ``fn``, retrying while another writer is in the way (or, with
+        ``reconnect``, the connection to a server was lost and is opened again), for at
+        most :attr:`timeout` s."""
         deadline = time.monotonic() + self.timeout
         delay = 0.001
         while True:
             try:
                 return fn()
             except self._dialect.errors as exc:
-                lost = self._dialect.is_lost(exc, self._conn)
+                lost = reconnect and self._dialect.is_lost(exc, self._conn)
                 if not (lost or self._dialect.is_busy(exc)):
                     raise LedgerError(f"{self.path}: {exc}") from exc
                 if time.monotonic() >= deadline:
