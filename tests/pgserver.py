@@ -176,16 +176,22 @@ def start() -> Server:
         raise Unavailable(f"psycopg is not installed ({exc}): pip install "
                           "'earlystop_predict[postgres]'") from None
     bindir, user = _bindir(), _server_user()
-    folder = Path(tempfile.mkdtemp(prefix="esp-pg-"))  # under /tmp: the user can reach it
-    server = Server(bindir, folder, _free_port(), user)
-    try:
-        if user is not None:
-            os.chown(folder, user.pw_uid, user.pw_gid)
-        _init_and_start(server)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    for attempt in range(3):  # the free port may be taken before the server binds it
+        folder = Path(tempfile.mkdtemp(prefix="esp-pg-"))  # under /tmp: the user reaches it
+        server = Server(bindir, folder, _free_port(), user)
+        try:
+            if user is not None:
+                os.chown(folder, user.pw_uid, user.pw_gid)
+            _init_and_start(server)
+            return server
+        except Unavailable as exc:
+            server.stop()
+            if attempt == 2 or "in use" not in str(exc):
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _init_and_start(server: Server) -> None:
@@ -206,5 +212,5 @@ def _init_and_start(server: Server) -> None:
         raise Unavailable(f"pg_ctl start took over {START_TIMEOUT + 30} s: "
                           f"{server.log_tail()}") from None
     if res.returncode != 0:
-        raise Unavailable(f"the server did not start within {START_TIMEOUT} s "
-                          f"({res.stderr.strip()[-200:]}): {server.log_tail()}")
+        raise Unavailable(f"the server did not start (pg_ctl -t {START_TIMEOUT}: "
+                          f"{res.stderr.strip()[-200:]}): {server.log_tail()}")
