@@ -4,10 +4,13 @@ Optuna's own pruners compare a trial's value *now* with other trials' values at
 the same step (median, percentile, successive halving). This one forecasts
 where the trial will *end* (the accModel, from its reported values and its
 parameters) and prunes it when that forecast is unlikely to beat the best
-completed trial, or to reach a ``threshold``, with the same
+finished trial, or to reach a ``threshold``, with the same
 :class:`~earlystop_predict.policy.stop.StopPolicy` as the training callbacks. Every
-forecast and decision is kept in :attr:`ForecastPruner.records` and, with a
-``ledger``, on disk.
+forecast and decision is kept in :attr:`ForecastPruner.records` and, with a ``ledger``
+(a file, ``sqlite:///...`` or ``postgresql://...``: one for all workers), in a database.
+Workers on one storage (``RDBStorage``) share one bar: it is read from the storage at each
+decision, so each worker prunes against every worker's finished trials.
+Passing the pruner as a callback too closes each trial's ledger row when the trial ends.
 
 Example:
     >>> import optuna
@@ -22,9 +25,6 @@ Example:
     ...             raise optuna.TrialPruned()
     ...     return acc
     >>> study.optimize(objective, n_trials=100, callbacks=[pruner])  # doctest: +SKIP
-
-Passing the pruner as a callback too closes each trial's ledger row (completed,
-pruned or failed) when the trial ends.
 """
 
 from __future__ import annotations
@@ -61,11 +61,10 @@ def _reached(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:
 class ForecastPruner(optuna.pruners.BasePruner):
     """Prune trials whose forecast final value is poor.
 
-    The trials' monitors are handed what the study's finished trials reached (a
-    completed trial's value, a pruned one's best reported value)
-    (:meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`): the
-    monitor owns the incumbent, and ``use_incumbent=False`` switches that rule off,
-    ledger or not.
+    At each decision the trial's monitor is handed what the study's finished trials
+    reached, read from the storage (every worker's): a completed trial's value, a pruned
+    one's best reported value (``ForecastMonitor.observe_study``). The monitor owns the
+    incumbent; ``use_incumbent=False`` switches that rule off.
 
     Args:
         target_epoch: the epoch the trials train to (the forecast's target), >= 2.
@@ -90,7 +89,8 @@ class ForecastPruner(optuna.pruners.BasePruner):
         self.model = _resolve_model(options.pop("model", "auto"))
         self.ledger = options.pop("ledger", None)
         self._options = options
-        ForecastMonitor(metric, target_epoch=target_epoch, model=self.model, **options)  # checks
+        ForecastMonitor(metric, target_epoch=target_epoch, model=self.model,
+                        ledger=self.ledger, **options)  # checks them all; opens nothing
         self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[tuple[str, int], ForecastMonitor] = {}
         self._fed: dict[tuple[str, int], int] = {}
@@ -117,8 +117,8 @@ class ForecastPruner(optuna.pruners.BasePruner):
         return mon.last_decision is not None and mon.last_decision.stop
 
     def _study_values(self, study: optuna.Study, mode: str) -> list[float | None]:
-        """What the study's finished trials reached; each is read once (a finished
-        trial does not change), not at every reported step."""
+        """What the study's finished trials reached, every worker's (the storage is read
+        now); each is read once (a finished trial does not change)."""
         for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED)):
             key = (study.study_name, t.number)
             if key not in self._finished:
@@ -128,11 +128,10 @@ class ForecastPruner(optuna.pruners.BasePruner):
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """As a ``study.optimize`` callback: close the trial's run (ledger row)."""
         mon = self._monitors.get((study.study_name, trial.number))
-        if mon is None:
-            return
-        status = {_STATES.COMPLETE: None, _STATES.PRUNED: "stopped",
-                  _STATES.FAIL: "failed"}.get(trial.state)
-        mon.end(status if not mon.diverged else "diverged")
+        if mon is not None:
+            status = {_STATES.COMPLETE: None, _STATES.PRUNED: "stopped",
+                      _STATES.FAIL: "failed"}.get(trial.state)
+            mon.end(status if not mon.diverged else "diverged")
 
     # ----------------------------------------------------------------- records
     @property

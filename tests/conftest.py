@@ -171,3 +171,36 @@ def blended_model_dir(directory: Path, weight: float = 0.5) -> Path:
     manifest["blend"] = {"weight": weight, "rule": "test"}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterable[Any]:
+    """A PostgreSQL server for the session (:mod:`pgserver`): started on 127.0.0.1 and a
+    free port, stopped at the end even when a test fails; the test skips, saying why,
+    where none can start (``ESP_TEST_POSTGRES_URL`` names an existing one instead)."""
+    import pgserver
+
+    try:
+        server = pgserver.connect_or_start()
+    except pgserver.Unavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ledger location for each backend: a new SQLite file (in a folder not created
+    yet), and a fresh PostgreSQL database's URL (skipped where no server starts)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "ledger.db")
+    return request.getfixturevalue("postgres_url")

@@ -1,8 +1,11 @@
-"""The SQLite ledger: round trip, resume, incumbent, schema, concurrency, kill -9, export."""
+"""The ledger: round trip, resume, incumbent, schema, concurrency, kill -9, export; each
+behaviour on both backends (``ledger_target``: an SQLite file, a PostgreSQL database where
+a server starts), and the ledger URLs (``sqlite:///``, ``postgresql://``)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -42,15 +45,15 @@ def ledger_path(tmp_path):
 
 
 # ------------------------------------------------------------------------- round trip
-def test_round_trip(ledger_path):
+def test_round_trip(ledger_target):
     rec = make_record("r1", values=(), extra={"owner": "me"})
-    with Ledger(ledger_path) as led:
+    with Ledger(ledger_target) as led:
         led.start_run(rec, study="s1", target_epoch=10)
         _log(led, "r1", [0.3, 0.4, 0.5])
         led.finish_run("r1", final_value=0.5, final_epoch=3,
                        stopped={"epoch": 3, "reason": "poor"}, status="stopped")
         [got] = led.records()
-    assert ledger_path.exists()
+    assert ledger_target.startswith("postgresql:") or os.path.exists(ledger_target)
     assert (got.run_id, got.task, got.metric, got.mode) == ("r1", "unit", "val_accuracy", "max")
     assert got.hparams == rec.hparams and got.meta == rec.meta
     assert [r["epoch"] for r in got.epochs] == [1, 2, 3]
@@ -63,8 +66,8 @@ def test_round_trip(ledger_path):
     got.validate()
 
 
-def test_records_filter_by_study_and_empty_run(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_records_filter_by_study_and_empty_run(ledger_target):
+    with Ledger(ledger_target) as led:
         led.start_run(make_record("a", values=()), study="s1", target_epoch=10)
         led.start_run(make_record("b", values=()), study="s2", target_epoch=10)
         _log(led, "a", [0.5])
@@ -74,8 +77,8 @@ def test_records_filter_by_study_and_empty_run(ledger_path):
         assert led.records(study="nope") == []
 
 
-def test_unknown_run_is_an_error(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_unknown_run_is_an_error(ledger_target):
+    with Ledger(ledger_target) as led:
         with pytest.raises(LedgerError, match="'ghost' was not started"):
             led.log_epoch("ghost", {"epoch": 1, "val_accuracy": 0.5}, _decision(1))
         with pytest.raises(LedgerError, match="'ghost' was not started"):
@@ -84,8 +87,8 @@ def test_unknown_run_is_an_error(ledger_path):
         assert led.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0
 
 
-def test_unfinished_run_keeps_its_stop_decision(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_unfinished_run_keeps_its_stop_decision(ledger_target):
+    with Ledger(ledger_target) as led:
         led.start_run(make_record("r", values=()), target_epoch=10)
         _log(led, "r", [0.3, 0.4])
         [got] = led.records()
@@ -94,12 +97,12 @@ def test_unfinished_run_keeps_its_stop_decision(ledger_path):
 
 
 # ----------------------------------------------------------------------------- resume
-def test_replayed_epoch_replaces_the_tail(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_replayed_epoch_replaces_the_tail(ledger_target):
+    with Ledger(ledger_target) as led:
         led.start_run(make_record("r", values=()), study="s", target_epoch=10)
         _log(led, "r", [0.1, 0.2, 0.3, 0.4, 0.5], mean=0.9)
     # A new process resumes from the epoch-2 checkpoint and replays epoch 3.
-    with Ledger(ledger_path) as led:
+    with Ledger(ledger_target) as led:
         led.start_run(make_record("r", values=()), study="s", target_epoch=10)
         _log(led, "r", [0.33], start=3, mean=0.95)
         [got] = led.records()
@@ -109,14 +112,14 @@ def test_replayed_epoch_replaces_the_tail(ledger_path):
     assert got.extra["status"] == "running"
 
 
-def test_monitor_resume_through_the_ledger(ledger_path):
+def test_monitor_resume_through_the_ledger(ledger_target):
     mon = ForecastMonitor(target_epoch=10, threshold=0.5, min_epochs=3, model=constant(0.9),
-                          ledger=str(ledger_path), run_id="m1", study="s")
+                          ledger=ledger_target, run_id="m1", study="s")
     mon.begin()
     feed(mon, [0.1, 0.2, 0.3, 0.4])
     state = mon.state_dict()
     mon2 = ForecastMonitor(target_epoch=10, threshold=0.5, min_epochs=3, model=constant(0.9),
-                           ledger=str(ledger_path), run_id="m1", study="s")
+                           ledger=ledger_target, run_id="m1", study="s")
     state["record"]["epochs"] = state["record"]["epochs"][:2]
     state["record"]["forecasts"] = state["record"]["forecasts"][:2]
     mon2.load_state_dict(state)
@@ -139,8 +142,8 @@ def _finished(led, run_id, value, *, study="s", metric="val_accuracy", status="c
                    stopped={"epoch": 4, "reason": "x"} if status == "stopped" else None)
 
 
-def test_best_final(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_best_final(ledger_target):
+    with Ledger(ledger_target) as led:
         assert led.best_final("s", "val_accuracy", "max") is None
         _finished(led, "a", 0.80)
         _finished(led, "b", 0.85)
@@ -159,8 +162,8 @@ def test_best_final(ledger_path):
         assert led.best_final("s", "val_accuracy", "max") == 0.80
 
 
-def test_best_value_counts_what_finished_runs_reached_stopped_ones_too(ledger_path):
-    with Ledger(ledger_path) as led:
+def test_best_value_counts_what_finished_runs_reached_stopped_ones_too(ledger_target):
+    with Ledger(ledger_target) as led:
         assert led.best_value("s", "val_accuracy", "max") is None
         for run_id, values, status in (("a", (0.5, 0.8, 0.7), "completed"),
                                        ("b", (0.6, 0.85), "stopped"),      # censored
@@ -180,13 +183,13 @@ def test_best_value_counts_what_finished_runs_reached_stopped_ones_too(ledger_pa
         assert led.best_value("other", "val_accuracy", "max") is None
 
 
-def test_monitor_stops_a_run_that_cannot_beat_the_incumbent(ledger_path):
+def test_monitor_stops_a_run_that_cannot_beat_the_incumbent(ledger_target):
     first = ForecastMonitor(target_epoch=6, min_epochs=2, model=constant(0.9), study="s",
-                            ledger=str(ledger_path), run_id="first")
+                            ledger=ledger_target, run_id="first")
     feed(first, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9])
     first.end()
     second = ForecastMonitor(target_epoch=6, min_epochs=2, model=constant(0.7), study="s",
-                             ledger=str(ledger_path), run_id="second")
+                             ledger=ledger_target, run_id="second")
     decisions = feed(second, [0.5, 0.55, 0.6])
     second.end()
     assert [d.stop for d in decisions] == [False, True]
@@ -253,15 +256,15 @@ def _spawn(path, run_id, n, go):
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
-def test_two_processes_writing_one_ledger_lose_nothing(ledger_path):
-    Ledger(ledger_path).close()
+def test_two_processes_writing_one_ledger_lose_nothing(ledger_target):
+    Ledger(ledger_target).close()
     go = time.time() + 2.0  # both start writing at the same moment
-    procs = [_spawn(ledger_path, f"w{i}", 200, go) for i in range(2)]
+    procs = [_spawn(ledger_target, f"w{i}", 200, go) for i in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         assert out.split()[-1] == "200"
-    with Ledger(ledger_path) as led:
+    with Ledger(ledger_target) as led:
         runs = {r.run_id: r for r in led.records()}
     for run_id in ("w0", "w1"):
         rec = runs[run_id]
@@ -270,8 +273,8 @@ def test_two_processes_writing_one_ledger_lose_nothing(ledger_path):
         assert rec.extra["status"] == "completed"
 
 
-def test_kill_9_keeps_every_committed_epoch(ledger_path):
-    proc = _spawn(ledger_path, "victim", 100000, 0)
+def test_kill_9_keeps_every_committed_epoch(ledger_target):
+    proc = _spawn(ledger_target, "victim", 100000, 0)
     committed = 0
     try:
         for line in proc.stdout:  # each line is printed after its epoch committed
@@ -285,9 +288,10 @@ def test_kill_9_keeps_every_committed_epoch(ledger_path):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert committed >= 40
-    with Ledger(ledger_path) as led:
+    with Ledger(ledger_target) as led:
         [rec] = led.records()
-        assert led.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if led.backend == "sqlite":
+            assert led.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     n = len(rec.epochs)
     assert n >= committed
     assert [r["epoch"] for r in rec.epochs] == list(range(1, n + 1))
@@ -296,8 +300,8 @@ def test_kill_9_keeps_every_committed_epoch(ledger_path):
 
 
 # ------------------------------------------------------------------------------- CLI
-def test_export_cli_round_trip(ledger_path, tmp_path, capsys):
-    with Ledger(ledger_path) as led:
+def test_export_cli_round_trip(ledger_target, tmp_path, capsys):
+    with Ledger(ledger_target) as led:
         led.start_run(make_record("a", values=()), study="s", target_epoch=10)
         _log(led, "a", [0.3, 0.4, 0.5])
         led.finish_run("a", final_value=0.5, final_epoch=3, status="stopped",
@@ -306,7 +310,7 @@ def test_export_cli_round_trip(ledger_path, tmp_path, capsys):
         _log(led, "b", [0.6], mean=0.9)
         led.start_run(make_record("empty", values=()), study="s", target_epoch=10)
     out = tmp_path / "export" / "runs.jsonl"
-    code = main(["ledger", "export", "--ledger", str(ledger_path), "--format", "jsonl",
+    code = main(["ledger", "export", "--ledger", ledger_target, "--format", "jsonl",
                  "--output", str(out)])
     assert code == 0
     assert "exported 2 runs" in capsys.readouterr().err
@@ -316,10 +320,10 @@ def test_export_cli_round_trip(ledger_path, tmp_path, capsys):
     assert [f["at_epoch"] for f in recs["a"].forecasts] == [1, 2, 3]
     assert recs["b"].stopped is None and recs["b"].forecasts[0]["mean"] == 0.9
     assert recs["a"].extra["study"] == "s"
-    assert main(["ledger", "export", "--ledger", str(ledger_path), "--output", str(out),
+    assert main(["ledger", "export", "--ledger", ledger_target, "--output", str(out),
                  "--study", "t"]) == 0
     assert [r.run_id for r in read_records(out)] == ["b"]
-    assert main(["ledger", "list", "--ledger", str(ledger_path)]) == 0
+    assert main(["ledger", "list", "--ledger", ledger_target]) == 0
     listing = capsys.readouterr().out
     assert "3 runs" in listing and "@3: poor" in listing
 
@@ -446,3 +450,98 @@ def test_a_read_only_file_in_a_read_only_folder_can_be_read():
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+# ---------------------------------------------------------------------- ledger URLs
+def test_a_sqlite_url_names_a_file_not_a_folder_called_sqlite(tmp_path, monkeypatch, capsys):
+    # Regression: "sqlite:///runs.db" was taken as a relative path, creating "sqlite:/".
+    monkeypatch.chdir(tmp_path)
+    with Ledger("sqlite:///sub/runs.db") as led:
+        assert led.path == "sub/runs.db" and led.backend == "sqlite"
+        led.start_run(make_record("a", values=()), study="s", target_epoch=10)
+        _log(led, "a", [0.3, 0.4])
+        led.finish_run("a", final_value=0.4, final_epoch=2)
+    absolute = tmp_path / "abs" / "runs.db"
+    mon = ForecastMonitor(target_epoch=10, model=constant(0.5), ledger=f"sqlite:///{absolute}",
+                          run_id="m", study="s")  # sqlite:////tmp/.../runs.db
+    feed(mon, [0.5, 0.6])
+    mon.end()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abs", "sub"]
+    assert (tmp_path / "sub" / "runs.db").is_file() and absolute.is_file()
+    with Ledger(absolute, readonly=True) as led:
+        assert [r.run_id for r in led.records()] == ["m"]
+    # the CLI reads the URL too, and refuses to write over the file it names
+    assert main(["ledger", "export", "--ledger", "sqlite:///sub/runs.db", "--output", "-"]) == 0
+    assert '"run_id":"a"' in capsys.readouterr().out
+    before = (tmp_path / "sub" / "runs.db").read_bytes()
+    assert main(["ledger", "export", "--ledger", "sqlite:///sub/runs.db",
+                 "--output", "sub/runs.db"]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert (tmp_path / "sub" / "runs.db").read_bytes() == before
+    assert main(["replay", "sqlite:///sub/runs.db", "--policy", "patience-3",
+                 "--single-run", "--target", "2"]) == 0
+    assert "1 runs" in capsys.readouterr().out
+    assert main(["report", "--ledger", f"sqlite:///{absolute}", "--no-plots"]) == 0
+    assert "m" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abs", "sub"]
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("mysql://me@db/esp", "unsupported scheme 'mysql'"),
+    ("sqlite://host/runs.db", "has no host"),
+    ("sqlite:///runs.db?mode=ro", "no query"),
+    ("sqlite:///", "no file named"),
+    ("postgresql://me@db:port/esp", "malformed URL"),
+    ("postgresql://me@db/esp/extra", "one database name"),
+])
+def test_a_bad_ledger_url_is_a_typed_error_naming_it(url, problem, tmp_path, monkeypatch):
+    from earlystop_predict.errors import ConfigError
+    from earlystop_predict.ledger import LedgerURLError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LedgerURLError, match=re.escape(problem)) as err:
+        Ledger(url)
+    assert isinstance(err.value, ConfigError) and isinstance(err.value, LedgerError)
+    assert url.split("?")[0] in str(err.value)
+    with pytest.raises(LedgerURLError):  # at construction, not at the first epoch
+        ForecastMonitor(target_epoch=10, model=constant(0.5), ledger=url)
+    res = run_python("import sys; from earlystop_predict.cli import main; "
+                     f"sys.exit(main(['ledger', 'export', '--ledger', {url!r}, "
+                     "'--output', 'out.jsonl']))", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "earlystop-predict ledger: error: ledger URL" in res.stderr and problem in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_password_in_a_url_never_reaches_a_message():
+    pytest.importorskip("psycopg")
+    from earlystop_predict.ledger import parse_target
+
+    url = "postgresql://me:s3cret@127.0.0.1:1/esp"  # nothing listens on port 1
+    assert parse_target(url).shown == "postgresql://me:***@127.0.0.1:1/esp"
+    with pytest.raises(LedgerError, match="cannot open ledger") as err:
+        Ledger(url, timeout=2)
+    assert "s3cret" not in str(err.value) and "me:***@127.0.0.1:1/esp" in str(err.value)
+    with pytest.raises(LedgerError) as err:
+        Ledger("postgres+psycopg://me:s3cret@127.0.0.1:1/esp", timeout=2)
+    assert "s3cret" not in str(err.value)
+
+
+def test_the_core_never_imports_psycopg_and_a_missing_one_names_the_extra(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        from earlystop_predict.ledger import Ledger
+        from earlystop_predict.policy.monitor import ForecastMonitor
+        with Ledger({str(tmp_path / "r.db")!r}) as led:
+            led.records()
+        ForecastMonitor(target_epoch=5, ledger="postgresql://me@127.0.0.1:1/esp")
+        assert "psycopg" not in sys.modules, "psycopg imported"
+        sys.modules["psycopg"] = None  # as if not installed
+        try:
+            Ledger("postgresql://me@127.0.0.1:1/esp")
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+    """)
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert "MissingExtraError" in res.stdout and "earlystop_predict[postgres]" in res.stdout

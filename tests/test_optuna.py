@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
+from conftest import REPO_ROOT
 
 optuna = pytest.importorskip("optuna")
 
+from earlystop_predict.cli import main  # noqa: E402
 from earlystop_predict.errors import ConfigError  # noqa: E402
 from earlystop_predict.integrations.optuna import ForecastPruner  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
+from earlystop_predict.records.record import read_records  # noqa: E402
 
 EPOCHS = 30
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,6 +104,8 @@ def test_bad_arguments_fail_at_construction() -> None:
         ForecastPruner(EPOCHS, confidence=1.5)
     with pytest.raises(ConfigError):
         ForecastPruner(EPOCHS, step_offset=-1)
+    with pytest.raises(ConfigError, match="unsupported scheme 'mysql'"):  # not at a trial
+        ForecastPruner(EPOCHS, ledger="mysql://me@db/esp")
 
 
 def test_use_incumbent_false_with_a_ledger_never_prunes_against_the_study(tmp_path) -> None:
@@ -120,3 +131,117 @@ def test_shared_arguments_are_in_the_signature_and_unknown_ones_fail() -> None:
     pruner = ForecastPruner(EPOCHS, min_delta=0.01)
     _study(pruner, [0.5], "delta")
     assert pruner._monitors[("delta", 0)].policy.min_delta == 0.01
+
+
+# ------------------------------------------------------------ many workers, one storage
+def test_the_bar_comes_from_the_storage_not_from_what_this_process_saw(tmp_path) -> None:
+    # Two "machines": two study objects and two pruners on one storage; the second pruner
+    # never saw the first trial, yet prunes against what it reached.
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None)
+    a = optuna.create_study(study_name="s", storage=url, direction="maximize", pruner=first)
+    a.enqueue_trial({"top": 0.9, "learning_rate": 0.01})
+    a.optimize(objective, n_trials=1, callbacks=[first])
+    second = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None)
+    b = optuna.load_study(study_name="s", storage=url, pruner=second)
+    b.enqueue_trial({"top": 0.3, "learning_rate": 0.01})
+    b.optimize(objective, n_trials=1, callbacks=[second])
+    assert [t.state for t in b.trials] == [optuna.trial.TrialState.COMPLETE,
+                                          optuna.trial.TrialState.PRUNED]
+    assert list(second.records) == [1]  # its own trial only
+    assert f"incumbent {a.trials[0].value:.4g}" in second.records[1].stopped["reason"]
+
+
+SHARED_EPOCHS = 12
+_WORKER = textwrap.dedent("""
+    import json, sys, time
+    import optuna
+    from earlystop_predict.integrations.optuna import ForecastPruner
+    storage_url, ledger, worker, tops = sys.argv[1], sys.argv[2], int(sys.argv[3]), \\
+        json.loads(sys.argv[4])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from earlystop_predict.forecast.base import ScriptedForecaster
+
+    def oracle(rec, target):  # the curve's own top, read back from its last value
+        e = rec.last_epoch
+        v = float(rec.series(rec.metric)[-1])
+        top = 1.0 if e < 2 else (v - 0.1 * e ** -0.8) / (1 - e ** -0.8)
+        return top, {0.1: top - 0.02, 0.5: top, 0.9: top + 0.02}
+
+    kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
+    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=kwargs)
+    pruner = ForecastPruner(%(epochs)d, min_epochs=3, min_delta=None, ledger=ledger,
+                            model=ScriptedForecaster(oracle))
+    study = optuna.load_study(study_name="shared", storage=storage, pruner=pruner)
+    deadline = time.monotonic() + 60
+    while worker > 0 and not study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        if time.monotonic() > deadline:  # worker 0's first trial sets the bar
+            sys.exit("no completed trial after 60 s")
+        time.sleep(0.05)
+    queue = list(tops)
+
+    def objective(trial):
+        top = queue.pop(0)
+        trial.set_user_attr("worker", worker)
+        trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
+        for epoch in range(%(epochs)d):
+            acc = top - (top - 0.1) * (epoch + 1) ** -0.8
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return acc
+
+    study.optimize(objective, n_trials=len(tops), callbacks=[pruner])
+""") % {"epochs": SHARED_EPOCHS}
+PLAN = {0: [0.9, 0.3], 1: [0.3, 0.28], 2: [0.25, 0.35]}  # worker -> the tops of its trials
+
+
+def _storage_and_ledger(backend: str, tmp_path, request) -> tuple[str, str]:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'runs.db'}"
+    url = request.getfixturevalue("postgres_url")
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return url, url  # one database: Optuna's tables beside the ledger's
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_three_worker_processes_share_one_storage_one_ledger_and_one_bar(
+        backend, tmp_path, request) -> None:
+    storage, ledger = _storage_and_ledger(backend, tmp_path, request)
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, storage, ledger, str(w),
+                               json.dumps(tops)], cwd=str(REPO_ROOT), env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for w, tops in PLAN.items()]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=150)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    P = optuna.trial.TrialState
+    assert len(trials) == 6 and {t.state for t in trials} <= {P.COMPLETE, P.PRUNED}
+    out = tmp_path / "export.jsonl"
+    assert main(["ledger", "export", "--ledger", ledger, "--output", str(out)]) == 0
+    runs = {r.run_id: r for r in read_records(out)}
+    assert set(runs) == {f"shared-trial-{t.number}" for t in trials}  # no trial lost
+    for t in trials:
+        rec = runs[f"shared-trial-{t.number}"]
+        assert rec.n_epochs == len(t.intermediate_values) == len(rec.forecasts)
+        if t.state == P.PRUNED:
+            assert rec.stopped["epoch"] == rec.n_epochs and rec.extra["status"] == "stopped"
+            assert rec.forecasts[-1]["stop"] is True
+        else:
+            assert rec.stopped is None and rec.extra["status"] == "completed"
+    # Workers 1 and 2 pruned against the bar worker 0's first trial set, in another process.
+    [best] = [t for t in trials if t.user_attrs["worker"] == 0 and t.state == P.COMPLETE]
+    others = [t for t in trials if t.user_attrs["worker"] > 0]
+    assert others and all(t.state == P.PRUNED for t in others)
+    for t in others:
+        reason = runs[f"shared-trial-{t.number}"].stopped["reason"]
+        assert f"incumbent {best.value:.4g}" in reason, reason
+        assert t.datetime_start > best.datetime_complete

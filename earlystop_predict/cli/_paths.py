@@ -5,7 +5,8 @@ Every command that writes a file (``forecast``, ``rank``, ``ledger export``) or 
 
 - ``-`` means standard output (for files), nothing is checked;
 - an output that is one of the command's inputs (the same file, through any path or
-  link, the ledger included) is refused;
+  link, the ledger included: a ``sqlite:///`` URL names its file, see
+  :func:`earlystop_predict.ledger.ledger_file`) is refused;
 - a symlink is written *through*: its target is replaced, the link stays a link;
 - an existing output that is not a regular file (a directory, ``/dev/null``,
   ``/dev/full``, a FIFO, a socket) is refused for a file output, and an existing
@@ -25,6 +26,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from earlystop_predict.errors import EarlystopPredictError
+
+#: The help of every ``--ledger`` option.
+LEDGER_HELP = ("the ledger: an SQLite file, sqlite:///path.db, or "
+               "postgresql://user@host:port/database (the 'postgres' extra)")
 
 
 class OutputPathError(EarlystopPredictError, ValueError):

@@ -1,12 +1,17 @@
-"""The run ledger: every run, epoch, forecast and decision in one SQLite file.
+"""The run ledger: every run, epoch, forecast and decision in one database.
 
-The ledger is an embedded SQLite database in WAL mode (stdlib :mod:`sqlite3`
-only). Several processes may write one ledger at once: each write is one
-``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock, so
-nothing is lost. A committed epoch survives ``kill -9`` of the writer (WAL with
+The ledger is an embedded SQLite file in WAL mode (stdlib :mod:`sqlite3` only) by
+default, or a PostgreSQL database (``ledger="postgresql://..."``, the ``postgres`` extra)
+that workers on several machines write at once; :mod:`earlystop_predict.ledger.target`
+lists the accepted URLs, :mod:`earlystop_predict.ledger.dialect` the few things the two
+do differently. Several processes may write one ledger at once: each write is one
+transaction, retried while another writer holds the lock (SQLite's ``BEGIN IMMEDIATE``)
+or after a serialization failure, a deadlock or a lost connection (PostgreSQL), so
+nothing is lost. A committed epoch survives ``kill -9`` of the writer (SQLite: WAL with
 ``synchronous=NORMAL`` only risks the last transactions on power loss).
 
-Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
+Tables (schema version :data:`SCHEMA_VERSION`, kept in SQLite's ``PRAGMA user_version``
+or PostgreSQL's table ``esp_ledger``):
 
 - ``runs``: one row per run (study, task, metric, mode, hparams, meta, target
   epoch, status ``running | completed | stopped | failed...``, final value).
@@ -30,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,45 +42,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from earlystop_predict.errors import ConfigError, EarlystopPredictError
+from earlystop_predict.errors import ConfigError
+from earlystop_predict.ledger.dialect import APPLICATION_ID, Dialect, dialect_for
+from earlystop_predict.ledger.errors import (
+    SCHEMA_VERSION,
+    LedgerError,
+    LedgerSchemaError,
+    LedgerURLError,
+)
+from earlystop_predict.ledger.target import parse_target
 from earlystop_predict.records.record import RunRecord, dumps, is_accuracy_like
 
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x45535031  # "ESP1": marks the file as an earlystop_predict ledger
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Ledger", "LedgerError", "LedgerSchemaError",
+           "LedgerURLError"]
 _T = TypeVar("_T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id       TEXT PRIMARY KEY,
-    study        TEXT,
-    task         TEXT,
-    metric       TEXT NOT NULL,
-    mode         TEXT NOT NULL,
-    hparams      TEXT NOT NULL DEFAULT '{}',
-    meta         TEXT NOT NULL DEFAULT '{}',
-    extra        TEXT NOT NULL DEFAULT '{}',
-    target_epoch INTEGER,
-    status       TEXT NOT NULL DEFAULT 'running',
-    created      REAL NOT NULL,
-    updated      REAL NOT NULL,
-    final_value  REAL,
-    final_epoch  INTEGER,
-    stopped      TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_study ON runs (study, metric, status);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL,
-    epoch  INTEGER NOT NULL,
-    data   TEXT NOT NULL,
-    PRIMARY KEY (run_id, epoch)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS forecasts (
-    run_id   TEXT NOT NULL,
-    at_epoch INTEGER NOT NULL,
-    data     TEXT NOT NULL,
-    PRIMARY KEY (run_id, at_epoch)
-) WITHOUT ROWID;
-"""
 
 _UPSERT_RUN = """
 INSERT INTO runs (run_id, study, task, metric, mode, hparams, meta, extra, target_epoch,
@@ -91,35 +70,14 @@ ON CONFLICT (run_id) DO UPDATE SET
 _TOUCH_RUN = "UPDATE runs SET updated = ? WHERE run_id = ?"
 _DROP_LATER_EPOCHS = "DELETE FROM epochs WHERE run_id = ? AND epoch > ?"
 _DROP_LATER_FORECASTS = "DELETE FROM forecasts WHERE run_id = ? AND at_epoch >= ?"
-_PUT_EPOCH = "INSERT OR REPLACE INTO epochs (run_id, epoch, data) VALUES (?, ?, ?)"
-_PUT_FORECAST = "INSERT OR REPLACE INTO forecasts (run_id, at_epoch, data) VALUES (?, ?, ?)"
+_PUT_EPOCH = ("INSERT INTO epochs (run_id, epoch, data) VALUES (?, ?, ?) "
+              "ON CONFLICT (run_id, epoch) DO UPDATE SET data = excluded.data")
+_PUT_FORECAST = ("INSERT INTO forecasts (run_id, at_epoch, data) VALUES (?, ?, ?) "
+                 "ON CONFLICT (run_id, at_epoch) DO UPDATE SET data = excluded.data")
 _FINISH_RUN = """
 UPDATE runs SET final_value = ?, final_epoch = ?, stopped = ?, status = ?, updated = ?
 WHERE run_id = ?
 """
-
-
-class LedgerError(EarlystopPredictError, OSError):
-    """The ledger file cannot be used: missing, not a ledger, locked too long, corrupt."""
-
-
-class LedgerSchemaError(LedgerError):
-    """The ledger was written by a newer earlystop_predict (schema version too high)."""
-
-    def __init__(self, path: object, found: int, supported: int = SCHEMA_VERSION) -> None:
-        self.path = str(path)
-        self.found = found
-        self.supported = supported
-        super().__init__(f"{self.path}: ledger schema version {found} is newer than the "
-                         f"supported version {supported}; upgrade earlystop_predict to read it")
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 def _loads(text: str | None, default: Any, where: str = "a cell",
@@ -146,24 +104,33 @@ def _loads(text: str | None, default: Any, where: str = "a cell",
 
 
 class Ledger:
-    """An SQLite ledger of runs, epochs, forecasts and decisions.
+    """A ledger of runs, epochs, forecasts and decisions: an SQLite file or a
+    PostgreSQL database.
 
     One instance holds one connection, reused for every call; it is safe to
     share between threads of one process (calls are serialised) and is reopened
     transparently in a forked child. Use one instance per process.
 
     Args:
-        path: the database file; created (with its folder) unless ``create=False``.
-        create: create the file if it does not exist. Default True.
-        timeout: seconds a write waits for another writer before failing with
-            :class:`LedgerError`, > 0. Default 60.
-        readonly: open for reading only (SQLite ``mode=ro``): no schema, no WAL switch,
-            no write; a read-only file or folder can be read, and every write method
-            raises :class:`LedgerError`. The file must exist. Default False.
+        path: where the ledger lives: a file path (SQLite, created with its folder
+            unless ``create=False``), ``sqlite:///relative.db``, ``sqlite:////abs.db``,
+            or ``postgresql://user:password@host:port/database`` (also ``postgres://``;
+            needs the ``postgres`` extra; the database must exist, the tables are
+            created in it unless ``create=False``).
+        create: create the file (or the tables) if missing. Default True.
+        timeout: seconds a write waits for another writer (and a PostgreSQL open for
+            the server) before failing with :class:`LedgerError`, > 0. Default 60.
+        readonly: open for reading only: nothing created, no WAL switch, no write (a
+            read-only SQLite file or folder can be read); every write method raises
+            :class:`LedgerError`. The ledger must exist. Default False.
 
     Raises:
-        LedgerError: the file is missing (``create=False``), not a ledger, or unreadable.
-        LedgerSchemaError: the file has a newer schema than this version supports.
+        LedgerURLError: ``path`` is a URL of another scheme or malformed (a
+            :class:`~earlystop_predict.errors.ConfigError` too).
+        LedgerError: the ledger is missing (``create=False``), not a ledger, unreadable,
+            or its server cannot be reached.
+        LedgerSchemaError: the ledger has a newer schema than this version supports.
+        MissingExtraError: a ``postgresql://`` ledger without psycopg installed.
 
     Example:
         >>> led = Ledger(":memory:")
@@ -175,67 +142,50 @@ class Ledger:
                  timeout: float = 60.0, readonly: bool = False) -> None:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ConfigError("timeout", "a number of seconds > 0", timeout)
-        self.path = str(path)
+        target = parse_target(path)
+        self.url = target.shown  #: where the ledger lives, as messages print it
+        self.path = target.shown  #: the SQLite file (or the URL, password hidden)
         self.timeout = float(timeout)
         self.readonly = bool(readonly)
-        self._memory = self.path == ":memory:"
-        if not self._memory:
-            p = Path(self.path)
-            if p.is_dir():
-                raise LedgerError(f"{self.path}: is a directory, not a ledger file")
-            if not p.exists():
-                if not create or self.readonly:
-                    raise LedgerError(f"{self.path}: no ledger at this path")
-                p.parent.mkdir(parents=True, exist_ok=True)
+        self.create = bool(create)
+        self._memory = target.kind == "sqlite" and target.location == ":memory:"
+        if target.kind == "sqlite" and not self._memory:
+            self._check_file(Path(target.location))
+        self._dialect: Dialect = dialect_for(target, timeout=self.timeout,
+                                             readonly=self.readonly)
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
         self._pid = os.getpid()
         self._open()
 
+    def _check_file(self, p: Path) -> None:
+        """An SQLite ledger's file: not a folder; missing, created (its folder) if allowed."""
+        if p.is_dir():
+            raise LedgerError(f"{self.path}: is a directory, not a ledger file")
+        if not p.exists():
+            if not self.create or self.readonly:
+                raise LedgerError(f"{self.path}: no ledger at this path")
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgres"``."""
+        return self._dialect.target.kind
+
     # ------------------------------------------------------------------ opening
-    def _connect(self) -> sqlite3.Connection:
-        target, uri = self.path, False
-        if self.readonly and not self._memory:
-            target, uri = self._readonly_uri(), True
-        try:
-            conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False, cached_statements=64, uri=uri)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"{self.path}: cannot open ledger: {exc}") from exc
-        return conn
-
-    def _readonly_uri(self) -> str:
-        """The SQLite URI of a read-only open that writes nothing next to the ledger.
-
-        With no ``-wal`` file beside it no writer has the ledger open and every commit
-        is in the main file: it is read as ``immutable`` (no ``-shm``/``-wal`` created,
-        so a read-only folder works). With one, a writer is live (or was killed): it is
-        opened ``mode=ro`` through the writer's WAL, seeing every committed epoch.
-        """
-        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
-        if not os.path.exists(self.path + "-wal"):
-            uri += "&immutable=1"
-        return uri
-
     def _open(self) -> None:
-        conn = self._connect()
+        d = self._dialect
+        conn = d.connect()
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            version = self._read_version(conn)
+            d.configure(conn)
+            version = d.read_version(conn)
             if version > SCHEMA_VERSION:
                 raise LedgerSchemaError(self.path, version)
             if self.readonly:
-                self._check_readable(conn, version)
-                self._conn = conn
-                self._pid = os.getpid()
-                return
-            if not self._memory:
-                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            if version < SCHEMA_VERSION:
-                self._retry(lambda: self._create_schema(conn))
-        except sqlite3.DatabaseError as exc:
+                d.check_readable(conn, version)
+            else:
+                self._prepare(conn, version)
+        except d.database_errors as exc:
             conn.close()
             raise LedgerError(f"{self.path}: not a readable ledger: {exc}") from exc
         except BaseException:
@@ -244,93 +194,110 @@ class Ledger:
         self._conn = conn
         self._pid = os.getpid()
 
-    def _read_version(self, conn: sqlite3.Connection) -> int:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        if app_id not in (0, APPLICATION_ID):
-            raise LedgerError(f"{self.path}: an SQLite file of another application "
-                              f"(application_id {app_id}), not an earlystop_predict ledger")
-        if version == 0:
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and not {"runs", "epochs", "forecasts"} <= tables:
-                raise LedgerError(f"{self.path}: an SQLite file with tables "
-                                  f"{sorted(tables)}, not an earlystop_predict ledger")
-        return version
-
-    def _check_readable(self, conn: sqlite3.Connection, version: int) -> None:
-        """A ledger opened read-only must already hold the tables (none is created)."""
-        conn.execute("PRAGMA query_only = ON")
+    def _prepare(self, conn: Any, version: int) -> None:
+        """A writer's open: durability settings, and the schema if it is not there yet."""
+        d = self._dialect
+        self._retry(lambda: d.durability(conn), reconnect=False)
         if version < SCHEMA_VERSION:
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not {"runs", "epochs", "forecasts"} <= tables:
-                raise LedgerError(f"{self.path}: an empty SQLite file, not a ledger yet")
+            if not self.create and d.target.kind != "sqlite":
+                raise LedgerError(f"{self.path}: no ledger in this database (create=False)")
+            self._retry(lambda: self._create_schema(conn), reconnect=False)
 
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    def _create_schema(self, conn: Any) -> None:
+        d = self._dialect
+        conn.execute(d.begin_write)
         try:
-            version = self._read_version(conn)  # another process may have won the race
+            d.lock_schema(conn)
+            version = d.read_version(conn)  # another process may have won the race
             if version > SCHEMA_VERSION:
                 raise LedgerSchemaError(self.path, version)
             if version < SCHEMA_VERSION:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                for stmt in d.schema():
+                    conn.execute(stmt)
+                d.write_version(conn)
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
 
+    def _rollback(self, conn: Any) -> None:
+        """Roll back an open transaction; a connection already lost is left as it is."""
+        try:
+            if self._dialect.in_transaction(conn):
+                conn.execute("ROLLBACK")
+        except self._dialect.errors:
+            pass
+
     @property
-    def conn(self) -> sqlite3.Connection:
-        """The open connection (reopened after a fork)."""
+    def conn(self) -> Any:
+        """The open connection (``sqlite3`` or psycopg; reopened after a fork)."""
         if self._conn is None:
             raise LedgerError(f"{self.path}: the ledger is closed")
         if os.getpid() != self._pid:
-            # A connection must not cross fork(); leave the parent's alone, open anew.
+            # A connection must not cross fork(); leave the parent's alone, open anew
+            # (psycopg, like sqlite3, does not close in a child what its parent opened).
             self._conn = None
             self._open()
-        return self._conn  # type: ignore[return-value]
+        return self._conn
 
     # ----------------------------------------------------------------- writing
-    def _retry(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn``, retrying while another process holds the write lock."""
+    def _retry(self, fn: Callable[[], _T], *, reconnect: bool = True) -> _T:
+        """Run ``fn``, retrying while another writer is in the way (or, with
+        ``reconnect``, the connection to a server was lost and is opened again), for at
+        most :attr:`timeout` s."""
         deadline = time.monotonic() + self.timeout
         delay = 0.001
         while True:
             try:
                 return fn()
-            except sqlite3.Error as exc:
-                if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+            except self._dialect.errors as exc:
+                lost = reconnect and self._dialect.is_lost(exc, self._conn)
+                if not (lost or self._dialect.is_busy(exc)):
                     raise LedgerError(f"{self.path}: {exc}") from exc
                 if time.monotonic() >= deadline:
-                    raise LedgerError(f"{self.path}: still locked by another writer after "
-                                      f"{self.timeout:g} s") from exc
+                    what = "the connection is lost" if lost else \
+                        "still locked by another writer"
+                    raise LedgerError(f"{self.path}: {what} after {self.timeout:g} s "
+                                      f"({exc})") from exc
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.1)
+                delay = min(delay * 2, 0.1 if not lost else 1.0)
+                if lost:
+                    self._reconnect()
 
-    def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, retried as a whole when busy."""
+    def _reconnect(self) -> None:
+        """Open a new connection after a lost one (a failure is retried by the caller)."""
+        old, self._conn = self._conn, None
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close
+            pass
+        try:
+            self._open()
+        except LedgerError:
+            self._conn = old  # still broken: the next attempt fails as lost, and retries
+
+    def _write(self, fn: Callable[[Any], None]) -> None:
+        """Run ``fn`` in one write transaction, retried as a whole when busy or lost."""
         if self.readonly:
             raise LedgerError(f"{self.path}: the ledger is open read-only")
         with self._lock:
-            conn = self.conn
+            self.conn  # noqa: B018  (reopens after a fork)
 
             def attempt() -> None:
-                conn.execute("BEGIN IMMEDIATE")
+                conn = self._conn
+                conn.execute(self._dialect.begin_write)
                 try:
                     fn(conn)
                     conn.execute("COMMIT")
                 except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    self._rollback(conn)
                     raise
 
             self._retry(attempt)
+
+    def _x(self, conn: Any, sql: str, params: tuple[Any, ...] = (), **tokens: str) -> Any:
+        """Execute one of the ledger's statements in this dialect; the cursor."""
+        return conn.execute(self._dialect.sql(sql, **tokens), params)
 
     def start_run(self, record: RunRecord, *, study: str | None = None,
                   target_epoch: int | None = None) -> None:
@@ -348,7 +315,7 @@ class Ledger:
         params = (record.run_id, study, record.task, record.metric, record.mode,
                   dumps(record.hparams), dumps(record.meta), dumps(record.extra),
                   None if target_epoch is None else int(target_epoch), now, now)
-        self._write(lambda c: c.execute(_UPSERT_RUN, params))
+        self._write(lambda c: self._x(c, _UPSERT_RUN, params))
 
     def log_epoch(self, run_id: str, row: Mapping[str, Any], decision: Any = None) -> None:
         """Record one epoch and its decision in one transaction.
@@ -369,15 +336,15 @@ class Ledger:
 
         now = time.time()
 
-        def tx(c: sqlite3.Connection) -> None:
-            if c.execute(_TOUCH_RUN, (now, run_id)).rowcount == 0:
+        def tx(c: Any) -> None:
+            if self._x(c, _TOUCH_RUN, (now, run_id)).rowcount == 0:
                 raise LedgerError(f"{self.path}: run {run_id!r} was not started "
                                   "(call start_run first)")
-            c.execute(_DROP_LATER_EPOCHS, (run_id, epoch))
-            c.execute(_DROP_LATER_FORECASTS, (run_id, epoch))
-            c.execute(_PUT_EPOCH, (run_id, epoch, row_json))
+            self._x(c, _DROP_LATER_EPOCHS, (run_id, epoch))
+            self._x(c, _DROP_LATER_FORECASTS, (run_id, epoch))
+            self._x(c, _PUT_EPOCH, (run_id, epoch, row_json))
             if fc_json is not None:
-                c.execute(_PUT_FORECAST, (run_id, at_epoch, fc_json))
+                self._x(c, _PUT_FORECAST, (run_id, at_epoch, fc_json))
 
         self._write(tx)
 
@@ -402,21 +369,20 @@ class Ledger:
         params = (value, None if final_epoch is None else int(final_epoch),
                   None if stopped is None else dumps(dict(stopped)), status, time.time(), run_id)
 
-        def tx(c: sqlite3.Connection) -> None:
-            if c.execute(_FINISH_RUN, params).rowcount == 0:
+        def tx(c: Any) -> None:
+            if self._x(c, _FINISH_RUN, params).rowcount == 0:
                 raise LedgerError(f"{self.path}: run {run_id!r} was not started "
                                   "(call start_run first)")
 
         self._write(tx)
 
     # ----------------------------------------------------------------- reading
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _read(self, sql: str, params: tuple[Any, ...] = (), **tokens: str
+              ) -> list[tuple[Any, ...]]:
+        """The rows of one query (its errors a :class:`LedgerError`)."""
         with self._lock:
-            conn = self.conn
-            try:
-                return self._retry(lambda: conn.execute(sql, params).fetchall())
-            except sqlite3.DatabaseError as exc:
-                raise LedgerError(f"{self.path}: {exc}") from exc
+            self.conn  # noqa: B018  (reopens after a fork)
+            return self._retry(lambda: self._x(self._conn, sql, params, **tokens).fetchall())
 
     def best_final(self, study: str | None, metric: str, mode: str,
                    exclude_run: str | None = None) -> float | None:
@@ -433,8 +399,8 @@ class Ledger:
             exclude_run: a run to leave out (the one asking). Default None.
         """
         return self._best(
-            "SELECT {agg}(final_value) FROM runs WHERE study IS ? AND metric = ? "
-            "AND status = 'completed' AND final_value IS NOT NULL AND run_id IS NOT ? "
+            "SELECT {agg}(final_value) FROM runs WHERE study {is} ? AND metric = ? "
+            "AND status = 'completed' AND final_value IS NOT NULL AND run_id {is_not} ? "
             "AND (? = 0 OR final_value BETWEEN 0 AND 1)", study, metric, mode, exclude_run)
 
     def best_value(self, study: str | None, metric: str, mode: str,
@@ -455,10 +421,11 @@ class Ledger:
             exclude_run: a run to leave out (the one asking). Default None.
         """
         return self._best(
-            "SELECT {agg}(v) FROM (SELECT json_extract(e.data, '$.\"' || r.metric || '\"') "
-            "AS v FROM runs r JOIN epochs e ON e.run_id = r.run_id WHERE r.study IS ? "
-            "AND r.metric = ? AND r.status IN ('completed', 'stopped') AND r.run_id IS NOT ?) "
-            "WHERE typeof(v) IN ('real', 'integer') AND (? = 0 OR v BETWEEN 0 AND 1)",
+            "SELECT {agg}(n) FROM (SELECT {number} AS n FROM (SELECT {json_value} AS v "
+            "FROM runs r JOIN epochs e ON e.run_id = r.run_id WHERE r.study {is} ? "
+            "AND r.metric = ? AND r.status IN ('completed', 'stopped') "
+            "AND r.run_id {is_not} ?) AS t) AS u WHERE n IS NOT NULL "
+            "AND (? = 0 OR n BETWEEN 0 AND 1)",
             study, metric, mode, exclude_run)
 
     def _best(self, query: str, study: str | None, metric: str, mode: str,
@@ -467,19 +434,19 @@ class Ledger:
         parameters study, metric, the run left out, whether the metric is a fraction)."""
         if mode not in ("min", "max"):
             raise ConfigError("mode", "'min' or 'max'", mode)
-        rows = self._read(query.format(agg="MAX" if mode == "max" else "MIN"),
-                          (study, metric, exclude_run, int(is_accuracy_like(metric))))
+        rows = self._read(query, (study, metric, exclude_run, int(is_accuracy_like(metric))),
+                          agg="MAX" if mode == "max" else "MIN")
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
     def runs(self, study: str | None = None) -> list[dict[str, Any]]:
         """One summary dict per run (no epochs): id, study, status, final value..."""
-        where, params = ("WHERE study IS ?", (study,)) if study is not None else ("", ())
+        where, params = ("WHERE study {is} ?", (study,)) if study is not None else ("", ())
         rows = self._read(
             "SELECT r.run_id, r.study, r.task, r.metric, r.mode, r.target_epoch, r.status, "
             "r.created, r.updated, r.final_value, r.final_epoch, r.stopped, "
             "(SELECT COUNT(*) FROM epochs e WHERE e.run_id = r.run_id) "
-            f"FROM runs r {where} ORDER BY r.created, r.run_id", params)
+            f"FROM runs r {where} ORDER BY r.created, r.run_id{{binary}}", params)
         keys = ("run_id", "study", "task", "metric", "mode", "target_epoch", "status",
                 "created", "updated", "final_value", "final_epoch", "stopped", "n_epochs")
         out = []
@@ -498,37 +465,34 @@ class Ledger:
         (``study``, ``status``, ``target_epoch``). Records are not validated: a run
         that logged no epoch yet has none.
         """
-        where, params = ("WHERE study IS ?", (study,)) if study is not None else ("", ())
+        where, params = ("WHERE study {is} ?", (study,)) if study is not None else ("", ())
+        sub = "SELECT run_id FROM runs " + where
+        queries = ("SELECT run_id, study, task, metric, mode, hparams, meta, extra, "
+                   f"target_epoch, status, stopped FROM runs {where} "
+                   "ORDER BY created, run_id{binary}",
+                   f"SELECT run_id, data, epoch FROM epochs WHERE run_id IN ({sub}) "
+                   "ORDER BY run_id{binary}, epoch",
+                   f"SELECT run_id, data FROM forecasts WHERE run_id IN ({sub}) "
+                   "ORDER BY run_id{binary}, at_epoch")
         with self._lock:
-            conn = self.conn
-
-            def snapshot() -> tuple[list[Any], list[Any], list[Any]]:
-                conn.execute("BEGIN")  # one consistent read snapshot of the three tables
-                try:
-                    runs = conn.execute(
-                        "SELECT run_id, study, task, metric, mode, hparams, meta, extra, "
-                        "target_epoch, status, stopped FROM runs "
-                        f"{where} ORDER BY created, run_id", params).fetchall()
-                    sub = "SELECT run_id FROM runs " + where
-                    eps = conn.execute(
-                        f"SELECT run_id, data, epoch FROM epochs WHERE run_id IN ({sub}) "
-                        "ORDER BY run_id, epoch", params).fetchall()
-                    fcs = conn.execute(
-                        f"SELECT run_id, data FROM forecasts WHERE run_id IN ({sub}) "
-                        "ORDER BY run_id, at_epoch", params).fetchall()
-                finally:
-                    conn.execute("COMMIT")
-                return runs, eps, fcs
-
-            try:
-                runs, eps, fcs = self._retry(snapshot)
-            except sqlite3.DatabaseError as exc:
-                raise LedgerError(f"{self.path}: {exc}") from exc
+            self.conn  # noqa: B018  (reopens after a fork)
+            runs, eps, fcs = self._retry(lambda: self._snapshot(queries, params))
         epochs = self._cells(eps, "epochs")
         forecasts = self._cells(fcs, "forecasts")
         return [self._record(row, epochs.get(row[0], []), forecasts.get(row[0], []))
                 for row in runs]
 
+    def _snapshot(self, queries: tuple[str, ...], params: tuple[Any, ...]) -> list[list[Any]]:
+        """The rows of each query, read in one consistent snapshot of the tables."""
+        conn = self._conn
+        conn.execute(self._dialect.begin_read)
+        try:
+            out = [self._x(conn, q, params).fetchall() for q in queries]
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return out
     def _cells(self, rows: list[Any], table: str) -> dict[str, list[dict[str, Any]]]:
         """The JSON objects of an epochs or forecasts table, per run, in order; an epoch
         row's ``epoch`` is its key column's (the value the ledger ordered it by)."""

@@ -110,8 +110,10 @@ class ForecastMonitor:
             read at :meth:`begin`; it serves once 5 runs have finished and only where
             it beat the model on them; forecasts then say ``model="<model>+study"``).
             Default True.
-        ledger: path of the SQLite ledger, a :class:`~earlystop_predict.ledger.store.Ledger`,
-            or None for none. Default None.
+        ledger: where the ledger lives: an SQLite file path, a ``sqlite:///path.db`` or
+            ``postgresql://user@host:port/database`` URL (one ledger for workers on many
+            machines; the ``postgres`` extra), a :class:`~earlystop_predict.ledger.store.Ledger`,
+            or None for none. A malformed URL fails here. Default None.
         hparams: hyperparameters, merged over those the adapter reads. Default None.
         meta: meta data, merged over those the adapter reads. Default None.
         model: ``"auto"``, ``"lstm"``, ``"lightgbm"``, a model directory or a
@@ -156,6 +158,10 @@ class ForecastMonitor:
         self.task = task
         self._model_arg = model
         self._forecaster: Forecaster | None = model if isinstance(model, Forecaster) else None
+        if isinstance(ledger, str):
+            from earlystop_predict.ledger.target import parse_target
+
+            parse_target(ledger)  # a bad URL fails at construction, not at the first epoch
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
         self._study_best: float | None = None

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="consecutive poor forecasts to stop (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--ledger", default=None,
-                        help="SQLite ledger to keep the runs in (default a temporary one)")
+                        help="the ledger to keep the runs in: an SQLite file, sqlite:///path.db "
+                        "or postgresql://... (default a temporary file)")
     parser.add_argument("--model", default="auto",
                         help="auto | lstm | lightgbm | a model directory (default auto)")
     parser.add_argument("--audit", action="store_true",

@@ -1,8 +1,10 @@
-"""``earlystop-predict ledger``: export or list the runs of an SQLite ledger.
+"""``earlystop-predict ledger``: export or list the runs of a ledger (an SQLite file or a
+PostgreSQL database, by URL).
 
 Example:
     earlystop-predict ledger export --ledger runs.db --format jsonl --output runs.jsonl
     earlystop-predict ledger list --ledger runs.db --study mnist
+    earlystop-predict ledger export --ledger postgresql://esp@db:5432/esp --output runs.jsonl
 """
 
 from __future__ import annotations
@@ -10,22 +12,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from earlystop_predict.cli._paths import output_file
-from earlystop_predict.ledger import Ledger
+from earlystop_predict.cli._paths import LEDGER_HELP, output_file
+from earlystop_predict.ledger import Ledger, ledger_file
 from earlystop_predict.records.record import dumps, finite_or_none, write_records
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ledger export`` and ``ledger list``."""
     parser = subparsers.add_parser("ledger", help="export or list the runs of a ledger",
-                                   description="Export or list the runs of an SQLite ledger.")
+                                   description="Export or list the runs of a ledger: an SQLite "
+                                               "file or a database URL.")
     sub = parser.add_subparsers(dest="ledger_command", metavar="ACTION")
     sub.required = True
 
     exp = sub.add_parser("export", help="write the runs as RUN_RECORD.md JSONL",
                          description="Write the ledger's runs (with forecasts and stops) as "
                                      "RUN_RECORD.md JSON Lines, atomically.")
-    exp.add_argument("--ledger", required=True, help="the SQLite ledger file")
+    exp.add_argument("--ledger", required=True, help=LEDGER_HELP)
     exp.add_argument("--format", choices=["jsonl"], default="jsonl",
                      help="output format (default jsonl)")
     exp.add_argument("--output", required=True, help="the file to write ('-' for stdout)")
@@ -36,13 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     lst = sub.add_parser("list", help="one line per run: status, epochs, final value",
                          description="List the ledger's runs.")
-    lst.add_argument("--ledger", required=True, help="the SQLite ledger file")
+    lst.add_argument("--ledger", required=True, help=LEDGER_HELP)
     lst.add_argument("--study", default=None, help="only the runs of this study")
     lst.set_defaults(func=_list)
 
 
 def _export(args: argparse.Namespace) -> int:
-    target = output_file(args.output, [("--ledger", args.ledger)])
+    target = output_file(args.output, [("--ledger", ledger_file(args.ledger))])
     with Ledger(args.ledger, readonly=True) as led:
         records = led.records(study=args.study)
     keep = [r for r in records if r.epochs or args.include_empty]

@@ -40,13 +40,18 @@ def _policy(text: str) -> str:
 
 
 def read_runs(path: str) -> list[RunRecord]:
-    """The runs of a JSONL file, a gzip corpus (``.jsonl.gz``) or an SQLite ledger.
+    """The runs of a JSONL file, a gzip corpus (``.jsonl.gz``) or a ledger (an SQLite
+    file, or a ``sqlite://`` / ``postgresql://`` URL).
 
     A ledger is opened without creating anything; its records keep their ``stopped``
     and target epoch, so that replay treats stopped runs as censored.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
+    from earlystop_predict.ledger.target import is_url
+
+    head = _SQLITE_MAGIC  # a URL names a ledger (or is an error naming it)
+    if not is_url(path):
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
     if head == _SQLITE_MAGIC:
         from earlystop_predict.ledger import Ledger
 
@@ -64,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "them. Prints epochs saved, regret (points for accuracies) and stopped "
                     "runs per policy.")
     parser.add_argument("runs", help="RUN_RECORD.md JSONL of full runs (.jsonl, .jsonl.gz, "
-                        "or a ledger .db: its stopped runs are replayed as censored runs)")
+                        "or a ledger: a .db file, sqlite:///path.db or postgresql://... "
+                        "URL; its stopped runs are replayed as censored runs)")
     parser.add_argument("--policy", action="append", type=_policy, default=None,
                         help=f"policy to replay, repeatable: {POLICY_HELP} (default "
                         f"{', '.join(POLICIES)}; with --single-run "

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from earlystop_predict.cli._inputs import load_runs, readable
-from earlystop_predict.cli._paths import output_dir
+from earlystop_predict.cli._paths import LEDGER_HELP, output_dir
 from earlystop_predict.errors import ConfigError
-from earlystop_predict.ledger import Ledger
+from earlystop_predict.ledger import Ledger, ledger_file
 from earlystop_predict.tools.report import evaluate, fan_files, format_table
 from earlystop_predict.tools.report_page import write_page
 
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "needs no network: its PNGs lie beside it (needs the 'report' extra: "
                     "matplotlib).")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ledger", help="the SQLite ledger file")
+    src.add_argument("--ledger", help=LEDGER_HELP)
     src.add_argument("--runs", help="a RUN_RECORD.md JSONL file (e.g. a ledger export)")
     parser.add_argument("--output-dir", default="esp_report",
                         help="folder for index.html and its PNGs (default ./esp_report)")
@@ -47,7 +47,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_fans is not None and args.max_fans < 0:
         raise ConfigError("--max-fans", "an integer >= 0", args.max_fans)
     if not args.no_plots:
-        output_dir(args.output_dir, [("--ledger", args.ledger), ("--runs", args.runs)],
+        ledger = ledger_file(args.ledger) if args.ledger is not None else None
+        output_dir(args.output_dir, [("--ledger", ledger), ("--runs", args.runs)],
                    arg="--output-dir")
     if args.ledger is not None:
         with Ledger(args.ledger, readonly=True) as led:
