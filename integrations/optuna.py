@@ -43,18 +43,11 @@ from earlystop_predict.integrations._config import (  # noqa: E402
     check_target_epoch,
     monitor_arguments,
 )
-from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model, best_of  # noqa: E402
+from earlystop_predict.integrations._study import FinishedTrials  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor, _resolve_model  # noqa: E402
 from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 _STATES = optuna.trial.TrialState
-
-
-def _reached(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:
-    """What a finished trial reached: a completed one its value, a pruned one the best
-    value it reported (censored evidence, as ``replay`` counts it)."""
-    if trial.state == _STATES.COMPLETE:
-        return trial.value
-    return best_of(trial.intermediate_values.values(), mode)
 
 
 @monitor_arguments(only=SEARCH_OPTIONS)
@@ -94,18 +87,19 @@ class ForecastPruner(optuna.pruners.BasePruner):
         self.use_incumbent = options.get("use_incumbent", True)
         self._monitors: dict[tuple[str, int], ForecastMonitor] = {}
         self._fed: dict[tuple[str, int], int] = {}
-        self._finished: dict[tuple[str, int], float | None] = {}  # what each reached
+        self._finished = FinishedTrials(metric, step_offset)
 
     # ----------------------------------------------------------------- optuna API
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         """Feed the trial's new reported values to its monitor; True to prune."""
         key = (study.study_name, trial.number)
+        mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+        values = self._study_values(study, mode)
         mon = self._monitors.get(key)
         if mon is None:
-            mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
             mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
                                                       trial.params, mode)
-        mon.observe_study(self._study_values(study, mon.mode))
+        mon.observe_study(values)
         last = self._fed.get(key, -1)
         for step in sorted(s for s in trial.intermediate_values if s > last):
             epoch = step + self.step_offset
@@ -118,12 +112,11 @@ class ForecastPruner(optuna.pruners.BasePruner):
 
     def _study_values(self, study: optuna.Study, mode: str) -> list[float | None]:
         """What the study's finished trials reached, every worker's (the storage is read
-        now); each is read once (a finished trial does not change)."""
+        now); the completed ones' curves serve the study model."""
         for t in study.get_trials(deepcopy=False, states=(_STATES.COMPLETE, _STATES.PRUNED)):
-            key = (study.study_name, t.number)
-            if key not in self._finished:
-                self._finished[key] = _reached(t, mode)
-        return [v for (name, _), v in self._finished.items() if name == study.study_name]
+            self._finished.add(study.study_name, t.number, completed=t.state == _STATES.COMPLETE,
+                               value=t.value, reported=t.intermediate_values, mode=mode)
+        return self._finished.values(study.study_name)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """As a ``study.optimize`` callback: close the trial's run (ledger row)."""
@@ -147,4 +140,6 @@ class ForecastPruner(optuna.pruners.BasePruner):
                               meta={**self.meta, "max_epochs": self.target_epoch},
                               task=study, **self._options)
         mon.begin()
+        if self.ledger is None:  # the study model learns from the storage's trials
+            mon.observe_study_runs(self._finished.runs(study))
         return mon

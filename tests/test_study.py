@@ -194,3 +194,28 @@ def test_a_real_keras_search_is_served_by_the_study_model_once_five_runs_finishe
         served = [{f["model"] for f in r.forecasts if "model" in f} for r in led.records("flat")]
     assert served == [{"over"}] * 5 + [{"over+study"}] * 2
     assert min(means[:5]) > 0.25 and max(means[5:]) < 0.05
+
+
+@pytest.mark.parametrize("use_study", [True, False])
+def test_an_optuna_study_without_a_ledger_learns_from_its_completed_trials(use_study):
+    optuna = pytest.importorskip("optuna")
+    from earlystop_predict.integrations.optuna import ForecastPruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = ForecastPruner(target_epoch=8, model=over(), use_incumbent=False, min_delta=None,
+                            use_study=use_study)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+
+    def objective(trial):
+        level = 0.3 + 0.01 * trial.number
+        for step in range(8):
+            trial.report(level, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return level
+
+    study.optimize(objective, n_trials=7, callbacks=[pruner])
+    served = [{f["model"] for f in pruner.records[n].forecasts if "model" in f}
+              for n in range(7)]
+    assert served[:5] == [{"over"}] * 5
+    assert served[5:] == ([{"over+study"}] * 2 if use_study else [{"over"}] * 2)

@@ -242,6 +242,20 @@ class ForecastMonitor:
         self._study_best = best_of(kept, self.mode)
         return self.incumbent
 
+    def observe_study_runs(self, runs: Iterable[RunRecord | Mapping[str, Any]]) -> int:
+        """Hand in the study's runs for the study model (the hook of the search adapters
+        without a ledger: Optuna's completed trials' reported values): the finished ones
+        correct this run's forecasts from now on, as a ledger's would at :meth:`begin`.
+
+        Call it after :meth:`begin`. Returns how many finished runs the context holds
+        (0 with ``use_study=False``).
+        """
+        if not self.use_study or self.target_epoch is None:
+            return 0
+        self.study_context = StudyContext(self.forecaster, runs, exclude=self.record.run_id
+                                          ).prepare(self.target_epoch)
+        return len(self.study_context)
+
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
               resume: bool = False) -> None:
