@@ -1,0 +1,167 @@
+"""Keras Tuner adapter: a search whose trials are the runs of one forecast study.
+
+Keras Tuner fits a deep copy of each ``search(..., callbacks=[...])`` callback for each
+trial and execution, and marks a trial ``COMPLETED`` once its ``fit`` returns, whatever
+a callback did: a callback alone never learns its trial, and cannot tell the oracle it
+stopped one. So the tuner does it: :class:`ForecastTuner` (a mixin; ready-made as
+:class:`ForecastRandomSearch`, :class:`ForecastBayesianOptimization`,
+:class:`ForecastHyperband`) hands each copy of a
+:class:`~earlystop_predict.integrations.keras.KerasForecastCallback` its trial before
+the fit, and reports the trials it stopped as ``TrialStatus.STOPPED``. Every rule lives
+in the monitor.
+
+Example:
+    >>> from earlystop_predict.integrations.keras import KerasForecastCallback
+    >>> from earlystop_predict.integrations.keras_tuner import ForecastRandomSearch
+    >>> tuner = ForecastRandomSearch(build_model, objective="val_accuracy", max_trials=20,
+    ...                              project_name="mlp")                 # doctest: +SKIP
+    >>> cb = KerasForecastCallback("val_accuracy", ledger="runs.db")
+    >>> tuner.search(x, y, validation_split=0.2, epochs=30, callbacks=[cb])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from earlystop_predict._imports import require
+
+kt = require("keras_tuner", extra="tuner")
+
+from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor, best_of  # noqa: E402
+from earlystop_predict.records.features import canonical_metric  # noqa: E402
+from earlystop_predict.records.record import RunRecord, finite_or_none  # noqa: E402
+
+__all__ = ["ForecastBayesianOptimization", "ForecastHyperband", "ForecastRandomSearch",
+           "ForecastTuner"]
+
+_STATUS = kt.engine.trial.TrialStatus
+_ENDED = (_STATUS.COMPLETED, _STATUS.STOPPED)
+
+
+def _forecast_callbacks(callbacks: Iterable[Any] | None) -> list[KerasForecastCallback]:
+    return [cb for cb in callbacks or () if isinstance(cb, KerasForecastCallback)]
+
+
+def _reached(trial: Any, metric: str, mode: str) -> float | None:
+    """The best value of ``metric`` (canonical name) that an ended trial's metrics hold."""
+    values = [obs.mean() for name, history in trial.metrics.metrics.items()
+              if canonical_metric(name) == metric for obs in history.get_history()]
+    return best_of((finite_or_none(v) for v in values), mode)
+
+
+class ForecastTuner:
+    """Mixin for a Keras Tuner ``Tuner``: each trial is a run of one study; a stopped trial
+    ends ``STOPPED``. Put it first: ``class MyTuner(ForecastTuner, keras_tuner.Tuner)``.
+
+    Before each fit, each copy of a ``KerasForecastCallback`` in ``search``'s callbacks
+    gets: the study (the callback's ``study``, else the tuner's ``project_name``); the run
+    id ``{study}-trial-{trial_id}`` (the callback's ``run_id`` as prefix where given;
+    ``-1``, ``-2``... after it for a trial's further executions or callbacks); the trial's
+    hyperparameter values as ``hparams`` (Hyperband's ``tuner/*`` keys left out; the
+    callback's ``hparams`` win), ``meta["trial_id"]`` (and ``meta["parent_trial"]`` for a
+    trial Hyperband promoted: its run starts at the parent's last epoch + 1); the best value each ended
+    (completed or stopped) trial of the oracle reached, through
+    :meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`; and, for an
+    oracle with ``max_epochs`` (Hyperband) and no ``target_epoch`` given, that as target.
+
+    A trial a callback stopped (in any execution) ends with status ``STOPPED``, its
+    ``score`` the best objective value it reached and its ``message`` the stop: the
+    oracle's ``get_best_trials`` ranks completed trials only (the others come after them
+    when too few completed), Hyperband never promotes it, and Bayesian optimization fits
+    what it reached (:class:`ForecastBayesianOptimization`).
+
+    Attributes:
+        forecast_records: ``{trial_id: [RunRecord, ...]}``, one record per forecast run of
+            each trial this tuner ran (in this process).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.forecast_records: dict[str, list[RunRecord]] = {}
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> Any:
+        """Keras Tuner's ``search``; the accModel is loaded once, the trials share it."""
+        for cb in _forecast_callbacks(fit_kwargs.get("callbacks")):
+            cb.monitor.forecaster  # noqa: B018  (loads it: the copies share what is loaded)
+        return super().search(*fit_args, **fit_kwargs)
+
+    def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras Tuner's per-execution fit (``kwargs["callbacks"]`` are this execution's
+        copies): each forecast copy joins the trial before it, is kept after it."""
+        runs = self.forecast_records.setdefault(trial.trial_id, [])
+        copies = _forecast_callbacks(kwargs.get("callbacks"))
+        for n, cb in enumerate(copies, start=len(runs)):
+            self._join(cb.monitor, trial, n)
+        try:
+            return super()._build_and_fit_model(trial, *args, **kwargs)
+        finally:
+            runs.extend(cb.monitor.record for cb in copies)
+
+    def _join(self, mon: ForecastMonitor, trial: Any, n: int) -> None:
+        values = trial.hyperparameters.values
+        mon.study = mon.study or self.project_name
+        mon.run_id_arg = f"{mon.run_id_arg or mon.study}-trial-{trial.trial_id}" + (
+            f"-{n}" if n else "")
+        mon.user_hparams = {**{k: v for k, v in values.items() if not k.startswith("tuner/")},
+                            **mon.user_hparams}
+        parent = {"parent_trial": values["tuner/trial_id"]} if "tuner/trial_id" in values else {}
+        mon.user_meta = {"trial_id": trial.trial_id, **parent, **mon.user_meta}
+        budget = getattr(self.oracle, "max_epochs", None)
+        if mon.target_epoch_arg is None and budget is not None:
+            mon.target_epoch_arg = mon._check_target(int(budget))
+        mon.observe_study(_reached(t, mon.metric, mon.mode) for t in self.oracle.trials.values()
+                          if t.status in _ENDED and t.trial_id != trial.trial_id)
+
+    def on_trial_begin(self, trial: Any) -> None:
+        """Keras Tuner's hook; a retried trial starts its records afresh."""
+        self.forecast_records.pop(trial.trial_id, None)
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial: Any) -> None:
+        """Keras Tuner's hook: a trial a callback stopped ends ``STOPPED``, scored."""
+        records = self.forecast_records.get(trial.trial_id, [])
+        stops = [r.stopped for r in records if r.stopped]
+        if stops and trial.status == _STATUS.COMPLETED:
+            trial.status = _STATUS.STOPPED
+            trial.message = (f"earlystop_predict stopped it at epoch {stops[0]['epoch']}: "
+                             f"{stops[0]['reason']}")
+            self.oracle.score_trial(self.oracle.get_trial(trial.trial_id))
+        super().on_trial_end(trial)
+
+
+class _BayesianOracle(kt.oracles.BayesianOptimizationOracle):
+    """Keras Tuner 1.4's Gaussian process leaves out no status but failed and invalid, and
+    has no case for ``STOPPED`` (a stopped trial would take the previous trial's score, or
+    raise ``UnboundLocalError``): here it fits what each stopped trial reached, a value
+    the trial was stopped for (one without a score is left out, as a failed one)."""
+
+    def _vectorize_trials(self) -> Any:
+        stopped = [t for t in self.trials.values() if t.status == _STATUS.STOPPED]
+        for t in stopped:
+            t.status = _STATUS.COMPLETED if finite_or_none(t.score) is not None \
+                else _STATUS.FAILED
+        try:
+            return super()._vectorize_trials()
+        finally:
+            for t in stopped:
+                t.status = _STATUS.STOPPED
+
+
+class ForecastRandomSearch(ForecastTuner, kt.RandomSearch):
+    """``keras_tuner.RandomSearch`` with :class:`ForecastTuner`; the same arguments."""
+
+
+class ForecastHyperband(ForecastTuner, kt.Hyperband):
+    """``keras_tuner.Hyperband`` with :class:`ForecastTuner`; the same arguments. The
+    forecast's target is ``max_epochs`` unless the callback gives ``target_epoch``."""
+
+
+class ForecastBayesianOptimization(ForecastTuner, kt.BayesianOptimization):
+    """``keras_tuner.BayesianOptimization`` with :class:`ForecastTuner`; the same
+    arguments. Its Gaussian process fits what each stopped trial reached."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.oracle.__class__ = _BayesianOracle  # adds one method, no state

@@ -1,0 +1,167 @@
+"""Keras Tuner searches (real ``tuner.search``, tiny Dense models on 64 random rows) with
+a KerasForecastCallback: each trial is a run of one study, stopped trials end STOPPED.
+
+A scripted forecaster picks the hopeless trials by the trial id the tuner handed the
+run (``meta["trial_id"]``): 0.0 for them, 0.95 for the others. Which trials stop, and
+when, follows from the rules, not from the numbers Keras computes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+kt = pytest.importorskip("keras_tuner")
+pytest.importorskip("tensorboard", reason="keras-tuner's search imports tensorboard on the "
+                    "TensorFlow backend: pip install 'earlystop_predict[tuner]'")
+
+from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
+from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
+from earlystop_predict.integrations.keras_tuner import (  # noqa: E402
+    ForecastBayesianOptimization,
+    ForecastHyperband,
+    ForecastRandomSearch,
+)
+from earlystop_predict.ledger import Ledger  # noqa: E402
+from earlystop_predict.records.features import canonical_hparams  # noqa: E402
+
+STOPPED, COMPLETED = kt.engine.trial.TrialStatus.STOPPED, kt.engine.trial.TrialStatus.COMPLETED
+
+
+def hopeless(*trial_ids: str, low: float = 0.0) -> ScriptedForecaster:
+    """``low`` for the runs of ``trial_ids``, 0.95 for every other run."""
+    return ScriptedForecaster(lambda rec, target: low if rec.meta.get("trial_id") in trial_ids
+                              else 0.95)
+
+
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 3, size=64)
+
+
+def build(hp: kt.HyperParameters) -> keras.Model:
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(hp.Choice("units", [4, 8, 16]),
+                           activation=hp.Choice("activation", ["relu", "tanh"])),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-1, sampling="log")),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  run_eagerly=True)   # no graph to trace for 3 batches an epoch
+    return model
+
+
+def search(tuner: kt.Tuner, cb: KerasForecastCallback, epochs: int) -> kt.Tuner:
+    x, y = data()
+    tuner.search(x, y, validation_split=0.25, epochs=epochs, batch_size=16, verbose=0,
+                 callbacks=[cb])
+    return tuner
+
+
+def best_reached(rec) -> float:
+    return max(row["val_accuracy"] for row in rec.epochs)
+
+
+def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = hopeless("0", "1", "4")
+    cb = KerasForecastCallback("val_accuracy", min_epochs=2, min_delta=None, model=model,
+                               ledger=tmp_path / "runs.db")
+    tuner = search(ForecastRandomSearch(build, objective="val_accuracy", max_trials=6, seed=1,
+                                        directory=tmp_path, project_name="mlp"), cb, epochs=3)
+    trials = tuner.oracle.trials
+    assert sorted(trials) == ["0", "1", "2", "3", "4", "5"]
+    # Trial 0 has the same hopeless forecast, but no trial had ended: no incumbent to miss.
+    assert {t: trials[t].status for t in trials} == {
+        "0": COMPLETED, "1": STOPPED, "2": COMPLETED, "3": COMPLETED, "4": STOPPED,
+        "5": COMPLETED}
+    records = {t: recs for t, recs in tuner.forecast_records.items()}
+    assert all(len(recs) == 1 for recs in records.values())
+    for tid, (rec,) in records.items():
+        trial = trials[tid]
+        assert rec.run_id == f"mlp-trial-{tid}"
+        assert canonical_hparams(trial.hyperparameters.values).items() <= rec.hparams.items()
+        assert rec.hparams["activation"] == trial.hyperparameters.values["activation"]
+        assert trial.score == pytest.approx(best_reached(rec))   # what it reached, stopped or not
+        if trial.status == STOPPED:
+            assert rec.stopped["epoch"] == 2 and rec.n_epochs == 2
+            assert "incumbent" in rec.stopped["reason"]
+            assert trial.message.startswith("earlystop_predict stopped it at epoch 2: ")
+        else:
+            assert rec.stopped is None and rec.n_epochs == 3
+    # The tuner ranks finished trials only; the stopped ones come last.
+    ranked = tuner.oracle.get_best_trials(6)
+    assert [t.status for t in ranked] == [COMPLETED] * 4 + [STOPPED] * 2
+    scores = [t.score for t in ranked[:4]]
+    assert scores == sorted(scores, reverse=True)
+    assert tuner.get_best_hyperparameters()[0].values == ranked[0].hyperparameters.values
+    # One study in the ledger; each trial its run, with its forecasts and stop.
+    with Ledger(tmp_path / "runs.db") as led:
+        runs = {r["run_id"]: r for r in led.runs()}
+        stored = {r.run_id: r for r in led.records("mlp")}
+    assert {r["study"] for r in runs.values()} == {"mlp"}
+    assert sorted(runs) == [f"mlp-trial-{t}" for t in sorted(trials)]
+    for tid, (rec,) in records.items():
+        run, back = runs[rec.run_id], stored[rec.run_id]
+        assert run["status"] == ("stopped" if trials[tid].status == STOPPED else "completed")
+        assert run["stopped"] == rec.stopped and run["n_epochs"] == rec.n_epochs
+        assert back.hparams == rec.hparams and back.meta["trial_id"] == tid
+        assert [f["at_epoch"] for f in back.forecasts] == list(range(1, rec.n_epochs + 1))
+    # The copies share the accModel; the callback handed to search() ran no fit itself.
+    assert model.calls == sum(1 for recs in records.values() for f in recs[0].forecasts
+                              if "mean" in f)
+    assert cb.monitor.record.epochs == []
+
+
+def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
+    keras.utils.set_random_seed(0)
+    with Ledger(tmp_path / "runs.db") as led:   # a Ledger object: shared by the copies
+        cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=2,
+                                   model=hopeless("0", low=0.1), ledger=led, study="bo")
+        tuner = search(ForecastBayesianOptimization(
+            build, objective="val_accuracy", max_trials=3, num_initial_points=1, seed=1,
+            directory=tmp_path, project_name="bo"), cb, epochs=3)
+        runs = {r["run_id"]: r["status"] for r in led.runs("bo")}
+    trials = tuner.oracle.trials
+    # Trial 2 is the Gaussian process's pick, fitted on a stopped trial and a completed one.
+    assert [trials[t].status for t in sorted(trials)] == [STOPPED, COMPLETED, COMPLETED]
+    assert runs == {"bo-trial-0": "stopped", "bo-trial-1": "completed",
+                    "bo-trial-2": "completed"}
+    assert trials["0"].status == STOPPED and trials["0"].score is not None
+
+
+def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_path):
+    keras.utils.set_random_seed(0)
+    cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=1,
+                               model=hopeless("1", low=0.1))
+    # max_epochs=4, factor=2: the first bracket trains 4 trials for 1 epoch, then
+    # promotes the best of them to 2 epochs: trial 4 (the oracle stops at 5 trials).
+    tuner = ForecastHyperband(build, objective="val_accuracy", max_epochs=4, factor=2, seed=1,
+                              directory=tmp_path, project_name="hb")
+    tuner.oracle.max_trials = 5
+    search(tuner, cb, epochs=4)
+    trials = tuner.oracle.trials
+    values = {t: trials[t].hyperparameters.values for t in trials}
+    first_round = [t for t in sorted(trials) if values[t]["tuner/round"] == 0
+                   and values[t]["tuner/bracket"] == values["0"]["tuner/bracket"]]
+    assert first_round == ["0", "1", "2", "3"]
+    assert trials["1"].status == STOPPED
+    assert all(trials[t].status == COMPLETED for t in ("0", "2", "3"))
+    promoted = [t for t in trials if "tuner/trial_id" in values[t]]
+    assert promoted, "Hyperband promoted no trial"
+    parents = {values[t]["tuner/trial_id"] for t in promoted}
+    assert "1" not in parents
+    best = max(("0", "2", "3"), key=lambda t: trials[t].score)
+    assert trials[best].score in {trials[p].score for p in parents}
+    for tid, (rec,) in tuner.forecast_records.items():
+        assert {f["target_epoch"] for f in rec.forecasts if "target_epoch" in f} <= {4}
+        if tid in promoted:   # the run goes on from the parent's epoch
+            assert rec.meta["parent_trial"] == values[tid]["tuner/trial_id"]
+            assert rec.epochs[0]["epoch"] == values[tid]["tuner/initial_epoch"] + 1
+    assert tuner.forecast_records["1"][0].stopped["epoch"] == 1
