@@ -1,21 +1,17 @@
 """Keras Tuner adapter: a search whose trials are the runs of one forecast study.
 
-Keras Tuner fits a deep copy of each ``search(..., callbacks=[...])`` callback for each
-trial and execution, and marks a trial ``COMPLETED`` once its ``fit`` returns, whatever
-a callback did: a callback alone never learns its trial, and cannot tell the oracle it
-stopped one. So the tuner does it: :class:`ForecastTuner` (a mixin; ready-made as
+Keras Tuner fits a deep copy of each callback per trial and execution, and marks a trial
+``COMPLETED`` when its fit returns: a callback never learns its trial, nor can it tell the
+oracle it stopped one. So the tuner does: :class:`ForecastTuner` (a mixin; ready-made in
 :class:`ForecastRandomSearch`, :class:`ForecastBayesianOptimization`,
-:class:`ForecastHyperband`) hands each copy of a
-:class:`~earlystop_predict.integrations.keras.KerasForecastCallback` its trial before
-the fit, and reports the trials it stopped as ``TrialStatus.STOPPED``. Every rule lives
-in the monitor.
+:class:`ForecastHyperband`) hands each copy of a ``KerasForecastCallback`` its trial and
+ends the trials it stopped ``STOPPED``. Every rule lives in the monitor.
 
 Example:
-    >>> from earlystop_predict.integrations.keras import KerasForecastCallback
     >>> from earlystop_predict.integrations.keras_tuner import ForecastRandomSearch
     >>> tuner = ForecastRandomSearch(build_model, objective="val_accuracy", max_trials=20,
     ...                              project_name="mlp")                 # doctest: +SKIP
-    >>> cb = KerasForecastCallback("val_accuracy", ledger="runs.db")
+    >>> cb = KerasForecastCallback("val_accuracy", ledger="runs.db")     # doctest: +SKIP
     >>> tuner.search(x, y, validation_split=0.2, epochs=30, callbacks=[cb])  # doctest: +SKIP
 """
 
@@ -55,31 +51,30 @@ class ForecastTuner:
     """Mixin for a Keras Tuner ``Tuner``: each trial is a run of one study; a stopped trial
     ends ``STOPPED``. Put it first: ``class MyTuner(ForecastTuner, keras_tuner.Tuner)``.
 
-    Before each fit, each copy of a ``KerasForecastCallback`` in ``search``'s callbacks
-    gets: the study (the callback's ``study``, else the tuner's ``project_name``); the run
-    id ``{study}-trial-{trial_id}`` (the callback's ``run_id`` as prefix where given;
-    ``-1``, ``-2``... after it for a trial's further executions or callbacks); the trial's
-    hyperparameter values as ``hparams`` (Hyperband's ``tuner/*`` keys left out; the
-    callback's ``hparams`` win), ``meta["trial_id"]`` (and ``meta["parent_trial"]`` for a
-    trial Hyperband promoted: its run starts at the parent's last epoch + 1); the best value each ended
-    (completed or stopped) trial of the oracle reached, through
-    :meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`; and, for an
-    oracle with ``max_epochs`` (Hyperband) and no ``target_epoch`` given, that as target.
+    Each copy of a ``KerasForecastCallback`` gets, before its fit: the study (its
+    ``study``, else the tuner's ``project_name``); the run id ``{study}-trial-{trial_id}``
+    (its ``run_id`` as prefix if given; ``-1``, ``-2``... for a trial's further executions);
+    the trial's values as ``hparams`` (its own win; no ``tuner/*`` key); ``meta["trial_id"]``
+    (``meta["parent_trial"]`` for a trial Hyperband promoted: its run starts at the parent's
+    last epoch + 1); the best value each ended (completed or stopped) trial reached, from
+    the oracle, via :meth:`~earlystop_predict.policy.monitor.ForecastMonitor.observe_study`;
+    and, for an oracle with ``max_epochs`` (Hyperband), that as default ``target_epoch``.
 
-    A trial a callback stopped (in any execution) ends with status ``STOPPED``, its
-    ``score`` the best objective value it reached and its ``message`` the stop: the
-    oracle's ``get_best_trials`` ranks completed trials only (the others come after them
-    when too few completed), Hyperband never promotes it, and Bayesian optimization fits
-    what it reached (:class:`ForecastBayesianOptimization`).
+    A trial a callback stopped ends ``STOPPED``, ``score`` the best objective value it
+    reached, ``message`` the stop: ``get_best_trials`` ranks completed trials only (the
+    others follow when too few completed); Hyperband promotes completed trials only (a
+    round with a stopped one promotes one fewer); Bayesian optimization fits what a stopped
+    trial reached. One process: Keras Tuner's distributed mode is not supported.
 
     Attributes:
-        forecast_records: ``{trial_id: [RunRecord, ...]}``, one record per forecast run of
-            each trial this tuner ran (in this process).
+        forecast_records: ``{trial_id: [RunRecord, ...]}`` of the trials run in this process.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.forecast_records: dict[str, list[RunRecord]] = {}
+        if type(self.oracle) is kt.oracles.BayesianOptimizationOracle:
+            self.oracle.__class__ = _BayesianOracle  # adds one method, no state
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> Any:
         """Keras Tuner's ``search``; the accModel is loaded once, the trials share it."""
@@ -121,8 +116,7 @@ class ForecastTuner:
 
     def on_trial_end(self, trial: Any) -> None:
         """Keras Tuner's hook: a trial a callback stopped ends ``STOPPED``, scored."""
-        records = self.forecast_records.get(trial.trial_id, [])
-        stops = [r.stopped for r in records if r.stopped]
+        stops = [r.stopped for r in self.forecast_records.get(trial.trial_id, []) if r.stopped]
         if stops and trial.status == _STATUS.COMPLETED:
             trial.status = _STATUS.STOPPED
             trial.message = (f"earlystop_predict stopped it at epoch {stops[0]['epoch']}: "
@@ -132,16 +126,14 @@ class ForecastTuner:
 
 
 class _BayesianOracle(kt.oracles.BayesianOptimizationOracle):
-    """Keras Tuner 1.4's Gaussian process leaves out no status but failed and invalid, and
-    has no case for ``STOPPED`` (a stopped trial would take the previous trial's score, or
-    raise ``UnboundLocalError``): here it fits what each stopped trial reached, a value
-    the trial was stopped for (one without a score is left out, as a failed one)."""
+    """Its Gaussian process fits what each stopped trial reached (one without a score is
+    left out, as a failed one). Keras Tuner 1.4's has no case for ``STOPPED``: a stopped
+    trial took the score of the trial before it, or raised ``UnboundLocalError``."""
 
     def _vectorize_trials(self) -> Any:
         stopped = [t for t in self.trials.values() if t.status == _STATUS.STOPPED]
         for t in stopped:
-            t.status = _STATUS.COMPLETED if finite_or_none(t.score) is not None \
-                else _STATUS.FAILED
+            t.status = _STATUS.FAILED if finite_or_none(t.score) is None else _STATUS.COMPLETED
         try:
             return super()._vectorize_trials()
         finally:
@@ -154,14 +146,9 @@ class ForecastRandomSearch(ForecastTuner, kt.RandomSearch):
 
 
 class ForecastHyperband(ForecastTuner, kt.Hyperband):
-    """``keras_tuner.Hyperband`` with :class:`ForecastTuner`; the same arguments. The
-    forecast's target is ``max_epochs`` unless the callback gives ``target_epoch``."""
+    """``keras_tuner.Hyperband`` with :class:`ForecastTuner` (the forecast's target:
+    ``max_epochs``, unless the callback gives ``target_epoch``); the same arguments."""
 
 
 class ForecastBayesianOptimization(ForecastTuner, kt.BayesianOptimization):
-    """``keras_tuner.BayesianOptimization`` with :class:`ForecastTuner`; the same
-    arguments. Its Gaussian process fits what each stopped trial reached."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.oracle.__class__ = _BayesianOracle  # adds one method, no state
+    """``keras_tuner.BayesianOptimization`` with :class:`ForecastTuner`; the same arguments."""

@@ -2,7 +2,8 @@
 a KerasForecastCallback: each trial is a run of one study, stopped trials end STOPPED.
 
 A scripted forecaster picks the hopeless trials by the trial id the tuner handed the
-run (``meta["trial_id"]``): 0.0 for them, 0.95 for the others. Which trials stop, and
+run (``meta["trial_id"]``): a forecast below any accuracy for them (below the
+threshold where one is set), 1.0 (never beaten) for the others. Which trials stop, and
 when, follows from the rules, not from the numbers Keras computes.
 """
 
@@ -33,10 +34,10 @@ from earlystop_predict.records.features import canonical_hparams  # noqa: E402
 STOPPED, COMPLETED = kt.engine.trial.TrialStatus.STOPPED, kt.engine.trial.TrialStatus.COMPLETED
 
 
-def hopeless(*trial_ids: str, low: float = 0.0) -> ScriptedForecaster:
-    """``low`` for the runs of ``trial_ids``, 0.95 for every other run."""
+def hopeless(*trial_ids: str, low: float = -1.0) -> ScriptedForecaster:
+    """``low`` for the runs of ``trial_ids``, 1.0 for every other run."""
     return ScriptedForecaster(lambda rec, target: low if rec.meta.get("trial_id") in trial_ids
-                              else 0.95)
+                              else 1.0)
 
 
 def data() -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +60,7 @@ def build(hp: kt.HyperParameters) -> keras.Model:
 
 def search(tuner: kt.Tuner, cb: KerasForecastCallback, epochs: int) -> kt.Tuner:
     x, y = data()
-    tuner.search(x, y, validation_split=0.25, epochs=epochs, batch_size=16, verbose=0,
+    tuner.search(x, y, validation_split=0.25, epochs=epochs, batch_size=32, verbose=0,
                  callbacks=[cb])
     return tuner
 
@@ -77,7 +78,8 @@ def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
                                         directory=tmp_path, project_name="mlp"), cb, epochs=3)
     trials = tuner.oracle.trials
     assert sorted(trials) == ["0", "1", "2", "3", "4", "5"]
-    # Trial 0 has the same hopeless forecast, but no trial had ended: no incumbent to miss.
+    # Trial 0 had the same hopeless forecast, but no trial had ended: no incumbent to miss;
+    # trials 1 and 4 miss the best value a finished trial reached (the oracle's).
     assert {t: trials[t].status for t in trials} == {
         "0": COMPLETED, "1": STOPPED, "2": COMPLETED, "3": COMPLETED, "4": STOPPED,
         "5": COMPLETED}
@@ -122,7 +124,7 @@ def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
 def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
     keras.utils.set_random_seed(0)
     with Ledger(tmp_path / "runs.db") as led:   # a Ledger object: shared by the copies
-        cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=2,
+        cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=2, min_delta=None,
                                    model=hopeless("0", low=0.1), ledger=led, study="bo")
         tuner = search(ForecastBayesianOptimization(
             build, objective="val_accuracy", max_trials=3, num_initial_points=1, seed=1,
@@ -138,8 +140,9 @@ def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
 
 def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_path):
     keras.utils.set_random_seed(0)
-    cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=1,
-                               model=hopeless("1", low=0.1))
+    # No ledger, no threshold: trial 1 can miss only the incumbent the oracle hands it.
+    cb = KerasForecastCallback("val_accuracy", min_epochs=1, min_delta=None,
+                               model=hopeless("1"))
     # max_epochs=4, factor=2: the first bracket trains 4 trials for 1 epoch, then
     # promotes the best of them to 2 epochs: trial 4 (the oracle stops at 5 trials).
     tuner = ForecastHyperband(build, objective="val_accuracy", max_epochs=4, factor=2, seed=1,
@@ -164,4 +167,5 @@ def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_p
         if tid in promoted:   # the run goes on from the parent's epoch
             assert rec.meta["parent_trial"] == values[tid]["tuner/trial_id"]
             assert rec.epochs[0]["epoch"] == values[tid]["tuner/initial_epoch"] + 1
-    assert tuner.forecast_records["1"][0].stopped["epoch"] == 1
+    stopped = tuner.forecast_records["1"][0].stopped
+    assert stopped["epoch"] == 1 and "incumbent" in stopped["reason"]
