@@ -169,3 +169,20 @@ def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_p
             assert rec.epochs[0]["epoch"] == values[tid]["tuner/initial_epoch"] + 1
     stopped = tuner.forecast_records["1"][0].stopped
     assert stopped["epoch"] == 1 and "incumbent" in stopped["reason"]
+
+
+def test_each_execution_of_a_trial_is_its_own_run_and_one_stop_stops_the_trial(tmp_path):
+    keras.utils.set_random_seed(0)
+    second = ScriptedForecaster(lambda rec, target: 0.1 if rec.run_id.endswith("-1") else 1.0)
+    cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=2, min_delta=None,
+                               model=second, run_id="rep", ledger=tmp_path / "runs.db")
+    tuner = search(ForecastRandomSearch(build, objective="val_accuracy", max_trials=1, seed=1,
+                                        executions_per_trial=2, directory=tmp_path,
+                                        project_name="rep"), cb, epochs=3)
+    first, again = tuner.forecast_records["0"]
+    assert (first.run_id, again.run_id) == ("rep-trial-0", "rep-trial-0-1")
+    assert first.stopped is None and again.stopped["epoch"] == 2
+    assert tuner.oracle.trials["0"].status == STOPPED
+    with Ledger(tmp_path / "runs.db") as led:
+        assert {r["run_id"]: r["status"] for r in led.runs("rep")} == {
+            "rep-trial-0": "completed", "rep-trial-0-1": "stopped"}
