@@ -24,27 +24,17 @@ from earlystop_predict._imports import require
 
 kt = require("keras_tuner", extra="tuner")
 
+from earlystop_predict.integrations import _tuner_trials as trials_  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
-from earlystop_predict.policy.monitor import ForecastMonitor, best_of  # noqa: E402
-from earlystop_predict.records.features import canonical_metric  # noqa: E402
-from earlystop_predict.records.record import RunRecord, finite_or_none  # noqa: E402
+from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
+from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 __all__ = ["ForecastBayesianOptimization", "ForecastHyperband", "ForecastRandomSearch",
            "ForecastTuner"]
 
-_STATUS = kt.engine.trial.TrialStatus
-_ENDED = (_STATUS.COMPLETED, _STATUS.STOPPED)
-
 
 def _forecast_callbacks(callbacks: Iterable[Any] | None) -> list[KerasForecastCallback]:
     return [cb for cb in callbacks or () if isinstance(cb, KerasForecastCallback)]
-
-
-def _reached(trial: Any, metric: str, mode: str) -> float | None:
-    """The best value of ``metric`` (canonical name) that an ended trial's metrics hold."""
-    values = [obs.mean() for name, history in trial.metrics.metrics.items()
-              if canonical_metric(name) == metric for obs in history.get_history()]
-    return best_of((finite_or_none(v) for v in values), mode)
 
 
 class ForecastTuner:
@@ -61,10 +51,11 @@ class ForecastTuner:
     and, for an oracle with ``max_epochs`` (Hyperband), that as default ``target_epoch``.
 
     A trial a callback stopped ends ``STOPPED``, ``score`` the best objective value it
-    reached, ``message`` the stop: ``get_best_trials`` ranks completed trials only (the
-    others follow when too few completed); Hyperband promotes completed trials only (a
-    round with a stopped one promotes one fewer); Bayesian optimization fits what a stopped
-    trial reached. One process: Keras Tuner's distributed mode is not supported.
+    reached, ``message`` the stop. The oracle's ``get_best_trials`` (so
+    ``get_best_hyperparameters``, ``get_best_models``) ranks it with the completed trials
+    by that score (:mod:`._tuner_trials`); Hyperband never promotes it (a round promotes
+    completed trials only, so one fewer); Bayesian optimization fits what it reached. One
+    process: Keras Tuner's distributed mode is not supported.
 
     Attributes:
         forecast_records: ``{trial_id: [RunRecord, ...]}`` of the trials run in this process.
@@ -73,8 +64,11 @@ class ForecastTuner:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.forecast_records: dict[str, list[RunRecord]] = {}
-        if type(self.oracle) is kt.oracles.BayesianOptimizationOracle:
-            self.oracle.__class__ = _BayesianOracle  # adds one method, no state
+        cls = type(self.oracle)
+        if not issubclass(cls, _StoppedTrials):  # the same class, with the STOPPED cases
+            extra = (_BayesianStopped,) if issubclass(cls, kt.oracles.BayesianOptimizationOracle) \
+                else ()
+            self.oracle.__class__ = type(cls.__name__, (*extra, _StoppedTrials, cls), {})
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> Any:
         """Keras Tuner's ``search``; the accModel is loaded once, the trials share it."""
@@ -106,8 +100,9 @@ class ForecastTuner:
         budget = getattr(self.oracle, "max_epochs", None)
         if mon.target_epoch_arg is None and budget is not None:
             mon.target_epoch_arg = mon._check_target(int(budget))
-        mon.observe_study(_reached(t, mon.metric, mon.mode) for t in self.oracle.trials.values()
-                          if t.status in _ENDED and t.trial_id != trial.trial_id)
+        mon.observe_study(trials_.reached(t, mon.metric, mon.mode)
+                          for t in self.oracle.trials.values()
+                          if t.status in trials_.ENDED and t.trial_id != trial.trial_id)
 
     def on_trial_begin(self, trial: Any) -> None:
         """Keras Tuner's hook; a retried trial starts its records afresh."""
@@ -117,28 +112,29 @@ class ForecastTuner:
     def on_trial_end(self, trial: Any) -> None:
         """Keras Tuner's hook: a trial a callback stopped ends ``STOPPED``, scored."""
         stops = [r.stopped for r in self.forecast_records.get(trial.trial_id, []) if r.stopped]
-        if stops and trial.status == _STATUS.COMPLETED:
-            trial.status = _STATUS.STOPPED
-            trial.message = (f"earlystop_predict stopped it at epoch {stops[0]['epoch']}: "
-                             f"{stops[0]['reason']}")
+        if stops and trial.status == trials_.COMPLETED:
+            trial.status, trial.message = trials_.STOPPED, trials_.stop_message(stops[0])
             self.oracle.score_trial(self.oracle.get_trial(trial.trial_id))
         super().on_trial_end(trial)
 
 
-class _BayesianOracle(kt.oracles.BayesianOptimizationOracle):
-    """Its Gaussian process fits what each stopped trial reached (one without a score is
-    left out, as a failed one). Keras Tuner 1.4's has no case for ``STOPPED``: a stopped
-    trial took the score of the trial before it, or raised ``UnboundLocalError``."""
+class _StoppedTrials:
+    """Mixed into the tuner's oracle class (methods only): the best trials count the
+    stopped ones by what they reached."""
+
+    def get_best_trials(self, num_trials: int = 1) -> list[Any]:
+        """Completed and stopped trials, best score first; then the others."""
+        return trials_.ranked(self.trials.values(), self.objective.direction)[:num_trials]
+
+
+class _BayesianStopped:
+    """The Gaussian process fits what each stopped trial reached. Keras Tuner 1.4's has no
+    case for ``STOPPED``: a stopped trial took the score of the trial before it, or raised
+    ``UnboundLocalError``."""
 
     def _vectorize_trials(self) -> Any:
-        stopped = [t for t in self.trials.values() if t.status == _STATUS.STOPPED]
-        for t in stopped:
-            t.status = _STATUS.FAILED if finite_or_none(t.score) is None else _STATUS.COMPLETED
-        try:
+        with trials_.stopped_as_completed(self.trials.values()):
             return super()._vectorize_trials()
-        finally:
-            for t in stopped:
-                t.status = _STATUS.STOPPED
 
 
 class ForecastRandomSearch(ForecastTuner, kt.RandomSearch):

@@ -97,11 +97,10 @@ def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
             assert trial.message.startswith("earlystop_predict stopped it at epoch 2: ")
         else:
             assert rec.stopped is None and rec.n_epochs == 3
-    # The tuner ranks finished trials only; the stopped ones come last.
+    # The best trials: completed and stopped ones by the best value each reached.
     ranked = tuner.oracle.get_best_trials(6)
-    assert [t.status for t in ranked] == [COMPLETED] * 4 + [STOPPED] * 2
-    scores = [t.score for t in ranked[:4]]
-    assert scores == sorted(scores, reverse=True)
+    assert sorted(t.trial_id for t in ranked) == sorted(trials)
+    assert [t.score for t in ranked] == sorted((t.score for t in ranked), reverse=True)
     assert tuner.get_best_hyperparameters()[0].values == ranked[0].hyperparameters.values
     # One study in the ledger; each trial its run, with its forecasts and stop.
     with Ledger(tmp_path / "runs.db") as led:
@@ -119,6 +118,36 @@ def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
     assert model.calls == sum(1 for recs in records.values() for f in recs[0].forecasts
                               if "mean" in f)
     assert cb.monitor.record.epochs == []
+
+
+def test_the_best_trials_count_stopped_ones_by_what_they_reached(tmp_path):
+    tuner = ForecastRandomSearch(build, objective="val_accuracy", max_trials=4,
+                                 directory=tmp_path, project_name="rank")
+    hp = kt.HyperParameters()
+    for tid, status, score in (("0", STOPPED, 0.6), ("1", STOPPED, 0.8),
+                               ("2", kt.engine.trial.TrialStatus.FAILED, None)):
+        tuner.oracle.trials[tid] = kt.engine.trial.Trial(hp, trial_id=tid, status=status)
+        tuner.oracle.trials[tid].score = score
+    # Every trial stopped: Keras Tuner alone would hand back the first, not the best.
+    assert [t.trial_id for t in tuner.oracle.get_best_trials(3)] == ["1", "0", "2"]
+    tuner.oracle.trials["3"] = kt.engine.trial.Trial(hp, trial_id="3", status=COMPLETED)
+    tuner.oracle.trials["3"].score = 0.7
+    assert [t.trial_id for t in tuner.oracle.get_best_trials(2)] == ["1", "3"]
+    assert isinstance(tuner.oracle, kt.oracles.RandomSearchOracle)   # its class, extended
+
+
+def test_a_stopped_trial_shows_completed_to_the_gaussian_process_only_within_the_fit():
+    from types import SimpleNamespace
+
+    from earlystop_predict.integrations._tuner_trials import stopped_as_completed
+
+    trials = [SimpleNamespace(status=STOPPED, score=0.5),
+              SimpleNamespace(status=STOPPED, score=float("nan")),
+              SimpleNamespace(status=COMPLETED, score=0.7)]
+    with pytest.raises(RuntimeError), stopped_as_completed(trials):
+        assert [t.status for t in trials] == [COMPLETED, "FAILED", COMPLETED]
+        raise RuntimeError("the fit failed")
+    assert [t.status for t in trials] == [STOPPED, STOPPED, COMPLETED]
 
 
 def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
