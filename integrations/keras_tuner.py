@@ -54,8 +54,8 @@ class ForecastTuner:
     reached, ``message`` the stop. The oracle's ``get_best_trials`` (so
     ``get_best_hyperparameters``, ``get_best_models``) ranks it with the completed trials
     by that score (:mod:`._tuner_trials`); Hyperband never promotes it (a round promotes
-    completed trials only, so one fewer); Bayesian optimization fits what it reached. One
-    process: Keras Tuner's distributed mode is not supported.
+    completed trials only, so one fewer); Bayesian optimization fits what it reached. Needs
+    ``Tuner.run_trial`` (an own ``run_trial`` calls ``super()``) and one process.
 
     Attributes:
         forecast_records: ``{trial_id: [RunRecord, ...]}`` of the trials run in this process.
