@@ -2,10 +2,10 @@
 
 Keras Tuner fits a deep copy of each callback per trial and execution, and marks a trial
 ``COMPLETED`` when its fit returns: a callback never learns its trial, nor can it tell the
-oracle it stopped one. So the tuner does: :class:`ForecastTuner` (a mixin; ready-made in
-:class:`ForecastRandomSearch`, :class:`ForecastBayesianOptimization`,
-:class:`ForecastHyperband`) hands each copy of a ``KerasForecastCallback`` its trial and
-ends the trials it stopped ``STOPPED``. Every rule lives in the monitor.
+oracle it stopped one. So the tuner does: :class:`ForecastTuner` (a mixin, in
+:class:`ForecastRandomSearch`, :class:`ForecastBayesianOptimization`, :class:`ForecastHyperband`)
+hands each ``KerasForecastCallback`` copy its trial and ends the trials it stopped
+``STOPPED``. Every rule lives in the monitor.
 
 Example:
     >>> from earlystop_predict.integrations.keras_tuner import ForecastRandomSearch
@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,7 @@ from earlystop_predict._imports import require
 kt = require("keras_tuner", extra="tuner")
 
 from earlystop_predict.integrations import _tuner_trials as trials_  # noqa: E402
+from earlystop_predict.integrations._state import StateFile  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402
 from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
 from earlystop_predict.records.record import RunRecord  # noqa: E402
@@ -43,7 +45,8 @@ class ForecastTuner:
 
     Each copy of a ``KerasForecastCallback`` gets, before its fit: the study (its
     ``study``, else the tuner's ``project_name``); the run id ``{study}-trial-{trial_id}``
-    (its ``run_id`` as prefix if given; ``-1``, ``-2``... for a trial's further executions);
+    (its ``run_id`` as prefix if given; ``-1``, ``-2``... for a trial's further executions;
+    its ``state_path`` gets the run id before the suffix);
     the trial's values as ``hparams`` (its own win; no ``tuner/*`` key); ``meta["trial_id"]``
     (``meta["parent_trial"]`` for a trial Hyperband promoted: its run starts at the parent's
     last epoch + 1); the best value each ended (completed or stopped) trial reached, from
@@ -64,11 +67,10 @@ class ForecastTuner:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.forecast_records: dict[str, list[RunRecord]] = {}
-        cls = type(self.oracle)
-        if not issubclass(cls, _StoppedTrials):  # the same class, with the STOPPED cases
-            extra = (_BayesianStopped,) if issubclass(cls, kt.oracles.BayesianOptimizationOracle) \
-                else ()
-            self.oracle.__class__ = type(cls.__name__, (*extra, _StoppedTrials, cls), {})
+        cls = type(self.oracle)  # the oracle's class, with the STOPPED cases (methods only)
+        bayes = [_BayesianStopped] if issubclass(cls, kt.oracles.BayesianOptimizationOracle) else []
+        if not issubclass(cls, _StoppedTrials):
+            self.oracle.__class__ = type(cls.__name__, (*bayes, _StoppedTrials, cls), {})
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> Any:
         """Keras Tuner's ``search``; the accModel is loaded once, the trials share it."""
@@ -83,6 +85,10 @@ class ForecastTuner:
         copies = _forecast_callbacks(kwargs.get("callbacks"))
         for n, cb in enumerate(copies, start=len(runs)):
             self._join(cb.monitor, trial, n)
+            if cb.state_path is not None:  # one state file per run, not one for all trials
+                root, ext = os.path.splitext(cb.state_path)
+                cb.state_path = f"{root}.{cb.monitor.run_id_arg}{ext}"
+                cb._state = StateFile(cb.state_path)
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
         finally:
@@ -119,8 +125,7 @@ class ForecastTuner:
 
 
 class _StoppedTrials:
-    """Mixed into the tuner's oracle class (methods only): the best trials count the
-    stopped ones by what they reached."""
+    """Mixed into the tuner's oracle class: the best trials count stopped ones too."""
 
     def get_best_trials(self, num_trials: int = 1) -> list[Any]:
         """Completed and stopped trials, best score first; then the others."""
@@ -128,9 +133,8 @@ class _StoppedTrials:
 
 
 class _BayesianStopped:
-    """The Gaussian process fits what each stopped trial reached. Keras Tuner 1.4's has no
-    case for ``STOPPED``: a stopped trial took the score of the trial before it, or raised
-    ``UnboundLocalError``."""
+    """The Gaussian process fits what each stopped trial reached (Keras Tuner 1.4's gave it
+    the score of the trial before it, or raised ``UnboundLocalError``)."""
 
     def _vectorize_trials(self) -> Any:
         with trials_.stopped_as_completed(self.trials.values()):
@@ -142,8 +146,7 @@ class ForecastRandomSearch(ForecastTuner, kt.RandomSearch):
 
 
 class ForecastHyperband(ForecastTuner, kt.Hyperband):
-    """``keras_tuner.Hyperband`` with :class:`ForecastTuner` (the forecast's target:
-    ``max_epochs``, unless the callback gives ``target_epoch``); the same arguments."""
+    """``keras_tuner.Hyperband`` with :class:`ForecastTuner`; forecasts ``max_epochs``."""
 
 
 class ForecastBayesianOptimization(ForecastTuner, kt.BayesianOptimization):

@@ -170,8 +170,10 @@ def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
 def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_path):
     keras.utils.set_random_seed(0)
     # No ledger, no threshold: trial 1 can miss only the incumbent the oracle hands it.
+    # A state file for each run: the promoted trial, starting past epoch 0, resumes from
+    # its own (none), not from the file the trial before it left.
     cb = KerasForecastCallback("val_accuracy", min_epochs=1, min_delta=None,
-                               model=hopeless("1"))
+                               model=hopeless("1"), state_path=tmp_path / "state.json")
     # max_epochs=4, factor=2: the first bracket trains 4 trials for 1 epoch, then
     # promotes the best of them to 2 epochs: trial 4 (the oracle stops at 5 trials).
     tuner = ForecastHyperband(build, objective="val_accuracy", max_epochs=4, factor=2, seed=1,
@@ -196,6 +198,7 @@ def test_hyperband_forecasts_its_budget_and_never_promotes_a_stopped_trial(tmp_p
         if tid in promoted:   # the run goes on from the parent's epoch
             assert rec.meta["parent_trial"] == values[tid]["tuner/trial_id"]
             assert rec.epochs[0]["epoch"] == values[tid]["tuner/initial_epoch"] + 1
+        assert (tmp_path / f"state.{rec.run_id}.json").exists()
     stopped = tuner.forecast_records["1"][0].stopped
     assert stopped["epoch"] == 1 and "incumbent" in stopped["reason"]
 
