@@ -83,7 +83,7 @@ def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
     assert {t: trials[t].status for t in trials} == {
         "0": COMPLETED, "1": STOPPED, "2": COMPLETED, "3": COMPLETED, "4": STOPPED,
         "5": COMPLETED}
-    records = {t: recs for t, recs in tuner.forecast_records.items()}
+    records = tuner.forecast_records
     assert all(len(recs) == 1 for recs in records.values())
     for tid, (rec,) in records.items():
         trial = trials[tid]
