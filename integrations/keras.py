@@ -25,6 +25,7 @@ from earlystop_predict._imports import require
 keras = require("keras", extra="keras")
 
 from earlystop_predict.integrations._config import MonitorViews, monitor_arguments  # noqa: E402
+from earlystop_predict.integrations._copying import copy_sharing, monitor_resources  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
     drop_none,
     keras_fit_info,
@@ -84,6 +85,13 @@ class KerasForecastCallback(MonitorViews, keras.callbacks.Callback):
         self._read: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
         self._pending_begin = False
         self._val_freq: Any = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KerasForecastCallback:
+        """A copy for another run (Keras Tuner's, one per trial): it shares the accModel and
+        a Ledger object, and leaves out the model last trained (:mod:`._copying`)."""
+        shared, dropped = monitor_resources(self.monitor)
+        return copy_sharing(self, memo, shared=shared,
+                            dropped=[*dropped, getattr(self, "_model", None)])
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Read the run's hyperparameters; the run (fresh or resumed) starts at its first epoch."""

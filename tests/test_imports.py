@@ -31,7 +31,10 @@ ADAPTER_SHIMS: dict[str, tuple[str, ...]] = {
     "lightning": ("lightning", "pytorch_lightning"),
     "optuna": ("optuna",),
     "ray": ("ray",),
+    "keras_tuner": ("keras_tuner",),
 }
+# The extra an adapter module names where it is not the module's name.
+ADAPTER_EXTRAS = {"keras_tuner": "tuner"}
 # Adapter modules (framework-specific); ``_``-prefixed ones are framework-free helpers.
 ADAPTERS = sorted(p.stem for p in (REPO_ROOT / "integrations").glob("*.py")
                   if not p.stem.startswith("_"))
@@ -164,7 +167,8 @@ def test_adapter_without_its_framework_names_the_extra(adapter, tmp_path):
     got = _shimmed(ADAPTER_SHIMS[adapter],
                    f"import earlystop_predict.integrations.{adapter}", tmp_path)
     assert got is not None, f"integrations/{adapter}.py imported with its framework hidden"
-    assert got["extra"] == adapter
+    extra = ADAPTER_EXTRAS.get(adapter, adapter)
+    assert got["extra"] == extra
     assert got["import_error"]
-    assert f"pip install 'earlystop_predict[{adapter}]'" in got["msg"]
+    assert f"pip install 'earlystop_predict[{extra}]'" in got["msg"]
 

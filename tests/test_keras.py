@@ -337,3 +337,28 @@ def test_restore_best_weights_sets_the_best_epoch_back_on_our_stop(tmp_path):
     assert plain.restored_epoch is None
     for got, last in zip(model.get_weights(), script.weights[3], strict=True):
         np.testing.assert_array_equal(got, last)
+
+
+def test_a_deep_copy_shares_the_accmodel_and_the_ledger_not_the_run(tmp_path):
+    # Keras Tuner deep-copies the callbacks for each trial: a Ledger object (an SQLite
+    # connection) could not be copied, and a copied accModel is one more model per trial.
+    import copy
+
+    with Ledger(tmp_path / "l.db") as led:
+        cb = make(ledger=led, run_id="orig", study="unit")
+        fit(cb, model=build())
+        twin = copy.deepcopy(cb)
+        assert twin.monitor is not cb.monitor and twin.monitor.record is not cb.monitor.record
+        assert twin.monitor.forecaster is cb.monitor.forecaster
+        assert twin.monitor.ledger is led
+        assert twin._model is None and cb.model is not None   # the model trained stays behind
+        assert twin.record.epochs == cb.record.epochs
+        twin.monitor.run_id_arg = "twin"
+        fit(twin, model=build())
+        assert twin.stopped["epoch"] == 3 and cb.record.run_id == "orig"
+        assert {r["run_id"]: r["status"] for r in led.runs()} == {"orig": "stopped",
+                                                                  "twin": "stopped"}
+    path_cb = make(tmp_path / "p")                           # a path: each copy opens its own
+    path_cb.monitor.ledger  # noqa: B018  (opened)
+    assert copy.deepcopy(path_cb).monitor._ledger is None
+    path_cb.monitor.ledger.close()
