@@ -23,7 +23,7 @@ from typing import Any
 
 from earlystop_predict._imports import require
 
-kt = require("keras_tuner", extra="tuner")
+kt = require("keras_tuner", extra="keras_tuner")
 
 from earlystop_predict.integrations import _tuner_trials as trials_  # noqa: E402
 from earlystop_predict.integrations._state import StateFile  # noqa: E402

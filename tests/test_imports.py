@@ -33,8 +33,6 @@ ADAPTER_SHIMS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "keras_tuner": ("keras_tuner",),
 }
-# The extra an adapter module names where it is not the module's name.
-ADAPTER_EXTRAS = {"keras_tuner": "tuner"}
 # Adapter modules (framework-specific); ``_``-prefixed ones are framework-free helpers.
 ADAPTERS = sorted(p.stem for p in (REPO_ROOT / "integrations").glob("*.py")
                   if not p.stem.startswith("_"))
@@ -167,8 +165,7 @@ def test_adapter_without_its_framework_names_the_extra(adapter, tmp_path):
     got = _shimmed(ADAPTER_SHIMS[adapter],
                    f"import earlystop_predict.integrations.{adapter}", tmp_path)
     assert got is not None, f"integrations/{adapter}.py imported with its framework hidden"
-    extra = ADAPTER_EXTRAS.get(adapter, adapter)
-    assert got["extra"] == extra
+    assert got["extra"] == adapter
     assert got["import_error"]
-    assert f"pip install 'earlystop_predict[{extra}]'" in got["msg"]
+    assert f"pip install 'earlystop_predict[{adapter}]'" in got["msg"]
 

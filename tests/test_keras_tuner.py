@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 kt = pytest.importorskip("keras_tuner")
 pytest.importorskip("tensorboard", reason="keras-tuner's search imports tensorboard on the "
-                    "TensorFlow backend: pip install 'earlystop_predict[tuner]'")
+                    "TensorFlow backend: pip install 'earlystop_predict[keras_tuner]'")
 
 from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
 from earlystop_predict.integrations.keras import KerasForecastCallback  # noqa: E402

@@ -196,10 +196,10 @@ class StudyContext:
         kept = kept[-max_runs:] if max_runs is not None else kept
         self.run_ids = tuple(r.run_id for r in kept)
         # each finished run: its values, the base mean and half 0.1-0.9 width at each
-        # prefix length, and its end
+        # prefix length, and its end (built once min_runs have finished)
         self._curves: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
         self._cache: dict[tuple[int, int], StudyCorrection | None] = {}
-        if kept:
+        if len(kept) >= min_runs:
             self._build(base, kept)
 
     def __len__(self) -> int:
@@ -210,7 +210,8 @@ class StudyContext:
         pick = set(run_ids)
         sub = object.__new__(StudyContext)
         sub.min_runs, sub.guard, sub._cache = self.min_runs, self.guard, {}
-        rows = [(i, c) for i, c in zip(self.run_ids, self._curves, strict=True) if i in pick]
+        built = self.run_ids if self._curves else ()  # too few runs: nothing was built
+        rows = [(i, c) for i, c in zip(built, self._curves, strict=True) if i in pick]
         sub.run_ids = tuple(i for i, _ in rows)
         sub._curves = [c for _, c in rows]
         return sub
