@@ -14,6 +14,7 @@ Example (a search in the README):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from earlystop_predict._imports import require
@@ -55,11 +56,11 @@ class ForecastScheduler(FIFOScheduler):
         time_attr: the result key holding the 1-based epoch (one result an epoch).
             Default ``"training_iteration"``.
         study: name of the search in records and the ledger. Default ``"tune"``.
-        batch: hold each trial at its result until a step of the driver brings no
-            other result (or every running trial is held), then forecast all held
-            trials in one call: the same decisions, at the same epochs, as one at a
-            time; ``esp/*`` values reach each trial's last result and ``ResultGrid``,
-            not ``progress.csv``. Default False.
+        batch: seconds, >= 0, a trial may wait at its result for others' (until every
+            running trial waits, or for one driver step more): all waiting trials are
+            then forecast in one call, with the same decisions, at the same epochs, as
+            one at a time; their ``esp/*`` values reach the trials' last results and
+            ``ResultGrid``, not ``progress.csv``. Default 0: each decided at once.
 
     Raises:
         ConfigError: ``target_epoch`` < 2, ``mode`` not max/min, or a bad shared
@@ -68,15 +69,17 @@ class ForecastScheduler(FIFOScheduler):
 
     def __init__(self, target_epoch: int, *, metric: str | None = None,
                  mode: str | None = None, time_attr: str = "training_iteration",
-                 study: str = "tune", batch: bool = False, **options: Any) -> None:
+                 study: str = "tune", batch: float = 0.0, **options: Any) -> None:
         super().__init__()
         if mode not in (None, "max", "min"):
             raise ConfigError("mode", '"max" or "min"', mode)
+        if not isinstance(batch, (int, float)) or not batch >= 0:
+            raise ConfigError("batch", "seconds >= 0", batch)
         s = self.settings = SearchSettings(type(self), target_epoch, options)
         self.target_epoch, self.model, self.ledger, self._options = (
             s.target_epoch, s.model, s.ledger, s.options)
         self._metric, self._mode, self.time_attr, self.study = metric, mode, time_attr, study
-        self.batch, self.book, self._fresh = bool(batch), TrialBook(self._new_monitor), False
+        self.batch, self.book, self._since = float(batch), TrialBook(self._new_monitor), 0.0
         self.callback = _LogCallback(self)
 
     # ------------------------------------------------------------------ Tune API
@@ -104,18 +107,18 @@ class ForecastScheduler(FIFOScheduler):
         hparams = config_hparams(getattr(trial, "config", {}))
         if not self.batch:
             return _ACT[self.book.update(trial.trial_id, hparams, *got).stop]
+        if not self.book.held:
+            self._since = time.monotonic()
         self.book.hold(trial.trial_id, hparams, *got, token=trial)
-        self._fresh = True
         running = sum(1 for t in tune_controller.get_live_trials() if t.status == "RUNNING")
         if len(self.book.held) < running:
             return TrialScheduler.NOOP
         return self._flush(tune_controller, answer=trial)  # every running trial waits
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
-        """Once a step of the driver brought no new result: decide the held trials."""
-        if self.book.held and not self._fresh:
+        """At each step of the driver: decide the held trials once ``batch`` s passed."""
+        if self.book.held and time.monotonic() - self._since >= self.batch:
             self._flush(tune_controller)
-        self._fresh = False
         return super().choose_trial_to_run(tune_controller)
 
     def _flush(self, tune_controller: Any, answer: Any = None) -> str:

@@ -172,7 +172,7 @@ def test_batch_holds_running_trials_and_decides_as_one_at_a_time(tmp_path) -> No
     for batch in (False, True):
         model = _Sized()
         sched = ForecastScheduler(EPOCHS, min_epochs=3, threshold=0.8, use_incumbent=False,
-                                  model=model, batch=batch, study="b",
+                                  model=model, batch=5.0 * batch, study="b",
                                   ledger=str(tmp_path / f"runs{batch}.db"))
         grid = _concurrent_search(sched, tops, tmp_path / f"tune{batch}")
         iters = {r.config["top"]: r.metrics["training_iteration"] for r in grid}
