@@ -122,9 +122,8 @@ class TrialBook:
     def hold(self, key: str, hparams: Mapping[str, Any], epoch: int,
              metrics: Mapping[str, Any], token: Any) -> None:
         """Record the trial's epoch, against the incumbent in force now, and hold its
-        decision for :meth:`decide_held`; ``token`` comes back with it."""
-        if key in self.held:  # reported again before its held epoch was decided
-            self.decide_held([key])
+        decision for :meth:`decide_held`; ``token`` comes back with it. A trial holds
+        one epoch at a time (decide the held one first)."""
         mon = self.monitor(key, hparams)
         mon.observe_study(self.finals.values())
         mon.add_epoch(epoch, metrics)

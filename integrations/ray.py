@@ -76,8 +76,9 @@ class ForecastScheduler(FIFOScheduler):
         if not isinstance(batch, (int, float)) or not batch >= 0:
             raise ConfigError("batch", "seconds >= 0", batch)
         s = self.settings = SearchSettings(type(self), target_epoch, options)
-        self.target_epoch, self.model, self.ledger, self._options = (
-            s.target_epoch, s.model, s.ledger, s.options)
+        self.target_epoch, self.meta, self.model, self.ledger, self._options = (
+            s.target_epoch, s.meta, s.model, s.ledger, s.options)
+        self.use_incumbent = s.use_incumbent
         self._metric, self._mode, self.time_attr, self.study = metric, mode, time_attr, study
         self.batch, self.book, self._since = float(batch), TrialBook(self._new_monitor), 0.0
         self.callback = _LogCallback(self)
@@ -101,6 +102,8 @@ class ForecastScheduler(FIFOScheduler):
         """Feed the trial's epoch to its monitor; ``STOP`` if the policy says so (with
         ``batch``, ``NOOP``: the trial waits for :meth:`choose_trial_to_run`)."""
         got = epoch_metrics(result, self._metric, self.time_attr, _CURVE_KEYS)
+        if trial.trial_id in self.book.held:  # Tune's buffered results: the held one first
+            self.book.decide_held([trial.trial_id])
         mon = self.book.monitors.get(trial.trial_id)
         if got is None or (mon is not None and mon.stopped):  # not an epoch result, or
             return _ACT[got is not None]  # one buffered before the stop took effect

@@ -34,6 +34,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _auth_mode() -> str:
+    """This driver's token authentication mode (read once a process, when Ray first
+    needs it), for the nodes: they then take the token in ``~/.ray`` as it does."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:  # an older Ray: no token authentication
+        return "disabled"
+    return "token" if is_token_auth_enabled() else "disabled"
+
+
 def _node(args: list[str], log: str) -> subprocess.Popen:
     """``ray start --block ARGS`` in its own session: stopping it (SIGTERM) stops the Ray
     processes it started, and its process group holds whatever is left."""
@@ -42,7 +52,7 @@ def _node(args: list[str], log: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
            "--object-store-memory=100000000", "--disable-usage-stats",
            *[f"{p}={_free_port()}" for p in ports], *args]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": _auth_mode()}
     with open(log, "w") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -62,19 +72,23 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _wait_nodes(address: str, n: int, procs: list[subprocess.Popen], logs: list[str]) -> None:
+    """Connect this driver once the head's port answers; wait for ``n`` live nodes."""
     deadline = time.monotonic() + START_S
+    host, port = address.split(":")
     while time.monotonic() < deadline:
         dead = [log for p, log in zip(procs, logs, strict=False) if p.poll() is not None]
         if dead:
             pytest.skip(f"a Ray node could not start: {open(dead[0]).read()[-600:]}")
-        try:
-            if not ray.is_initialized():
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-            if sum(1 for node in ray.nodes() if node["Alive"]) >= n:
-                return
-        except ConnectionError:
-            ray.shutdown()
-        time.sleep(1.0)
+        if not ray.is_initialized():
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except OSError:
+                time.sleep(0.5)
+                continue
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        if sum(1 for node in ray.nodes() if node["Alive"]) >= n:
+            return
+        time.sleep(0.5)
     pytest.skip(f"the {n} Ray nodes did not come up within {START_S} s")
 
 
@@ -83,8 +97,6 @@ def cluster():
     """A head (resource ``head``) and a second node (resource ``worker``), one CPU each."""
     if ray.is_initialized():
         ray.shutdown()
-    auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a loopback cluster: the nodes and this driver
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -106,10 +118,6 @@ def cluster():
         for proc in reversed(procs):
             _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-        if auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = auth
 
 
 def pinned(config: dict) -> None:
