@@ -56,11 +56,11 @@ class ForecastScheduler(FIFOScheduler):
         time_attr: the result key holding the 1-based epoch (one result an epoch).
             Default ``"training_iteration"``.
         study: name of the search in records and the ledger. Default ``"tune"``.
-        batch: seconds, >= 0, a trial may wait at its result for others' (until every
-            running trial waits, or for one driver step more): all waiting trials are
-            then forecast in one call, with the same decisions, at the same epochs, as
-            one at a time; their ``esp/*`` values reach the trials' last results and
-            ``ResultGrid``, not ``progress.csv``. Default 0: each decided at once.
+        batch: seconds, >= 0, a trial may wait at its result for other running trials'
+            (no longer once every running trial waits); the waiting trials are then
+            forecast in one call, with the decisions, at the epochs, of one at a time;
+            their ``esp/*`` values reach the trials' last results and ``ResultGrid``,
+            not ``progress.csv``. Default 0: each trial decided at once.
 
     Raises:
         ConfigError: ``target_epoch`` < 2, ``mode`` not max/min, or a bad shared

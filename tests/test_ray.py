@@ -118,6 +118,8 @@ def test_metric_and_mode_must_be_known(tmp_path) -> None:
         ForecastScheduler(EPOCHS, mode="up")
     with pytest.raises(ConfigError, match="confidence"):
         ForecastScheduler(EPOCHS, confidence=1.5)
+    with pytest.raises(ConfigError, match="batch"):
+        ForecastScheduler(EPOCHS, batch=-1.0)
     assert ForecastScheduler(EPOCHS, min_delta=0.01)._options["min_delta"] == 0.01
     sched = ForecastScheduler(EPOCHS)  # neither here nor in TuneConfig
     with pytest.raises(Exception, match="metric and mode"):
