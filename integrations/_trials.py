@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -103,6 +104,7 @@ class TrialBook:
         self.monitors: dict[str, ForecastMonitor] = {}
         self.finals: dict[str, float] = {}  # what each ended trial reached
         self.held: dict[str, list[Any]] = {}  # key -> [token, result or None]
+        self._since = 0.0  # when the first of the held epochs was held
 
     def monitor(self, key: str, hparams: Mapping[str, Any]) -> ForecastMonitor:
         """The trial's monitor, made and begun at its first epoch."""
@@ -127,7 +129,17 @@ class TrialBook:
         mon = self.monitor(key, hparams)
         mon.observe_study(self.finals.values())
         mon.add_epoch(epoch, metrics)
+        if not self.held:
+            self._since = time.monotonic()
         self.held[key] = [token, None]
+
+    def due(self, wait_s: float, running: int | None = None) -> bool:
+        """Whether the held epochs are to be decided now: some are held, and they have
+        waited ``wait_s`` seconds, or (``running`` given) that many trials are held."""
+        if not self.held:
+            return False
+        return (running is not None and len(self.held) >= running) or \
+            time.monotonic() - self._since >= wait_s
 
     def log_into(self, key: str, epoch: float | None, result: dict[str, Any]) -> None:
         """Write the ``esp/*`` values of the trial's decision at ``epoch`` into the

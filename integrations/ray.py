@@ -14,7 +14,6 @@ Example (a search in the README):
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from earlystop_predict._imports import require
@@ -80,7 +79,7 @@ class ForecastScheduler(FIFOScheduler):
             s.target_epoch, s.meta, s.model, s.ledger, s.options)
         self.use_incumbent = s.use_incumbent
         self._metric, self._mode, self.time_attr, self.study = metric, mode, time_attr, study
-        self.batch, self.book, self._since = float(batch), TrialBook(self._new_monitor), 0.0
+        self.batch, self.book = float(batch), TrialBook(self._new_monitor)
         self.callback = _LogCallback(self)
 
     # ------------------------------------------------------------------ Tune API
@@ -110,17 +109,15 @@ class ForecastScheduler(FIFOScheduler):
         hparams = config_hparams(getattr(trial, "config", {}))
         if not self.batch:
             return _ACT[self.book.update(trial.trial_id, hparams, *got).stop]
-        if not self.book.held:
-            self._since = time.monotonic()
         self.book.hold(trial.trial_id, hparams, *got, token=trial)
         running = sum(1 for t in tune_controller.get_live_trials() if t.status == "RUNNING")
-        if len(self.book.held) < running:
+        if not self.book.due(self.batch, running):
             return TrialScheduler.NOOP
-        return self._flush(tune_controller, answer=trial)  # every running trial waits
+        return self._flush(tune_controller, answer=trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         """At each step of the driver: decide the held trials once ``batch`` s passed."""
-        if self.book.held and time.monotonic() - self._since >= self.batch:
+        if self.book.due(self.batch):
             self._flush(tune_controller)
         return super().choose_trial_to_run(tune_controller)
 
