@@ -4,7 +4,9 @@ in the ledger and in Tune's own results."""
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 
 import pytest
 
@@ -12,6 +14,7 @@ ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
 
 from earlystop_predict.errors import ConfigError  # noqa: E402
+from earlystop_predict.forecast.base import ScriptedForecaster  # noqa: E402
 from earlystop_predict.integrations.ray import ForecastScheduler, config_hparams  # noqa: E402
 from earlystop_predict.ledger import Ledger  # noqa: E402
 
@@ -115,6 +118,8 @@ def test_metric_and_mode_must_be_known(tmp_path) -> None:
         ForecastScheduler(EPOCHS, mode="up")
     with pytest.raises(ConfigError, match="confidence"):
         ForecastScheduler(EPOCHS, confidence=1.5)
+    with pytest.raises(ConfigError, match="batch"):
+        ForecastScheduler(EPOCHS, batch=-1.0)
     assert ForecastScheduler(EPOCHS, min_delta=0.01)._options["min_delta"] == 0.01
     sched = ForecastScheduler(EPOCHS)  # neither here nor in TuneConfig
     with pytest.raises(Exception, match="metric and mode"):
@@ -139,3 +144,138 @@ def test_use_incumbent_false_with_a_ledger_never_stops_against_the_study(tmp_pat
     assert next(iter(grid)).metrics["training_iteration"] == EPOCHS
     (rec,) = off.records.values()
     assert rec.stopped is None and all("incumbent" not in f["reason"] for f in rec.forecasts)
+
+
+# ----------------------------------------------------------------- batched forecasts
+class _Sized(ScriptedForecaster):
+    """A scripted forecast (the trial's ``top``, pushed down by its last value) that
+    notes how many runs each call forecast."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda rec, m: min(rec.hparams["top"], rec.epochs[-1]["val_accuracy"] + 0.4))
+        self.sizes: list[int] = []
+
+    def forecast_many(self, records, target_epoch):
+        self.sizes.append(len(records))
+        return super().forecast_many(records, target_epoch)
+
+
+def together(config: dict) -> None:
+    """``trainable``, once two trials have started (or after 30 s): side by side, they
+    report together (an actor's start can outlast a whole trial of this one)."""
+    open(os.path.join(config["sync"], str(config["top"])), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(config["sync"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trainable(config)
+
+
+def _concurrent_search(sched, tops, path) -> tune.ResultGrid:
+    (path / "sync").mkdir(parents=True)
+    tuner = tune.Tuner(
+        tune.with_resources(together, {"cpu": 0.25}),
+        param_space={"top": tune.grid_search(tops), "sync": str(path / "sync")},
+        tune_config=tune.TuneConfig(scheduler=sched, metric="val_accuracy", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(path), verbose=0, callbacks=[sched.callback]))
+    return tuner.fit()
+
+
+def test_batch_holds_running_trials_and_decides_as_one_at_a_time(tmp_path) -> None:
+    tops = [0.9, 0.45, 0.6, 0.3, 0.85, 0.5, 0.35, 0.95]
+    got = {}
+    for batch in (False, True):
+        model = _Sized()
+        sched = ForecastScheduler(EPOCHS, min_epochs=3, threshold=0.8, use_incumbent=False,
+                                  model=model, batch=5.0 * batch, study="b",
+                                  ledger=str(tmp_path / f"runs{batch}.db"))
+        grid = _concurrent_search(sched, tops, tmp_path / f"tune{batch}")
+        iters = {r.config["top"]: r.metrics["training_iteration"] for r in grid}
+        recs = {r.hparams["top"]: (r.n_epochs, r.stopped, r.forecasts)
+                for r in sched.records.values()}
+        with Ledger(tmp_path / f"runs{batch}.db") as led:
+            rows = sorted((r.hparams["top"], r.n_epochs, len(r.forecasts), bool(r.stopped))
+                          for r in led.records())
+        got[batch] = iters, recs, rows, model.sizes
+    (iters, recs, rows, one), (b_iters, b_recs, b_rows, sizes) = got[False], got[True]
+    assert set(one) == {1} and max(sizes) > 1  # one run a call, against many a call
+    assert sum(sizes) == sum(one)  # every epoch forecast once either way
+    assert b_recs == recs and b_rows == rows and b_iters == iters
+    assert {t for t, n in iters.items() if n < EPOCHS} == {0.45, 0.6, 0.3, 0.5, 0.35}
+
+
+def test_batched_decisions_with_the_lstm_equal_one_at_a_time() -> None:
+    from earlystop_predict.forecast import load_model
+    from earlystop_predict.integrations._trials import SearchSettings, TrialBook
+
+    settings = SearchSettings(ForecastScheduler, EPOCHS, {"min_epochs": 3, "model": load_model()})
+
+    def book() -> TrialBook:
+        return TrialBook(lambda key, hp: settings.monitor("val_accuracy", "max", study="l",
+                                                          run_id=key, hparams=hp))
+
+    one, many = book(), book()
+    tops = {f"t{i}": 0.3 + 0.02 * i for i in range(30)}
+    decided: dict[str, list] = {"one": [], "many": []}
+    for wave in (list(tops)[-4:], list(tops)[:-4]):  # the best four first: a bar to beat
+        for epoch in range(1, EPOCHS + 1):
+            live = [k for k in wave if not one.monitors.get(k) or not one.monitors[k].stopped]
+            for key in live:
+                metrics = {"val_accuracy": accuracy(tops[key], epoch)}
+                decided["one"].append(one.update(key, {"top": tops[key]}, epoch, metrics))
+                many.hold(key, {"top": tops[key]}, epoch, metrics, token=key)
+            decided["many"] += [d for _, d in many.decide_held()]
+            for key in live:
+                if one.monitors[key].stopped or epoch == EPOCHS:
+                    one.end(key, None, completed=True)
+                    many.end(key, None, completed=True)
+    assert len(decided["one"]) == len(decided["many"]) > 30
+    for a, b in zip(decided["one"], decided["many"], strict=True):
+        assert (a.epoch, a.stop, a.poor) == (b.epoch, b.stop, b.poor)
+        if a.forecast is not None:
+            assert b.forecast.mean == pytest.approx(a.forecast.mean, abs=1e-6)
+            assert b.forecast.model == a.forecast.model == "lstm"
+    assert sum(d.stop for d in decided["one"]) > 10 and one.finals == pytest.approx(many.finals)
+
+
+# ----------------------------------------------------------------- Tuner.restore
+def flaky(config: dict) -> None:
+    """``trainable``, but a trial given a ``fail_once`` file fails at epoch 2 the first time."""
+    for epoch in range(1, EPOCHS + 1):
+        if epoch == 2 and config.get("fail_once") and not os.path.exists(config["fail_once"]):
+            open(config["fail_once"], "w").close()
+            raise RuntimeError("interrupted")
+        tune.report({"val_accuracy": accuracy(config["top"], epoch)})
+
+
+def test_scheduler_state_survives_tuner_restore(tmp_path) -> None:
+    ledger = tmp_path / "runs.db"
+    sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(ledger), study="r",
+                              min_delta=None)  # the incumbent rule alone
+    marker = str(tmp_path / "failed-once")
+    space = {"top": tune.grid_search([0.9, 0.3]),
+             "fail_once": tune.sample_from(lambda spec: marker if spec.config.top < 0.5 else "")}
+    tuner = tune.Tuner(flaky, param_space=space,
+                       tune_config=tune.TuneConfig(scheduler=sched, max_concurrent_trials=1,
+                                                   metric="val_accuracy", mode="max"),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="x",
+                                                 verbose=0, callbacks=[sched.callback]))
+    assert tuner.fit().errors  # the poor trial was interrupted at epoch 2, before min_epochs
+    restored = tune.Tuner.restore(str(tmp_path / "tune" / "x"), flaky, resume_errored=True)
+    grid = restored.fit()
+    assert not grid.errors
+    again = restored._local_tuner._tune_config.scheduler  # the one Tune restored and ran
+    assert again is not sched
+    # It knew the first trial's record and bar: the poor trial, replayed from epoch 1,
+    # was stopped by that incumbent at min_epochs (a fresh scheduler has none).
+    assert again.incumbent == pytest.approx(accuracy(0.9, EPOCHS))
+    recs = {r.hparams["top"]: r for r in again.records.values()}
+    assert len(recs[0.9].forecasts) == EPOCHS and recs[0.9].stopped is None
+    assert recs[0.3].stopped["epoch"] == 3 and "incumbent" in recs[0.3].stopped["reason"]
+    assert [int(r["epoch"]) for r in recs[0.3].epochs] == [1, 2, 3]
+    with Ledger(ledger) as led:
+        runs = {r.hparams["top"]: r for r in led.records()}
+    assert len(runs) == 2
+    assert [int(r["epoch"]) for r in runs[0.9].epochs] == list(range(1, EPOCHS + 1))
+    assert [int(r["epoch"]) for r in runs[0.3].epochs] == [1, 2, 3]  # no duplicate, none lost
+    assert [int(f["at_epoch"]) for f in runs[0.3].forecasts] == [1, 2, 3]
+    assert runs[0.3].stopped["epoch"] == 3

@@ -22,7 +22,7 @@ import copy
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +212,7 @@ class ForecastMonitor:
         self._t_last: float | None = None
         self._started = False
         self._restored = False
+        self._pending: tuple[int, bool] = (0, False)  # (epoch, diverged) of add_epoch
 
     # ------------------------------------------------------------------- study
     @property
@@ -317,25 +318,51 @@ class ForecastMonitor:
             RecordError: an accuracy-like value is outside [0, 1] (a percent): it is
                 refused before it is recorded.
         """
+        self.add_epoch(epoch, metrics)
+        return self.decide(*self.own_forecast())
+
+    # The two halves of :meth:`update`, for :func:`update_many` (one forecaster call for
+    # many runs): the epoch is recorded, then its forecast is made and decided on.
+    def add_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Record one finished epoch without forecasting it: :meth:`decide` follows
+        (:meth:`update` is both). Raises as :meth:`update` does."""
         if not self._started:
             self.begin(resume=self._restored)
         row, diverged = self._row(int(epoch), metrics)
         self._trim(row["epoch"])
         self.record.epochs.append(row)
         self._track_best(row)
-        forecast, why = self._forecast(epoch) if not diverged else (None, "")
-        decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
+        self._pending = (int(epoch), diverged)
+
+    def own_forecast(self) -> tuple[Forecast | None, str]:
+        """This monitor's own forecast of the epoch :meth:`add_epoch` recorded, and why
+        there is none (``""``); what :meth:`decide` takes."""
+        epoch, diverged = self._pending
+        return self._forecast(epoch) if not diverged else (None, "")
+
+    def wants_forecast(self) -> bool:
+        """Whether the epoch :meth:`add_epoch` recorded asks the forecaster (not
+        diverged, before the target epoch)."""
+        epoch, diverged = self._pending
+        return not diverged and self.target_epoch is not None and epoch < self.target_epoch
+
+    def decide(self, forecast: Forecast | None, why: str = "") -> Decision:
+        """Decide on the epoch :meth:`add_epoch` recorded, given its forecast (or None
+        and why there is none); record the decision and write the ledger."""
+        epoch, diverged = self._pending
+        row = self.record.epochs[-1]
+        decision = self.policy.decide(forecast, epoch=epoch, poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
                                       best=self.best)
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
         self.poor_streak = self.poor_streak + 1 if decision.poor else 0
-        self._streaks.append((int(epoch), self.poor_streak))
+        self._streaks.append((epoch, self.poor_streak))
         self.last_decision = decision
         self.record.forecasts.append(decision.to_dict())
         if decision.stop:
-            self.stopped = {"epoch": int(epoch), "reason": decision.reason}
+            self.stopped = {"epoch": epoch, "reason": decision.reason}
             self.record.stopped = self.stopped
         if self.ledger is not None:
             self.ledger.log_epoch(self.record.run_id, row, decision)
@@ -498,3 +525,44 @@ class ForecastMonitor:
         self.record.stopped = self.stopped
         self.finished = False
         self._restored = True  # an update() before begin() resumes, not resets
+
+
+def update_many(updates: Sequence[tuple[ForecastMonitor, int, Mapping[str, Any]]]
+                ) -> list[Decision]:
+    """:meth:`ForecastMonitor.update` of many runs: each epoch recorded, then one
+    ``forecast_many`` call per forecaster for all of them (:func:`decide_many`).
+
+    Args:
+        updates: ``(monitor, 1-based epoch, metrics)``, one per monitor at most.
+
+    Returns:
+        The decisions, in the order given: those :meth:`~ForecastMonitor.update` would
+        make one run at a time.
+    """
+    for mon, epoch, metrics in updates:
+        mon.add_epoch(epoch, metrics)
+    return decide_many([mon for mon, _, _ in updates])
+
+
+def decide_many(monitors: Sequence[ForecastMonitor]) -> list[Decision]:
+    """:meth:`ForecastMonitor.decide` of each monitor's recorded epoch, their forecasts
+    made in one ``forecast_many`` call per forecaster. Where a batch's model cannot
+    serve one of them (:class:`ForecastUnavailableError`), that batch is forecast one
+    run at a time, as :meth:`~ForecastMonitor.update` would."""
+    got: dict[int, tuple[Forecast | None, str]] = {}
+    groups: dict[int, list[int]] = {}
+    for i, mon in enumerate(monitors):
+        if mon.wants_forecast():
+            groups.setdefault(id(mon.forecaster), []).append(i)
+        else:
+            got[i] = mon.own_forecast()
+    for idx in groups.values():
+        batch = [monitors[i] for i in idx]
+        try:
+            fcs = batch[0].forecaster.forecast_many([m.record for m in batch],
+                                                    [int(m.target_epoch) for m in batch])
+        except ForecastUnavailableError:
+            fcs = None
+        for i, mon, fc in zip(idx, batch, fcs or [None] * len(idx), strict=True):
+            got[i] = (fc, "") if fcs is not None else mon.own_forecast()
+    return [mon.decide(*got[i]) for i, mon in enumerate(monitors)]
