@@ -219,3 +219,25 @@ def test_an_optuna_study_without_a_ledger_learns_from_its_completed_trials(use_s
               for n in range(7)]
     assert served[:5] == [{"over"}] * 5
     assert served[5:] == ([{"over+study"}] * 2 if use_study else [{"over"}] * 2)
+
+
+def test_batched_decisions_are_served_by_the_study_model_as_one_at_a_time(tmp_path):
+    from earlystop_predict.policy.monitor import update_many
+
+    path = tmp_path / "l.db"
+    mon = ForecastMonitor(target_epoch=8, study="s", ledger=path, model=over(),
+                          use_incumbent=False, min_delta=None)
+    for i in range(5):
+        _study_run(mon, 0.3 + 0.01 * i)
+    pair = [ForecastMonitor(target_epoch=8, study="s", ledger=path, model=over(), run_id=f"b{i}",
+                            use_incumbent=False, min_delta=None) for i in range(2)]
+    alone = ForecastMonitor(target_epoch=8, study="s", ledger=path, model=over(), run_id="a",
+                            use_incumbent=False, min_delta=None)
+    for m in (*pair, alone):
+        m.begin()
+    for e in range(1, 5):
+        batched = update_many([(m, e, {"val_accuracy": 0.32}) for m in pair])
+        single = alone.update(e, {"val_accuracy": 0.32})
+        assert [d.forecast.model for d in batched] == ["over+study"] * 2
+        assert batched[0].forecast.mean == pytest.approx(single.forecast.mean, abs=1e-12)
+        assert single.forecast.model == "over+study"

@@ -247,6 +247,16 @@ class StudyContext:
             self._cache[key] = self._fit(*key) if self._curves else None
         return self._cache[key]
 
+    def apply(self, record: RunRecord, target: int, forecast: Forecast) -> Forecast:
+        """``forecast`` (the base model's, of ``record`` at ``target``) corrected where a
+        correction serves; as it is otherwise (an observed target, too few runs...)."""
+        if forecast.model == "observed" or not record.n_epochs or len(self) < self.min_runs:
+            return forecast
+        fix = self.correction(record.n_epochs, target)
+        last = record.series(record.metric)[-1]
+        return fix.apply(forecast, float(last)) if fix is not None and np.isfinite(last) \
+            else forecast
+
     def _fit(self, observed: int, target: int) -> StudyCorrection | None:
         gain, real, half = [], [], []
         for last, mean, hw, end in self._curves:
@@ -276,13 +286,7 @@ class StudyForecaster(Forecaster):
         records = as_records(records)
         targets = self._targets(records, target_epoch)
         out = self.base.forecast_many(records, targets)
-        if self.context is None or len(self.context) < self.context.min_runs:
+        if self.context is None:
             return out
-        for i, (rec, t, fc) in enumerate(zip(records, targets, out, strict=True)):
-            if fc.model == "observed" or not rec.n_epochs:
-                continue
-            fix = self.context.correction(rec.n_epochs, t)
-            last = rec.series(rec.metric)[-1]
-            if fix is not None and np.isfinite(last):
-                out[i] = fix.apply(fc, float(last))
-        return out
+        return [self.context.apply(rec, t, fc) for rec, t, fc in zip(records, targets, out,
+                                                                     strict=True)]

@@ -34,7 +34,7 @@ from earlystop_predict.errors import (
     RecordError,
 )
 from earlystop_predict.forecast.base import Forecast, Forecaster
-from earlystop_predict.forecast.study import StudyContext, StudyForecaster
+from earlystop_predict.forecast.study import StudyContext
 from earlystop_predict.policy.stop import Decision, StopPolicy
 from earlystop_predict.records.features import (
     canonical_hparams,
@@ -462,14 +462,18 @@ class ForecastMonitor:
         """This epoch's forecast, or None and why there is none (never raises on data)."""
         if self.target_epoch is None or epoch >= self.target_epoch:
             return None, "target epoch reached"
-        model = self.forecaster
-        if self.study_context is not None and len(self.study_context) >= \
-                self.study_context.min_runs:
-            model = StudyForecaster(model, self.study_context)
         try:
-            return model.forecast(self.record, self.target_epoch), ""
+            fc = self.forecaster.forecast(self.record, self.target_epoch)
         except ForecastUnavailableError as exc:  # documented fallback: record, go on
             return None, str(exc)
+        return self.served(fc), ""
+
+    def served(self, forecast: Forecast) -> Forecast:
+        """The model's forecast of this run as it serves: corrected by the study's
+        finished runs where their correction serves (:attr:`study_context`)."""
+        if self.study_context is None:
+            return forecast
+        return self.study_context.apply(self.record, int(self.target_epoch), forecast)
 
     def end(self, status: str | None = None) -> None:
         """Close the run: write its final values and stop reason to the ledger."""
@@ -564,5 +568,5 @@ def decide_many(monitors: Sequence[ForecastMonitor]) -> list[Decision]:
         except ForecastUnavailableError:
             fcs = None
         for i, mon, fc in zip(idx, batch, fcs or [None] * len(idx), strict=True):
-            got[i] = (fc, "") if fcs is not None else mon.own_forecast()
+            got[i] = (mon.served(fc), "") if fcs is not None else mon.own_forecast()
     return [mon.decide(*got[i]) for i, mon in enumerate(monitors)]
