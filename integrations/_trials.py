@@ -103,15 +103,19 @@ class TrialBook:
         self.make = make
         self.monitors: dict[str, ForecastMonitor] = {}
         self.finals: dict[str, float] = {}  # what each ended trial reached
+        self.completed: list[str] = []  # trials that ran to their end, in order
         self.held: dict[str, list[Any]] = {}  # key -> [token, result or None]
         self._since = 0.0  # when the first of the held epochs was held
 
     def monitor(self, key: str, hparams: Mapping[str, Any]) -> ForecastMonitor:
-        """The trial's monitor, made and begun at its first epoch."""
+        """The trial's monitor, made and begun at its first epoch; without a ledger the
+        completed trials' curves serve its study model (``observe_study_runs``)."""
         mon = self.monitors.get(key)
         if mon is None:
             mon = self.monitors[key] = self.make(key, hparams)
             mon.begin()
+            if mon.ledger is None and self.completed:
+                mon.observe_study_runs([self.monitors[k].record for k in self.completed])
         return mon
 
     def update(self, key: str, hparams: Mapping[str, Any], epoch: int,
@@ -178,6 +182,7 @@ class TrialBook:
             if best is not None:
                 self.finals[key] = best
         if completed:
+            self.completed.append(key)
             mon.end()
         else:
             mon.end(status or ("stopped" if mon.stopped else "failed"))
@@ -204,7 +209,8 @@ class TrialBook:
         trials = {key: {"monitor": mon.state_dict(snapshot=False), "hparams": mon.user_hparams,
                         "diverged": mon.diverged}
                   for key, mon in self.monitors.items()}
-        return {"version": BOOK_VERSION, "trials": trials, "finals": dict(self.finals)}
+        return {"version": BOOK_VERSION, "trials": trials, "finals": dict(self.finals),
+                "completed": list(self.completed)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (its monitors made anew by ``make``).
@@ -222,3 +228,46 @@ class TrialBook:
             mon.diverged = bool(saved["diverged"])
             self.monitors[key] = mon
         self.finals = {k: float(v) for k, v in state["finals"].items()}
+        self.completed = [k for k in state.get("completed", []) if k in self.monitors]
+
+
+class BookViews:
+    """What a search scheduler holding a :class:`TrialBook` (``self.book``, with
+    ``self.target_epoch``, ``self._metric`` and ``self._mode``) shows of it, and how it
+    settles its metric and mode (Ray Tune's scheduler API, framework-free)."""
+
+    book: TrialBook
+    target_epoch: int
+    _metric: str | None
+    _mode: str | None
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        """Take ``metric``/``mode`` from ``TuneConfig`` where not given here."""
+        if (self._metric and metric and metric != self._metric) or \
+                (self._mode and mode and mode != self._mode):
+            return False
+        self._metric, self._mode = self._metric or metric, self._mode or mode
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """Refuse to start a search whose metric or mode is still unknown."""
+        if not self._metric or self._mode not in ("max", "min"):
+            raise ConfigError("metric and mode", "given to ForecastScheduler or to "
+                              "tune.TuneConfig(metric=..., mode=...)",
+                              (self._metric, self._mode))
+
+
+    def debug_string(self) -> str:
+        """One line for the framework's status output."""
+        return "Using ForecastScheduler (earlystop_predict): " + self.book.summary(
+            self.target_epoch, "min" if self._mode == "min" else "max")
+
+    @property
+    def incumbent(self) -> float | None:
+        """The best value the ended trials reached (completed or stopped)."""
+        return self.book.incumbent("min" if self._mode == "min" else "max")
+
+    @property
+    def records(self) -> dict[str, RunRecord]:
+        """Each trial's record (epochs, forecasts, decisions), by trial id."""
+        return self.book.records

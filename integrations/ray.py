@@ -1,11 +1,8 @@
 """Ray Tune adapter: :class:`ForecastScheduler`, a trial scheduler that forecasts.
 
-Where Tune's own schedulers compare a trial's value *now* with the others' (median
-stopping, ASHA's rungs), this one forecasts where the trial will *end*, by the rules
-of the training callbacks. It runs in the Tune driver: trials run anywhere in the
-cluster and only their metrics reach it.
-
-Example (a search in the README):
+Tune's own schedulers compare a trial's value *now* with the others'; this one
+forecasts where it will *end*. It runs in the Tune driver: trials run anywhere in
+the cluster and only their metrics reach it. Example (a search in the README):
     >>> sched = ForecastScheduler(target_epoch=50, ledger="runs.db")
     >>> tuner = tune.Tuner(train, tune_config=tune.TuneConfig(                 # doctest: +SKIP
     ...     metric="val_accuracy", mode="max", scheduler=sched, num_samples=100),
@@ -25,9 +22,13 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 from earlystop_predict.errors import ConfigError  # noqa: E402
 from earlystop_predict.integrations._config import SEARCH_OPTIONS, monitor_arguments  # noqa: E402
 from earlystop_predict.integrations._hparams import config_hparams, to_float  # noqa: E402
-from earlystop_predict.integrations._trials import SearchSettings, TrialBook, epoch_metrics  # noqa: E402,E501
+from earlystop_predict.integrations._trials import (  # noqa: E402
+    BookViews,
+    SearchSettings,
+    TrialBook,
+    epoch_metrics,
+)
 from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
-from earlystop_predict.records.record import RunRecord  # noqa: E402
 
 __all__ = ["ForecastScheduler", "config_hparams"]
 
@@ -37,28 +38,25 @@ _ACT = {True: TrialScheduler.STOP, False: TrialScheduler.CONTINUE}
 
 
 @monitor_arguments(only=SEARCH_OPTIONS)
-class ForecastScheduler(FIFOScheduler):
+class ForecastScheduler(BookViews, FIFOScheduler):
     """Stop Tune trials whose forecast final value is poor.
 
-    Each trial's monitor is handed what the ended trials reached (completed, or stopped:
-    censored evidence) and owns the incumbent. Records: :attr:`records` and the
-    ``ledger``. Pass :attr:`callback` to the run config too: results then carry the
-    ``esp/*`` values, and the scheduler's state is saved with the experiment's
-    (``Tuner.restore`` resumes it).
+    Each trial's monitor is handed what the ended trials reached (completed, or stopped)
+    and owns the incumbent; records in :attr:`records` and the ``ledger``. Pass
+    :attr:`callback` to the run config too: results then carry the ``esp/*`` values,
+    and the scheduler's state is saved with the experiment (``Tuner.restore``).
 
     Args:
         target_epoch: the epoch the trials train to (the forecast's target), >= 2.
         metric: the reported value to forecast; default: ``TuneConfig(metric=...)``.
-            Accuracy-like names (``val_accuracy``, ``val_acc``, ``eval_accuracy``...)
-            are forecast by the LSTM; any other by LightGBM.
+            Accuracy-like ones are forecast by the LSTM, any other by LightGBM.
         mode: ``"max"`` or ``"min"``; default: ``TuneConfig(mode=...)``.
         time_attr: the result key holding the 1-based epoch (one result an epoch).
             Default ``"training_iteration"``.
         study: name of the search in records and the ledger. Default ``"tune"``.
-        batch: seconds, >= 0, a trial may wait at its result for other running trials'
-            (no longer once every running trial waits); the waiting trials are then
-            forecast in one call, with the decisions, at the epochs, of one at a time;
-            their ``esp/*`` values reach the trials' last results and ``ResultGrid``,
+        batch: seconds, >= 0, a trial may wait at its result for the other running
+            trials' (no longer once all wait), to be forecast in one call with the same
+            decisions; ``esp/*`` then reach the trials' last results and ``ResultGrid``,
             not ``progress.csv``. Default 0: each trial decided at once.
 
     Raises:
@@ -83,20 +81,6 @@ class ForecastScheduler(FIFOScheduler):
         self.callback = _LogCallback(self)
 
     # ------------------------------------------------------------------ Tune API
-    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        """Take ``metric``/``mode`` from ``TuneConfig`` where not given here."""
-        if (self._metric and metric and metric != self._metric) or \
-                (self._mode and mode and mode != self._mode):
-            return False
-        self._metric, self._mode = self._metric or metric, self._mode or mode
-        return True
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        if not self._metric or self._mode not in ("max", "min"):
-            raise ConfigError("metric and mode", "given to ForecastScheduler or to "
-                              "tune.TuneConfig(metric=..., mode=...)",
-                              (self._metric, self._mode))
-
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         """Feed the trial's epoch to its monitor; ``STOP`` if the policy says so (with
         ``batch``, ``NOOP``: the trial waits for :meth:`choose_trial_to_run`)."""
@@ -142,20 +126,6 @@ class ForecastScheduler(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self.book.end(trial.trial_id, None)  # stopped by us, or failed
-
-    def debug_string(self) -> str:
-        return "Using ForecastScheduler (earlystop_predict): " + self.book.summary(
-            self.target_epoch, "min" if self._mode == "min" else "max")
-
-    @property
-    def incumbent(self) -> float | None:
-        """The best value the ended trials reached (completed or stopped)."""
-        return self.book.incumbent("min" if self._mode == "min" else "max")
-
-    @property
-    def records(self) -> dict[str, RunRecord]:
-        """Each trial's record (epochs, forecasts, decisions), by trial id."""
-        return self.book.records
 
     def _new_monitor(self, trial_id: str, hparams: Any) -> ForecastMonitor:
         return self.settings.monitor(self._metric, self._mode, study=self.study,

@@ -241,3 +241,23 @@ def test_batched_decisions_are_served_by_the_study_model_as_one_at_a_time(tmp_pa
         assert [d.forecast.model for d in batched] == ["over+study"] * 2
         assert batched[0].forecast.mean == pytest.approx(single.forecast.mean, abs=1e-12)
         assert single.forecast.model == "over+study"
+
+
+def test_a_ray_trial_book_without_a_ledger_learns_from_its_completed_trials():
+    from earlystop_predict.integrations._trials import TrialBook
+
+    def make(key, hparams):
+        return ForecastMonitor(target_epoch=8, model=over(), run_id=key, use_incumbent=False,
+                               min_delta=None)
+
+    book = TrialBook(make)
+    for i in range(7):
+        for e in range(1, 9):
+            book.update(f"t{i}", {}, e, {"val_accuracy": 0.3 + 0.01 * i})
+        book.end(f"t{i}", None, completed=True)
+    served = [{f["model"] for f in book.monitors[f"t{i}"].record.forecasts if "model" in f}
+              for i in range(7)]
+    assert served == [{"over"}] * 5 + [{"over+study"}] * 2
+    again = TrialBook(make)
+    again.load_state_dict(book.state_dict())
+    assert again.completed == [f"t{i}" for i in range(7)]
