@@ -190,9 +190,9 @@ def main() -> None:
         per = run_groups(real_groups(args.model), args, counts, cache and cache + ".real")
         some = next(iter(per.values()))
         n = {r: some[r]["orders"] for r in ("patient", "wilcoxon") if r in some}
+        through = f"; Optuna's pruners on the first {n} of them" if n else ""
         out["real"] = table(f"Search, real families out of fold ({args.orders} orders x "
-                            f"{args.runs_per_order} runs; Optuna's pruners on the first "
-                            f"{n} of them)", per)
+                            f"{args.runs_per_order} runs{through})", per)
     if args.lcbench_limit:
         out["lcbench"] = table("Search, held-out LCBench tasks",
                                run_groups(lcbench_groups(args.model, args.lcbench_limit), args,

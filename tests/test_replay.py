@@ -15,7 +15,7 @@ from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast.base import ScriptedForecaster
 from earlystop_predict.ledger import Ledger
 from earlystop_predict.policy.monitor import ForecastMonitor
-from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA
+from earlystop_predict.policy.stop import DEFAULT_GAIN_PATIENCE, DEFAULT_MIN_DELTA
 from earlystop_predict.records.record import RunRecord, write_records
 from earlystop_predict.tools import replay as replay_mod
 from earlystop_predict.tools.replay import _NO_STOP, parse_policy, patience_stop, replay
@@ -75,17 +75,22 @@ def test_single_run_by_hand():
     # The forecast: the run's last value + 0.05 while it is below 0.8, else the last value.
     fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"]
                             + (0.05 if rec.epochs[-1]["val_accuracy"] < 0.8 else 0.0))
-    res = replay(runs, ["gain-0.01", "patience-3", "none"], fc, single_run=True,
-                 min_epochs=3, details=True)
+    res = replay(runs, ["gain-0.01-0", "gain-0.01", "patience-3", "none"], fc,
+                 single_run=True, min_epochs=3, details=True)
     d = res.details["t"]
-    # gain: plateau at epoch 3 (0.8 < 0.8 + 0.01); late once it reaches 0.8 at epoch 8
-    # (forecast 0.8 < 0.81), losing its last 0.1: 10 points.
-    assert [r["stop"] for r in d["gain-0.01"]] == [3, 8]
-    assert [r["regret"] for r in d["gain-0.01"]] == pytest.approx([0.0, 10.0])
+    # gain, the forecast alone (gain_patience 0): plateau at epoch 3 (0.8 < 0.8 + 0.01);
+    # late once it reaches 0.8 at epoch 8 (forecast 0.8 < 0.81), losing its last 0.1.
+    assert [r["stop"] for r in d["gain-0.01-0"]] == [3, 8]
+    assert [r["regret"] for r in d["gain-0.01-0"]] == pytest.approx([0.0, 10.0])
+    # gain with the default gain_patience 3: the plateau once its best (epoch 3) has
+    # stood 3 epochs; the late run improves every epoch from 6 on: it trains to its end.
+    assert DEFAULT_GAIN_PATIENCE == 3
+    assert [r["stop"] for r in d["gain-0.01"]] == [6, None]
+    assert [r["regret"] for r in d["gain-0.01"]] == pytest.approx([0.0, 0.0])
     # patience 3: plateau at 6 (regret 0), late at 4: best 0.3 against 0.9: 60 points.
     assert [r["stop"] for r in d["patience-3"]] == [6, 4]
     assert [r["regret"] for r in d["patience-3"]] == pytest.approx([0.0, 60.0])
-    s = res.summary["gain-0.01"]
+    s = res.summary["gain-0.01-0"]
     assert s["epochs_saved_pct"] == pytest.approx(100 * (1 - 11 / 20))
     assert s["mean_regret"] == pytest.approx(5) and s["max_regret"] == pytest.approx(10)
     assert s["p90_regret"] == pytest.approx(9) and s["runs"] == 2
@@ -99,7 +104,8 @@ def test_default_replays_the_callbacks_defaults():
     res = replay(runs, ["default", f"gain-{DEFAULT_MIN_DELTA}"], fc, single_run=True,
                  details=True)
     assert res.details["t"]["default"] == res.details["t"][f"gain-{DEFAULT_MIN_DELTA}"]
-    assert res.details["t"]["default"][0]["stop"] == 3  # 0.8 < best 0.8 + min_delta
+    # 0.8 < best 0.8 + min_delta from epoch 3, and the best has stood 3 epochs at 6.
+    assert res.details["t"]["default"][0]["stop"] == 3 + DEFAULT_GAIN_PATIENCE
     # The StopPolicy replayed is the one a monitor builds with its defaults.
     tasks, _ = replay_mod.build_tasks(runs)
     cfg = replay_mod._config(["default"], fc, orders=1, runs_per_order=None, seed=0,
@@ -108,10 +114,45 @@ def test_default_replays_the_callbacks_defaults():
                              min_delta=DEFAULT_MIN_DELTA, single_run=False)
     assert replay_mod._stop_policy(parse_policy("default"), tasks[0], cfg) == \
         ForecastMonitor(model=fc).policy
-    # In a study, default adds the incumbent rule: it stops at least as much.
+    # In a study, default is the incumbent rule with the gain rule beside it.
     search = replay(runs, ["default", "gain", "incumbent"], constant(0.8, width=0.02),
                     orders=3)
-    assert search.summary["default"]["stopped_pct"] >= search.summary["gain"]["stopped_pct"]
+    assert search.summary["default"]["stopped_pct"] >= \
+        search.summary["incumbent"]["stopped_pct"] > 0
+
+
+def test_default_single_run_stops_where_the_monitor_does():
+    # The monitor's since_best (its best_epoch) and replay's agree epoch for epoch, ties
+    # included (a tie does not improve the best).
+    for values in (PLATEAU, NOISY, LATE, [0.5, 0.6, 0.6, 0.6, 0.61, 0.61, 0.61, 0.61]):
+        fc = ScriptedForecaster(lambda rec, m: float(np.nanmax(rec.series("val_accuracy"))))
+        res = replay([_run("r", values)], ["default"], fc, single_run=True, details=True)
+        mon = ForecastMonitor(model=fc, target_epoch=len(values))
+        mon.begin()
+        stop = None
+        for e, v in enumerate(values, 1):
+            if mon.update(e, {"val_accuracy": v}).stop:
+                stop = e
+                break
+        assert res.details["t"]["default"][0]["stop"] == stop, values
+
+
+def test_gain_patience_in_policy_names():
+    assert parse_policy("gain-0.03-5").gain_patience == 5
+    assert parse_policy("gain-0.03-5").param == 0.03
+    assert parse_policy("gain-1e-05").param == 1e-05  # one number, not a patience
+    assert parse_policy("gain-1e-05-2").gain_patience == 2
+    assert parse_policy("gain-0.03").gain_patience is None  # StopPolicy's default
+    for bad in ("gain-0.03--1", "gain-0.03-x", "gain-x-3", "patience-3-1"):
+        with pytest.raises(ConfigError, match="policy"):
+            parse_policy(bad)
+
+
+def test_task_since_best_counts_strict_improvements():
+    runs = [_run("a", [0.5, 0.5, 0.6, float("nan"), 0.55, 0.7]),
+            _run("b", [float("nan"), 0.4, 0.4, 0.3, 0.3, 0.3])]
+    tasks, _ = replay_mod.build_tasks(runs)
+    assert tasks[0].since_best.tolist() == [[0, 1, 0, 1, 2, 0], [-1, 0, 1, 2, 3, 4]]
 
 
 def test_single_run_refuses_study_policies_and_bad_names():

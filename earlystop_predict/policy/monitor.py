@@ -96,7 +96,7 @@ class ForecastMonitor:
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         min_delta: the gain rule: stop when the run is unlikely to improve on its
             best value so far by more than this by ``target_epoch``, in the metric's
-            units, >= 0; ``"auto"``: 0.02 when no other bar is set, 0.001 beside a
+            units, >= 0; ``"auto"``: 0.03 when no other bar is set, 0.001 beside a
             threshold or an incumbent; None: off. Default ``"auto"``
             (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
         use_incumbent: also stop when unlikely to beat the best value the study's finished runs reached
@@ -286,7 +286,7 @@ class ForecastMonitor:
         forecast, why = self._forecast(epoch) if not diverged else (None, "")
         decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
-                                      best=self.best)
+                                      best=self.best, since_best=self._since_best(epoch))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
@@ -348,6 +348,10 @@ class ForecastMonitor:
         if value is not None and (self.best is None or
                                   (value > self.best if self.mode == "max" else value < self.best)):
             self.best, self.best_epoch = float(value), int(row["epoch"])
+
+    def _since_best(self, epoch: int) -> int | None:
+        """Epochs since the run's best value (the gain rule's ``gain_patience``)."""
+        return None if self.best_epoch is None else int(epoch) - self.best_epoch
 
     def log_items(self) -> dict[str, float]:
         """The ``esp/*`` values of the latest decision, for the framework's logs.

@@ -25,13 +25,17 @@ from earlystop_predict.forecast.base import Forecast
 LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90", "esp/stop")
 
 #: The gain rule's ``min_delta`` for a run with no other bar (no threshold, no
-#: incumbent): metric units, 0.02 = 2 accuracy points. Chosen from
+#: incumbent): metric units, 0.03 = 3 accuracy points. Chosen from
 #: ``benchmarks/single_run.py`` (README, "One run against patience").
-DEFAULT_MIN_DELTA = 0.02
+DEFAULT_MIN_DELTA = 0.03
 #: The gain rule's ``min_delta`` where another bar is set (a study's incumbent, a
 #: threshold): there the other rules stop the hopeless runs and the gain rule only ends
 #: plateaus. Chosen from ``benchmarks/search_rules.py``.
 STUDY_MIN_DELTA = 0.001
+#: The gain rule's ``gain_patience``: epochs the run's best must have stood (no strict
+#: improvement) before the gain rule may stop it. Chosen from ``benchmarks/single_run.py``
+#: on half the real families (README, "One run against patience").
+DEFAULT_GAIN_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,14 @@ class StopPolicy:
             :meth:`decide`) by more than ``min_delta`` by the target epoch, in the
             metric's units, >= 0 (0.01 = 1 accuracy point). It needs no threshold,
             study or ledger: it is what a single run gets by default. ``"auto"``:
-            :data:`DEFAULT_MIN_DELTA` (0.02) when no other bar is set this epoch,
+            :data:`DEFAULT_MIN_DELTA` (0.03) when no other bar is set this epoch,
             :data:`STUDY_MIN_DELTA` (0.001) when a threshold or an incumbent is. None:
             off. Default ``"auto"``.
+        gain_patience: the gain rule also needs the run's best to have stood this many
+            epochs (``since_best`` of :meth:`decide`: epochs since its last strict
+            improvement, as Keras ``EarlyStopping`` counts them), >= 0; 0: the forecast
+            alone decides. A forecast that sees no gain then stops a plateau, not a run
+            that is still climbing. Default :data:`DEFAULT_GAIN_PATIENCE` (3).
     """
 
     threshold: float | None = None
@@ -136,6 +145,7 @@ class StopPolicy:
     stop_on_divergence: bool = True
     dry_run: bool = False
     min_delta: float | str | None = "auto"
+    gain_patience: int = DEFAULT_GAIN_PATIENCE
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -150,6 +160,9 @@ class StopPolicy:
         if self.threshold is not None and not (_is_number(self.threshold)
                                                and math.isfinite(self.threshold)):
             raise ConfigError("threshold", "a finite number or None", self.threshold)
+        if isinstance(self.gain_patience, bool) or not isinstance(self.gain_patience, int) \
+                or self.gain_patience < 0:
+            raise ConfigError("gain_patience", "an integer >= 0", self.gain_patience)
         if self.min_delta is not None and self.min_delta != "auto" and not (
                 _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
             raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
@@ -176,8 +189,11 @@ class StopPolicy:
             self.use_incumbent and incumbent is not None and math.isfinite(incumbent))
         return STUDY_MIN_DELTA if other else DEFAULT_MIN_DELTA
 
-    def _gain_short(self, forecast: Forecast, best: float, delta: float) -> tuple[bool, str]:
-        """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``."""
+    def _gain_short(self, forecast: Forecast, best: float, delta: float,
+                    since_best: int | None = None) -> tuple[bool, str]:
+        """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``,
+        once the best has stood ``gain_patience`` epochs (``since_best`` None: unknown,
+        not required)."""
         q = self.quantile
         v = forecast.quantile(q)
         if self.mode == "max":
@@ -186,16 +202,25 @@ class StopPolicy:
         else:
             poor = v > best - delta
             op, sign = (">" if poor else "<="), "-"
-        return poor, f"gain: q{q:g} {v:.4g} {op} best {best:.4g} {sign} min_delta {delta:g}"
+        text = f"gain: q{q:g} {v:.4g} {op} best {best:.4g} {sign} min_delta {delta:g}"
+        if self.gain_patience and since_best is not None:
+            stood = since_best >= self.gain_patience
+            poor = poor and stood
+            text += f", best stood {since_best} {'>=' if stood else '<'} " \
+                    f"gain_patience {self.gain_patience}"
+        return poor, text
 
     def is_poor(self, forecast: Forecast, incumbent: float | None = None,
-                best: float | None = None) -> tuple[bool, str]:
+                best: float | None = None, since_best: int | None = None
+                ) -> tuple[bool, str]:
         """Whether this forecast alone is poor, and the comparison made.
 
         Args:
             forecast: the forecast of the target epoch.
             incumbent: best value the study's finished runs reached, None if none.
             best: the run's best value so far (the gain rule), None if none.
+            since_best: epochs since the run's best value (the gain rule's
+                ``gain_patience``), >= 0; None: unknown (not required).
         """
         parts = []
         if self.threshold is not None:
@@ -210,7 +235,7 @@ class StopPolicy:
             parts.append(text.format(name="incumbent"))
         delta = self.gain_delta(incumbent)
         if delta is not None and best is not None and _is_number(best) and math.isfinite(best):
-            poor, text = self._gain_short(forecast, float(best), delta)
+            poor, text = self._gain_short(forecast, float(best), delta, since_best)
             if poor:
                 return True, text
             parts.append(text)
@@ -218,7 +243,7 @@ class StopPolicy:
 
     def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
                incumbent: float | None = None, diverged: bool = False,
-               best: float | None = None) -> Decision:
+               best: float | None = None, since_best: int | None = None) -> Decision:
         """Decide for one epoch; pure (the caller keeps ``poor_streak``).
 
         Args:
@@ -229,13 +254,15 @@ class StopPolicy:
             diverged: the metric or loss is NaN/inf this epoch.
             best: the run's best value of the metric so far (the gain rule; None: the
                 gain rule is off this epoch).
+            since_best: epochs since the epoch of ``best`` (0: this epoch set it), for
+                ``gain_patience``; None: unknown, the forecast alone decides.
         """
         if diverged:
             fire = self.stop_on_divergence
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        poor, text = self.is_poor(forecast, incumbent, best)
+        poor, text = self.is_poor(forecast, incumbent, best, since_best)
         if not poor:
             return Decision(False, text, forecast, epoch)
         streak = poor_streak + 1

@@ -33,7 +33,9 @@ Policies:
 - ``incumbent``: :class:`~earlystop_predict.policy.stop.StopPolicy` whose incumbent is the
   best value any earlier run of this order yielded (stopped runs included; the first
   run always completes).
-- ``gain`` / ``gain-<min_delta>``: the gain rule alone (no threshold, no incumbent).
+- ``gain`` / ``gain-<min_delta>`` / ``gain-<min_delta>-<k>``: the gain rule alone (no
+  threshold, no incumbent), with ``gain_patience`` k (default: StopPolicy's; ``-0``: the
+  forecast alone decides).
 - ``default``: ``StopPolicy()`` with the callbacks' defaults: the incumbent rule in a
   study, the gain rule at ``DEFAULT_MIN_DELTA`` always.
 - ``patience-<N>``: Keras ``EarlyStopping(patience=N, restore_best_weights=True)``
@@ -89,7 +91,7 @@ POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
 FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default"})
 STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha"})
 POLICY_HELP = ("incumbent | threshold | median | asha | none | gain | gain-<min_delta> | "
-               "patience-<N> | default")
+               "gain-<min_delta>-<gain_patience> | patience-<N> | default")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
 MAX_TARGET_EPOCH = 100_000
 #: Replay arrays of one task, runs x epochs x (quantiles + 3), at most this many cells.
@@ -133,6 +135,19 @@ class _Task:
         """(R, Emax) the best value up to each epoch (NaN before the first value)."""
         acc = np.fmax.accumulate if self.mode == "max" else np.fmin.accumulate
         return acc(self.values, axis=1)
+
+    @functools.cached_property
+    def since_best(self) -> np.ndarray:
+        """(R, Emax) epochs since the last strict improvement of the best value (the
+        monitor's ``best_epoch``), -1 before the first value."""
+        v, best = self.values, self.best_so_far
+        prev = np.concatenate([np.full((v.shape[0], 1), np.nan), best[:, :-1]], axis=1)
+        with np.errstate(invalid="ignore"):
+            better = v > prev if self.mode == "max" else v < prev
+        improved = np.isfinite(v) & (better | np.isnan(prev))
+        idx = np.arange(v.shape[1])
+        last = np.maximum.accumulate(np.where(improved, idx, -1), axis=1)
+        return np.where(last >= 0, idx - last, -1)
 
     @functools.cached_property
     def kept(self) -> np.ndarray:
@@ -428,13 +443,15 @@ class _StopEpochs:
     def _walk(self, r: int, incumbent: float | None) -> int:
         streak = 0
         best = self.task.best_so_far[r]
+        since = self.task.since_best[r]
         for e in range(self.first_epoch, int(self.task.ends[r])):
             v = self.task.values[r, e - 1]
             diverged = not math.isfinite(v)
             fc = None if diverged else self.table.get(r, e)
             self.decide_calls += 1
             d = self.policy.decide(fc, epoch=e, poor_streak=streak, incumbent=incumbent,
-                                   diverged=diverged, best=float(best[e - 1]))
+                                   diverged=diverged, best=float(best[e - 1]),
+                                   since_best=int(since[e - 1]) if since[e - 1] >= 0 else None)
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
@@ -689,10 +706,19 @@ class _Rule:
     name: str
     kind: str
     param: float | None = None
+    gain_patience: int | None = None  # ``gain-<min_delta>-<k>``; None: StopPolicy's default
 
     @property
     def forecasts(self) -> bool:
         return self.kind in FORECAST_POLICIES
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_policy(name: str) -> _Rule:
@@ -706,13 +732,18 @@ def parse_policy(name: str) -> _Rule:
     if name in POLICIES or name in ("gain", "default"):
         return _Rule(name, name)
     kind, _, arg = name.partition("-")
+    k = ""
+    if kind == "gain" and "-" in arg and not _is_float(arg):  # 1e-05 is one number
+        arg, _, k = arg.rpartition("-")  # gain-<min_delta>-<gain_patience>
     try:
         value = float(arg) if kind == "gain" else int(arg) if kind == "patience" else None
+        wait = int(k) if k else None
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or value < 0:
+    if value is None or not math.isfinite(value) or value < 0 or (wait is not None
+                                                                   and wait < 0):
         raise ConfigError("policy", POLICY_HELP, name)
-    return _Rule(name, kind, value)
+    return _Rule(name, kind, value, wait)
 
 
 def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
@@ -723,7 +754,8 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
         return StopPolicy(**common)  # what the callbacks use: their defaults
     if rule.kind == "gain":
         delta = cfg.min_delta if rule.param is None else rule.param
-        return StopPolicy(use_incumbent=False, min_delta=delta, **common)
+        wait = {} if rule.gain_patience is None else {"gain_patience": rule.gain_patience}
+        return StopPolicy(use_incumbent=False, min_delta=delta, **wait, **common)
     return StopPolicy(threshold=task.threshold if rule.kind == "threshold" else None,
                       use_incumbent=rule.kind == "incumbent", min_delta=None, **common)
 
