@@ -8,7 +8,9 @@ model that never saw the family, ``models/folds/``; see ``build_folds.py``) and 
 the held-out LCBench tasks (``replay(...)``, search mode): ``--orders`` shuffled
 orders of ``--runs-per-order`` runs; each run yields its best value up to its stop.
 
-Rules: ``default`` (what the callbacks do in a study with their defaults), the
+Rules: ``default`` (what the callbacks do in a study with their defaults),
+``keep-top-0.25`` (the default with ``keep_top=0.25``: a run in the top quarter of what
+the study's earlier runs had reached by the same epoch is never stopped), the
 incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 (re-implemented in replay and checked against the libraries in the tests), and,
 run through the real Optuna library on the first ``--optuna-orders`` orders of each
@@ -39,8 +41,9 @@ from single_run import lcbench_groups, real_groups  # noqa: E402
 
 from earlystop_predict.tools.replay import _finish, _summarise, build_tasks, replay  # noqa: E402
 
-RULES = ("default", "incumbent", "median", "asha", "none")
-NAMES = {"default": "default (ours)", "incumbent": "incumbent only",
+RULES = ("default", "keep-top-0.25", "incumbent", "median", "asha", "none")
+NAMES = {"default": "default (ours)", "keep-top-0.25": "default + keep_top 0.25 (ours)",
+         "incumbent": "incumbent only",
          "median": "median (Optuna)", "asha": "ASHA (Ray Tune)",
          "wilcoxon": "Wilcoxon (Optuna)", "patient": "Patient(Median, 3) (Optuna)"}
 

@@ -370,3 +370,54 @@ def test_gain_patience_in_min_mode():
 def test_gain_patience_is_checked(bad):
     with pytest.raises(ConfigError, match="gain_patience"):
         StopPolicy(gain_patience=bad)
+
+
+# ----------------------------------------------------------------------- keep_top
+def test_top_cutoff_is_numpy_percentile():
+    np = pytest.importorskip("numpy")
+    from earlystop_predict.policy.stop import top_cutoff
+
+    peers = [0.5, 0.9, 0.7, float("nan"), 0.8, None, 0.6]
+    finite = [0.5, 0.9, 0.7, 0.8, 0.6]
+    assert top_cutoff(peers, 0.25) == pytest.approx(np.percentile(finite, 75))
+    assert top_cutoff(peers, 0.25, "min") == pytest.approx(np.percentile(finite, 25))
+    assert top_cutoff(peers, 1.0) == 0.5 and top_cutoff([0.4], 0.25) == 0.4
+    assert top_cutoff([], 0.25) is None and top_cutoff([float("nan")], 0.25) is None
+
+
+def test_keep_top_overrules_incumbent_and_gain_for_a_run_in_the_study_top():
+    pol = policy(keep_top=0.25, min_delta=0.02, gain_patience=0)
+    # Doomed by the incumbent, but its best 0.65 is in the study's top quarter (0.6).
+    d = pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.6)
+    assert not d.stop and not d.poor and not d.would_stop
+    assert d.reason == ("forecast q0.9 0.66 < incumbent 0.8; kept: best 0.65 in the "
+                        "study's top 0.25 at this epoch (cutoff 0.6)")
+    # The gain rule too.
+    d = pol.decide(POOR, epoch=5, incumbent=0.5, best=0.65, peer_cutoff=0.6)
+    assert not d.stop and d.reason.startswith("gain: ") and "kept: " in d.reason
+    # Below the cutoff, or with no evidence yet, the rules stop as before.
+    assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.7).stop
+    assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65).stop
+    # Off by default.
+    assert StopPolicy().keep_top is None
+    assert policy().decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.1).stop
+
+
+def test_keep_top_never_overrules_the_threshold():
+    pol = policy(threshold=0.9, keep_top=0.25)
+    d = pol.decide(POOR, epoch=5, best=0.65, peer_cutoff=0.1)
+    assert d.stop and d.reason.startswith("forecast q0.9 0.66 < threshold")
+
+
+def test_keep_top_in_min_mode():
+    loss = Forecast(mean=0.40, quantiles={"0.1": 0.35, "0.5": 0.40, "0.9": 0.46},
+                    model="scripted", observed_epochs=5, target_epoch=50)
+    pol = policy(mode="min", keep_top=0.25, min_delta=None)  # q0.1 0.35 > incumbent 0.3
+    assert not pol.decide(loss, epoch=5, incumbent=0.3, best=0.38, peer_cutoff=0.4).stop
+    assert pol.decide(loss, epoch=5, incumbent=0.3, best=0.42, peer_cutoff=0.4).stop
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "0.25", True])
+def test_keep_top_is_checked(bad):
+    with pytest.raises(ConfigError, match="keep_top"):
+        StopPolicy(keep_top=bad)

@@ -276,3 +276,51 @@ def test_ledger_metric_alias_val_acc_is_followed(tmp_path):
     res = replay(recs, ["none", "patience-3"], single_run=True)
     assert res.info["skipped"] == [] and res.info["runs"] == 2
     assert res.summary["patience-3"]["mean_regret"] == pytest.approx(30.0)
+
+
+# ----------------------------------------------------------------------- keep_top
+def test_keep_top_keeps_a_run_that_is_where_the_study_best_was():
+    # Two slow starters: the first trains to its end and becomes the incumbent (0.9);
+    # the forecast (last value + 0.05) dooms the second at epoch 3 under the default.
+    runs = [_run("first", LATE), _run("second", LATE), _run("flat", [0.2] * 10)]
+    fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"] + 0.05)
+    res = replay(runs, ["default", "keep-top-0.25", "keep-top-1"], fc,
+                 orders=[[0, 1, 2]], details=True)
+    d = res.details["t"]
+    assert d["default"][0]["stops"] == {1: 3, 2: 3}
+    # keep_top: the second is never below the first at the same epoch: it trains on and
+    # yields 0.9 too; the flat run is below the study's top quarter: stopped as before.
+    assert d["keep-top-0.25"][0]["stops"] == {2: 3}
+    # keep_top 1: the flat run is below every earlier run at epoch 3: stopped too.
+    assert d["keep-top-1"][0]["stops"] == {2: 3}
+    assert res.summary["keep-top-0.25"]["epochs_saved_pct"] < \
+        res.summary["default"]["epochs_saved_pct"]
+    pol = replay_mod._stop_policy(parse_policy("keep-top-0.25"),
+                                  replay_mod.build_tasks(runs)[0][0],
+                                  replay_mod._config(["default"], fc, orders=1,
+                                                     runs_per_order=None, seed=0,
+                                                     confidence=0.95, min_epochs=3,
+                                                     patience=1, threshold=None,
+                                                     n_startup_trials=5, batch_size=8,
+                                                     target=None, min_delta=0.03,
+                                                     single_run=False))
+    assert pol == ForecastMonitor(model=fc, keep_top=0.25).policy
+
+
+def test_keep_top_cutoffs_match_top_cutoff():
+    from earlystop_predict.policy.stop import top_cutoff
+
+    x = np.array([[0.5, np.nan, 0.3], [0.7, np.nan, np.nan], [0.6, 0.2, 0.9], [0.1, 0.4, 0.8]])
+    got = replay_mod._nan_quantile(x, 0.75)
+    for col in range(3):
+        assert got[col] == pytest.approx(top_cutoff(x[:, col].tolist(), 0.25))
+    assert np.isnan(replay_mod._nan_quantile(np.full((2, 1), np.nan), 0.75)[0])
+    with pytest.raises(ConfigError, match="single"):
+        replay([_run("a", PLATEAU)], ["keep-top-0.25"], fc_dummy(), single_run=True)
+    for bad in ("keep-top-0", "keep-top-2", "keep-top-x"):
+        with pytest.raises(ConfigError, match="policy"):
+            parse_policy(bad)
+
+
+def fc_dummy() -> ScriptedForecaster:
+    return ScriptedForecaster(lambda rec, m: 0.5)

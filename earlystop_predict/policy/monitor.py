@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import uuid
@@ -33,7 +34,7 @@ from earlystop_predict.errors import (
     RecordError,
 )
 from earlystop_predict.forecast.base import Forecast, Forecaster
-from earlystop_predict.policy.stop import Decision, StopPolicy
+from earlystop_predict.policy.stop import Decision, StopPolicy, top_cutoff
 from earlystop_predict.records.features import (
     canonical_hparams,
     canonical_meta,
@@ -66,6 +67,18 @@ def best_of(values: Iterable[float | None], mode: str) -> float | None:
     if not kept:
         return None
     return max(kept) if mode == "max" else min(kept)
+
+
+def _best_curve(values: Iterable[Any], mode: str) -> list[float]:
+    """The best value so far at each epoch of ``values`` (NaN before the first value)."""
+    out: list[float] = []
+    best = math.nan
+    for v in values:
+        v = finite_or_none(v)
+        if v is not None and (math.isnan(best) or (v > best if mode == "max" else v < best)):
+            best = v
+        out.append(best)
+    return out
 
 
 def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
@@ -113,6 +126,12 @@ class ForecastMonitor:
         run_id: id of this run in records and the ledger. Default: a random id.
         task: task or data set name for the record. Default None.
         stop_on_divergence: stop at a NaN/inf metric or loss. Default True.
+        gain_patience: the gain rule also needs the run's best to have stood this many
+            epochs, >= 0 (0: the forecast alone decides). Default 3
+            (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
+        keep_top: never stop a run whose best so far is in this top fraction of what the
+            study's other runs (the ledger's, or :meth:`observe_study_curves`) had
+            reached by the same epoch, in (0, 1]; None: off. Default None.
 
     Raises:
         ConfigError: an argument is out of range (at construction).
@@ -126,7 +145,9 @@ class ForecastMonitor:
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
                  run_id: str | None = None, task: str | None = None,
-                 stop_on_divergence: bool = True) -> None:
+                 stop_on_divergence: bool = True,
+                 gain_patience: int = StopPolicy.gain_patience,
+                 keep_top: float | None = StopPolicy.keep_top) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError("monitor", "a non-empty metric name", monitor)
         self.monitor = monitor
@@ -135,7 +156,8 @@ class ForecastMonitor:
         self.policy = StopPolicy(threshold=threshold, confidence=confidence,
                                  min_epochs=min_epochs, patience=patience, mode=mode,
                                  use_incumbent=use_incumbent, min_delta=min_delta,
-                                 stop_on_divergence=stop_on_divergence, dry_run=dry_run)
+                                 stop_on_divergence=stop_on_divergence, dry_run=dry_run,
+                                 gain_patience=gain_patience, keep_top=keep_top)
         self.mode = mode
         if target_epoch is not None:
             self._check_target(target_epoch)
@@ -150,6 +172,7 @@ class ForecastMonitor:
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
         self._study_best: float | None = None
+        self._peer_curves: list[list[float]] = []  # best so far per epoch, other runs
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -227,6 +250,19 @@ class ForecastMonitor:
         self._study_best = best_of(kept, self.mode)
         return self.incumbent
 
+    def observe_study_curves(self, curves: Iterable[Iterable[Any]]) -> int:
+        """Hand in the study's other runs as they went (``keep_top``): one sequence per
+        run of its metric at epochs 1, 2, ... (None or NaN where missing; a stopped run
+        up to its stop). Replaces the curves held; returns how many are held."""
+        self._peer_curves = [_best_curve(c, self.mode) for c in curves]
+        return len(self._peer_curves)
+
+    def _peer_cutoff(self, epoch: int) -> float | None:
+        if self.policy.keep_top is None:
+            return None
+        at = [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
+        return top_cutoff(at, self.policy.keep_top, self.mode)
+
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
               resume: bool = False) -> None:
@@ -257,8 +293,26 @@ class ForecastMonitor:
             if self.policy.use_incumbent and self.study is not None:
                 self._ledger_best = self.ledger.best_value(
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
+            if self.policy.keep_top is not None and self.study is not None:
+                self._read_peers()
         self._t_last = time.perf_counter()
         self._started = True
+
+    def _read_peers(self) -> None:
+        """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
+        them (``keep_top``)."""
+        curves = []
+        for rec in self.ledger.records(self.study):  # type: ignore[union-attr]
+            if rec.run_id == self.record.run_id:
+                continue
+            curve: list[Any] = []
+            for row in rec.epochs:
+                e = row.get("epoch")
+                if isinstance(e, int) and e >= 1:
+                    curve.extend([None] * (e - len(curve)))
+                    curve[e - 1] = row.get(self.metric)
+            curves.append(curve)
+        self.observe_study_curves(curves)
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
@@ -286,7 +340,8 @@ class ForecastMonitor:
         forecast, why = self._forecast(epoch) if not diverged else (None, "")
         decision = self.policy.decide(forecast, epoch=int(epoch), poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
-                                      best=self.best, since_best=self._since_best(epoch))
+                                      best=self.best, since_best=self._since_best(epoch),
+                                      peer_cutoff=self._peer_cutoff(int(epoch)))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged

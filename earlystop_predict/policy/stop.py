@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,28 @@ def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool
         raise ConfigError(name, f"in {lo_b}{lo}, {hi}{hi_b}", value)
 
 
+def top_cutoff(peers: Sequence[float], keep_top: float, mode: str = "max") -> float | None:
+    """The value a run must reach to be in the ``keep_top`` best fraction of ``peers``.
+
+    ``peers`` are the best values so far, at this epoch, of the study's earlier runs
+    (non-finite ones are left out); the cutoff is their ``1 - keep_top`` quantile
+    (``keep_top`` for ``"min"``), linearly interpolated as ``numpy.percentile`` does,
+    as Ray Tune's ASHA takes its rung cutoff. None when no peer is finite.
+
+    Args:
+        peers: the study's values at this epoch.
+        keep_top: the fraction kept, in (0, 1].
+        mode: ``"max"`` or ``"min"``. Default ``"max"``.
+    """
+    vals = sorted(float(v) for v in peers if _is_number(v) and math.isfinite(v))
+    if not vals:
+        return None
+    pos = (1.0 - keep_top if mode == "max" else keep_top) * (len(vals) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
 @dataclass(frozen=True)
 class StopPolicy:
     """When to stop: the forecast is unlikely to reach a threshold, beat the incumbent,
@@ -134,6 +157,12 @@ class StopPolicy:
             improvement, as Keras ``EarlyStopping`` counts them), >= 0; 0: the forecast
             alone decides. A forecast that sees no gain then stops a plateau, not a run
             that is still climbing. Default :data:`DEFAULT_GAIN_PATIENCE` (3).
+        keep_top: the study's evidence against a forecast: never stop (on the incumbent
+            or the gain rule) a run whose best so far is in the ``keep_top`` best fraction
+            of what the study's earlier runs had reached by the same epoch
+            (``peer_cutoff`` of :meth:`decide`, from :func:`top_cutoff`), in (0, 1];
+            0.25 keeps what ASHA would keep. The threshold rule is not overruled.
+            None: off. Default None.
     """
 
     threshold: float | None = None
@@ -146,6 +175,7 @@ class StopPolicy:
     dry_run: bool = False
     min_delta: float | str | None = "auto"
     gain_patience: int = DEFAULT_GAIN_PATIENCE
+    keep_top: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -163,6 +193,8 @@ class StopPolicy:
         if isinstance(self.gain_patience, bool) or not isinstance(self.gain_patience, int) \
                 or self.gain_patience < 0:
             raise ConfigError("gain_patience", "an integer >= 0", self.gain_patience)
+        if self.keep_top is not None:
+            _check_range("keep_top", self.keep_top, 0.0, 1.0, open_lo=True)
         if self.min_delta is not None and self.min_delta != "auto" and not (
                 _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
             raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
@@ -243,7 +275,8 @@ class StopPolicy:
 
     def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
                incumbent: float | None = None, diverged: bool = False,
-               best: float | None = None, since_best: int | None = None) -> Decision:
+               best: float | None = None, since_best: int | None = None,
+               peer_cutoff: float | None = None) -> Decision:
         """Decide for one epoch; pure (the caller keeps ``poor_streak``).
 
         Args:
@@ -256,6 +289,9 @@ class StopPolicy:
                 gain rule is off this epoch).
             since_best: epochs since the epoch of ``best`` (0: this epoch set it), for
                 ``gain_patience``; None: unknown, the forecast alone decides.
+            peer_cutoff: with ``keep_top``, the value ``best`` must reach to be in the
+                study's top fraction at this epoch (:func:`top_cutoff`); None: no
+                evidence yet.
         """
         if diverged:
             fire = self.stop_on_divergence
@@ -263,6 +299,10 @@ class StopPolicy:
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
         poor, text = self.is_poor(forecast, incumbent, best, since_best)
+        if poor and self._kept_by_study(forecast, best, peer_cutoff):
+            return Decision(False, f"{text}; kept: best {best:.4g} in the study's top "
+                            f"{self.keep_top:g} at this epoch (cutoff {peer_cutoff:.4g})",
+                            forecast, epoch)
         if not poor:
             return Decision(False, text, forecast, epoch)
         streak = poor_streak + 1
@@ -273,6 +313,17 @@ class StopPolicy:
             return Decision(False, f"{text}; patience {streak}/{self.patience}", forecast,
                             epoch, poor=True)
         return self._finish(True, text, forecast, epoch, poor=True)
+
+    def _kept_by_study(self, forecast: Forecast, best: float | None,
+                       cutoff: float | None) -> bool:
+        """``keep_top``: the run is in the study's top fraction at this epoch (the
+        threshold rule is the user's own bar: never overruled)."""
+        if self.keep_top is None or cutoff is None or best is None or \
+                not _is_number(best) or not math.isfinite(best):
+            return False
+        if self.threshold is not None and self._short_of(forecast, float(self.threshold))[0]:
+            return False
+        return best >= cutoff if self.mode == "max" else best <= cutoff
 
     def _finish(self, fire: bool, text: str, forecast: Forecast | None, epoch: int,
                 *, poor: bool) -> Decision:

@@ -38,6 +38,9 @@ Policies:
   forecast alone decides).
 - ``default``: ``StopPolicy()`` with the callbacks' defaults: the incumbent rule in a
   study, the gain rule at ``DEFAULT_MIN_DELTA`` always.
+- ``keep-top-<fraction>``: the default with ``StopPolicy(keep_top=fraction)``: a run
+  whose best so far is in that top fraction of what the order's earlier runs had
+  reached by the same epoch (each up to its stop) is not stopped (search only).
 - ``patience-<N>``: Keras ``EarlyStopping(patience=N, restore_best_weights=True)``
   (:func:`patience_stop`); HF ``EarlyStoppingCallback`` and Lightning
   ``EarlyStopping`` count the same way.
@@ -88,10 +91,10 @@ from earlystop_predict.records.record import RunRecord, default_mode, is_accurac
 #: The policies replayed when none is named (``gain``, ``gain-X``, ``patience-N`` and
 #: ``default`` are accepted too).
 POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
-FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default"})
-STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha"})
+FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top"})
+STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top"})
 POLICY_HELP = ("incumbent | threshold | median | asha | none | gain | gain-<min_delta> | "
-               "gain-<min_delta>-<gain_patience> | patience-<N> | default")
+               "gain-<min_delta>-<gain_patience> | patience-<N> | default | keep-top-<fraction>")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
 MAX_TARGET_EPOCH = 100_000
 #: Replay arrays of one task, runs x epochs x (quantiles + 3), at most this many cells.
@@ -440,7 +443,9 @@ class _StopEpochs:
         stops.insert(i, s)
         return s
 
-    def _walk(self, r: int, incumbent: float | None) -> int:
+    def _walk(self, r: int, incumbent: float | None,
+              cutoffs: np.ndarray | None = None) -> int:
+        """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff."""
         streak = 0
         best = self.task.best_so_far[r]
         since = self.task.since_best[r]
@@ -451,11 +456,32 @@ class _StopEpochs:
             self.decide_calls += 1
             d = self.policy.decide(fc, epoch=e, poor_streak=streak, incumbent=incumbent,
                                    diverged=diverged, best=float(best[e - 1]),
-                                   since_best=int(since[e - 1]) if since[e - 1] >= 0 else None)
+                                   since_best=int(since[e - 1]) if since[e - 1] >= 0 else None,
+                                   peer_cutoff=_cutoff_at(cutoffs, e))
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
         return _NO_STOP
+
+
+def _cutoff_at(cutoffs: np.ndarray | None, e: int) -> float | None:
+    if cutoffs is None or e > cutoffs.size or not math.isfinite(cutoffs[e - 1]):
+        return None
+    return float(cutoffs[e - 1])
+
+
+def _nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
+    """Column ``q`` quantiles ignoring NaN, linearly interpolated (``np.nanquantile``,
+    as :func:`~earlystop_predict.policy.stop.top_cutoff` takes them); NaN where a column
+    has none."""
+    valid = (~np.isnan(x)).sum(axis=0)
+    s = np.sort(x, axis=0)  # NaN sorts last
+    cols = np.arange(x.shape[1])
+    pos = q * np.maximum(valid - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+    out = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
+    return np.where(valid > 0, out, np.nan)
 
 
 def patience_stop(values: np.ndarray, end: int, patience: int, mode: str = "max") -> int:
@@ -528,6 +554,30 @@ def _run_stop_policy(task: _Task, order: np.ndarray, stops: _StopEpochs,
         s = stops.get(r, incumbent if use_incumbent else None)
         if s != _NO_STOP:
             stop[r] = s
+        value = task.value_at(r, s)
+        if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
+            incumbent = value
+    return _finish(task, order, stop)
+
+
+def _run_keep_top(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderResult:
+    """One order under a StopPolicy with ``keep_top``: as the default (the incumbent is
+    the best any earlier run yielded), and a run is never stopped while its best so far
+    is in the top fraction of what the earlier runs had reached by the same epoch (each
+    seen up to where it stopped). Walked run by run: no cache across orders."""
+    keep = float(stops.policy.keep_top)  # type: ignore[arg-type]
+    q = 1.0 - keep if task.mode == "max" else keep
+    width = task.values.shape[1]
+    seen = np.full((len(order), width), np.nan)
+    stop: dict[int, int] = {}
+    incumbent: float | None = None
+    for i, r in enumerate(int(x) for x in order):
+        cutoffs = _nan_quantile(seen[:i], q) if i else None
+        s = stops._walk(r, incumbent, cutoffs)
+        if s != _NO_STOP:
+            stop[r] = s
+        trained = min(s, int(task.ends[r]))
+        seen[i, :trained] = task.best_so_far[r, :trained]
         value = task.value_at(r, s)
         if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
             incumbent = value
@@ -731,6 +781,8 @@ def parse_policy(name: str) -> _Rule:
         raise ConfigError("policy", POLICY_HELP, name)
     if name in POLICIES or name in ("gain", "default"):
         return _Rule(name, name)
+    if name.startswith("keep-top-") and _is_float(name[9:]) and 0 < float(name[9:]) <= 1:
+        return _Rule(name, "keep-top", float(name[9:]))
     kind, _, arg = name.partition("-")
     k = ""
     if kind == "gain" and "-" in arg and not _is_float(arg):  # 1e-05 is one number
@@ -752,6 +804,8 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
               "patience": cfg.patience, "mode": task.mode}
     if rule.kind == "default":
         return StopPolicy(**common)  # what the callbacks use: their defaults
+    if rule.kind == "keep-top":
+        return StopPolicy(keep_top=rule.param, **common)
     if rule.kind == "gain":
         delta = cfg.min_delta if rule.param is None else rule.param
         wait = {} if rule.gain_patience is None else {"gain_patience": rule.gain_patience}
@@ -865,6 +919,8 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
         stops = fixed[rule.name]
         return _finish(task, order, {int(r): stops[int(r)] for r in order
                                      if stops[int(r)] != _NO_STOP})
+    if rule.kind == "keep-top":
+        return _run_keep_top(task, order, stoppers[rule.name])
     return _run_stop_policy(task, order, stoppers[rule.name],
                             rule.kind in ("incumbent", "default"))
 
