@@ -82,8 +82,8 @@ def search(data: dict, out: Path) -> None:
         panels.append(("LCBench held out, mean", data["lcbench"]["mean"]))
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
-    marks = {"default": "r*", "incumbent": "m^", "median": "bs", "asha": "gD",
-             "patient": "cv", "wilcoxon": "kP"}
+    marks = {"default": "r*", "keep-top-0.25": "yX", "incumbent": "m^", "median": "bs",
+             "asha": "gD", "patient": "cv", "wilcoxon": "kP"}
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
         for rule, mark in marks.items():
             if rule in rows:

@@ -17,7 +17,11 @@ run through the real Optuna library on the first ``--optuna-orders`` orders of e
 family (the same orders; Optuna is slow per call), ``WilcoxonPruner()`` (on
 ``--wilcoxon-orders``) and
 ``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's HyperBand is not
-replayed (its synchronous brackets need concurrent trials; see the README).
+replayed: ``HyperBandScheduler`` is synchronous (a trial pauses at its bracket's milestone
+until the bracket's other trials report there), so its outcome depends on how many trials
+run at once, which a one-after-the-other replay does not have; the asynchronous variant
+(``AsyncHyperBandScheduler(brackets>1)``: ASHA brackets with larger grace periods, each
+trial assigned one at random) is not re-implemented yet.
 """
 
 from __future__ import annotations
@@ -193,7 +197,10 @@ def main() -> None:
         per = run_groups(real_groups(args.model), args, counts, cache and cache + ".real")
         some = next(iter(per.values()))
         n = {r: some[r]["orders"] for r in ("patient", "wilcoxon") if r in some}
-        through = f"; Optuna's pruners on the first {n} of them" if n else ""
+        through = ""
+        if n:
+            through = "; on the first orders through Optuna: " + ", ".join(
+                f"{NAMES[r].split(' (')[0]} {k}" for r, k in n.items())
         out["real"] = table(f"Search, real families out of fold ({args.orders} orders x "
                             f"{args.runs_per_order} runs{through})", per)
     if args.lcbench_limit:
