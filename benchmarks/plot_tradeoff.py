@@ -83,7 +83,7 @@ def search(data: dict, out: Path) -> None:
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
     marks = {"default": "r*", "keep-top-0.25": "yX", "incumbent": "m^", "median": "bs",
-             "asha": "gD", "patient": "cv", "wilcoxon": "kP"}
+             "asha": "gD", "hyperband": "g>", "patient": "cv", "wilcoxon": "kP"}
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
         for rule, mark in marks.items():
             if rule in rows:

@@ -16,12 +16,12 @@ incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 run through the real Optuna library on the first ``--optuna-orders`` orders of each
 family (the same orders; Optuna is slow per call), ``WilcoxonPruner()`` (on
 ``--wilcoxon-orders``) and
-``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's HyperBand is not
-replayed: ``HyperBandScheduler`` is synchronous (a trial pauses at its bracket's milestone
-until the bracket's other trials report there), so its outcome depends on how many trials
-run at once, which a one-after-the-other replay does not have; the asynchronous variant
-(``AsyncHyperBandScheduler(brackets>1)``: ASHA brackets with larger grace periods, each
-trial assigned one at random) is not re-implemented yet.
+``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's
+HyperBand is its asynchronous one, ``AsyncHyperBandScheduler(brackets=3)`` (re-implemented
+in replay, checked against Ray's own brackets in the tests); the synchronous
+``HyperBandScheduler`` pauses a trial at its bracket's milestone until the bracket's other
+trials report there, so its outcome depends on how many trials run at once, which a
+one-after-the-other replay does not have.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ from single_run import lcbench_groups, real_groups  # noqa: E402
 
 from earlystop_predict.tools.replay import _finish, _summarise, build_tasks, replay  # noqa: E402
 
-RULES = ("default", "keep-top-0.25", "incumbent", "median", "asha", "none")
+RULES = ("default", "keep-top-0.25", "incumbent", "median", "asha", "hyperband", "none")
 NAMES = {"default": "default (ours)", "keep-top-0.25": "default + keep_top 0.25 (ours)",
          "incumbent": "incumbent only",
          "median": "median (Optuna)", "asha": "ASHA (Ray Tune)",
+         "hyperband": "async HyperBand (Ray Tune)",
          "wilcoxon": "Wilcoxon (Optuna)", "patient": "Patient(Median, 3) (Optuna)"}
 
 

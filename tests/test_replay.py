@@ -324,3 +324,59 @@ def test_keep_top_cutoffs_match_top_cutoff():
 
 def fc_dummy() -> ScriptedForecaster:
     return ScriptedForecaster(lambda rec, m: 0.5)
+
+
+# -------------------------------------------------------------------- hyperband
+def _noisy(n: int, width: int = 60, seed: int = 0) -> list[RunRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        top, rate = rng.uniform(0.5, 0.95), rng.uniform(0.02, 0.3)
+        vals = top * (1 - np.exp(-rate * np.arange(1, width + 1))) + rng.normal(0, 0.01, width)
+        out.append(_run(f"r{i}", [float(v) for v in vals], task="n"))
+    return out
+
+
+def test_hyperband_brackets_are_ray_tunes():
+    ahb = pytest.importorskip("ray.tune.schedulers.async_hyperband")
+    for max_t, grace in ((100, 3), (52, 3), (60, 2), (10, 1)):
+        sched = ahb.AsyncHyperBandScheduler(max_t=max_t, grace_period=grace,
+                                            reduction_factor=4, brackets=3, metric="m",
+                                            mode="max")
+        rungs, probs = replay_mod.hyperband_brackets(max_t, grace)
+        assert rungs == [sorted(m for m, _ in b._rungs) for b in sched._brackets]
+        sizes = np.array([len(b._rungs) for b in sched._brackets])
+        want = np.e ** (sizes - sizes.max())
+        assert probs == pytest.approx(want / want.sum())
+
+
+def test_hyperband_stops_where_ray_tunes_brackets_do():
+    """Each run, in its bracket, stops where Ray Tune's own ``_Bracket.on_result`` stops
+    it when fed the run's values epoch by epoch (the same bracket per run)."""
+    ahb = pytest.importorskip("ray.tune.schedulers.async_hyperband")
+
+    class Trial:
+        def __init__(self, trial_id: str) -> None:
+            self.trial_id = trial_id
+
+    runs = _noisy(40, seed=2)
+    for seed in range(3):
+        order = list(np.random.default_rng(seed).permutation(40))
+        res = replay(runs, ["hyperband", "asha"], orders=[order], min_epochs=2, details=True)
+        [got] = res.details["n"]["hyperband"]
+        sched = ahb.AsyncHyperBandScheduler(max_t=60, grace_period=2, reduction_factor=4,
+                                            brackets=3, metric="m", mode="max")
+        _, probs = replay_mod.hyperband_brackets(60, 2)
+        rng = np.random.default_rng([int(x) for x in order[:32]])  # replay's draw
+        want = {}
+        for r in order:
+            bracket = sched._brackets[int(rng.choice(3, p=probs))]
+            values = runs[r].series("val_accuracy")
+            for e, v in enumerate(values, 1):
+                if bracket.on_result(Trial(str(r)), e, float(v)) == "STOP" and e < 60:
+                    want[int(r)] = e
+                    break
+        assert got["stops"] == want
+        assert 0 < len(want) < 40
+    # Later brackets start later: HyperBand stops fewer runs than ASHA, and later.
+    assert res.summary["hyperband"]["epochs_saved_pct"] < res.summary["asha"]["epochs_saved_pct"]

@@ -48,6 +48,10 @@ Policies:
   rule, re-implemented without optuna: with steps ``epoch - 1``, prune when the
   run's best value so far is worse than the median of the completed runs' values at
   that step, once ``n_startup_trials`` runs completed.
+- ``hyperband``: Ray Tune's asynchronous HyperBand, ``AsyncHyperBandScheduler(brackets=3,
+  grace_period=min_epochs, reduction_factor=4, max_t=<longest target>)``: three ASHA
+  brackets whose first rungs are ``min_epochs * 4**s``; each run joins one at random with
+  Ray's chances (:func:`hyperband_brackets`; the draw is seeded by the order).
 - ``asha``: Ray Tune's ``ASHAScheduler(grace_period=min_epochs, reduction_factor=4,
   max_t=<longest target>)`` (asynchronous successive halving, one bracket),
   re-implemented without ray: at each rung epoch ``min_epochs * 4**k`` a run stops
@@ -91,9 +95,13 @@ from earlystop_predict.records.record import RunRecord, default_mode, is_accurac
 #: The policies replayed when none is named (``gain``, ``gain-X``, ``patience-N`` and
 #: ``default`` are accepted too).
 POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
+#: Also accepted (not replayed unless named).
+EXTRA_POLICIES = ("hyperband",)
 FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top"})
-STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top"})
-POLICY_HELP = ("incumbent | threshold | median | asha | none | gain | gain-<min_delta> | "
+STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top",
+                            "hyperband"})
+POLICY_HELP = ("incumbent | threshold | median | asha | hyperband | none | gain | "
+               "gain-<min_delta> | "
                "gain-<min_delta>-<gain_patience> | patience-<N> | default | keep-top-<fraction>")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
 MAX_TARGET_EPOCH = 100_000
@@ -101,6 +109,7 @@ MAX_TARGET_EPOCH = 100_000
 MAX_CELLS = 200_000_000
 MEDIAN_STARTUP_TRIALS = 5
 ASHA_REDUCTION_FACTOR = 4  # Ray Tune's default
+HYPERBAND_BRACKETS = 3  # AsyncHyperBandScheduler(brackets=3): ASHA and two later starts
 _NO_STOP = 1 << 30  # "trained to the end" in stop-epoch arithmetic
 
 
@@ -641,6 +650,50 @@ def _run_asha(task: _Task, order: np.ndarray, min_epochs: int,
     return _finish(task, order, stop)
 
 
+def hyperband_brackets(max_t: int, min_t: int, n_brackets: int = HYPERBAND_BRACKETS,
+                       rf: int = ASHA_REDUCTION_FACTOR) -> tuple[list[list[int]], np.ndarray]:
+    """Ray Tune's ``AsyncHyperBandScheduler(brackets=n)``: each bracket's rung epochs
+    (bracket s starts at ``min_t * rf**s``; ``_Bracket.__init__``) and the chance a new
+    trial joins each (``on_trial_add``: ``e ** (rungs - most rungs)``, normalised)."""
+    rungs = []
+    for s_ in range(n_brackets):
+        n = int(np.log(max_t / min_t) / np.log(rf) - s_ + 1)
+        rungs.append([min_t * rf ** (k + s_) for k in range(max(n, 0))])
+    sizes = np.array([len(r) for r in rungs], dtype=float)
+    probs = np.e ** (sizes - sizes.max())
+    return rungs, probs / probs.sum()
+
+
+def _run_hyperband(task: _Task, order: np.ndarray, min_epochs: int,
+                   n_brackets: int = HYPERBAND_BRACKETS,
+                   rf: int = ASHA_REDUCTION_FACTOR) -> _OrderResult:
+    """Ray Tune's asynchronous HyperBand (``AsyncHyperBandScheduler(brackets=3,
+    grace_period=min_epochs, reduction_factor=4)``) over one order: each run joins one
+    bracket at random (Ray's chances, drawn from a generator seeded by the order), and
+    its bracket's rungs judge it as ASHA's do (``_Bracket.on_result``)."""
+    rungs, probs = hyperband_brackets(int(task.targets.max()), min_epochs, n_brackets, rf)
+    rng = np.random.default_rng([int(x) for x in order[:32]])
+    recorded: list[dict[int, list[float]]] = [{m: [] for m in b} for b in rungs]
+    sign = 1.0 if task.mode == "max" else -1.0
+    stop: dict[int, int] = {}
+    for r in (int(x) for x in order):
+        b = int(rng.choice(len(rungs), p=probs))
+        end = int(task.ends[r])
+        for m in rungs[b]:
+            if m > end:
+                break
+            value = sign * float(task.values[r, m - 1])
+            seen = recorded[b][m]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
+            seen.append(value)
+            if cutoff is not None and value < cutoff and m < end:
+                stop[r] = m
+                break
+    return _finish(task, order, stop)
+
+
 def _nan_median(x: np.ndarray) -> np.ndarray:
     """Column medians ignoring NaN (NaN where a column has none): ``np.nanpercentile(x, 50,
     axis=0)``, as Optuna computes it, without its slow per-column fallback."""
@@ -779,7 +832,7 @@ def parse_policy(name: str) -> _Rule:
     """
     if not isinstance(name, str):
         raise ConfigError("policy", POLICY_HELP, name)
-    if name in POLICIES or name in ("gain", "default"):
+    if name in POLICIES or name in (*EXTRA_POLICIES, "gain", "default"):
         return _Rule(name, name)
     if name.startswith("keep-top-") and _is_float(name[9:]) and 0 < float(name[9:]) <= 1:
         return _Rule(name, "keep-top", float(name[9:]))
@@ -915,6 +968,8 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
         return _run_median(task, order, cfg.min_epochs, cfg.n_startup_trials)
     if rule.kind == "asha":
         return _run_asha(task, order, cfg.min_epochs)
+    if rule.kind == "hyperband":
+        return _run_hyperband(task, order, cfg.min_epochs)
     if rule.kind == "patience":
         stops = fixed[rule.name]
         return _finish(task, order, {int(r): stops[int(r)] for r in order
