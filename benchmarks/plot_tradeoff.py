@@ -5,7 +5,7 @@ Run: python benchmarks/single_run.py --json single.json
      python benchmarks/plot_tradeoff.py single.json search.json [--output docs/]
 
 Writes ``stopping_tradeoff.png`` (single runs: the gain rule's ``min_delta`` settings
-as one line, patience 1-20 as another, the default marked) and
+as one line per ``gain_patience``, patience 1-20 as another, the default marked) and
 ``search_tradeoff.png`` (a search: the default rule against the pruners).
 """
 
@@ -27,6 +27,23 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _lines(rows: dict) -> list[tuple[list[str], str, str, object]]:
+    """The curves of one panel: patience N, and the gain rule per ``gain_patience`` K
+    (``gain-<min_delta>-<K>``), each sorted by its setting."""
+    out = []
+    pat = sorted((n for n in rows if n.startswith("patience-")), key=lambda n: int(n[9:]))
+    out.append((pat, "s--", "patience N (Keras/HF/Lightning)", lambda n: n[9:]))
+    gains = [n.split("-") for n in rows if n.startswith("gain-") and n.count("-") == 2]
+    styles = {"0": ("o:", "gain rule alone (min_delta)"),
+              "3": ("o-", "gain rule, best stood 3 epochs")}
+    for k in sorted({g[2] for g in gains}, key=int):
+        style, label = styles.get(k, ("^-", f"gain rule, best stood {k} epochs"))
+        names = sorted(("-".join(g) for g in gains if g[2] == k),
+                       key=lambda n: float(n.split("-")[1]))
+        out.append((names, style, label, lambda n: n.split("-")[1]))
+    return out
+
+
 def single(data: dict, out: Path) -> None:
     panels = [(f"{t}", rows) for t, rows in sorted(data["real"]["per_task"].items())]
     panels.append(("real families pooled", data["real"]["pooled"]))
@@ -35,15 +52,12 @@ def single(data: dict, out: Path) -> None:
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
-        for prefix, style, label in (("gain-", "o-", "gain rule (min_delta)"),
-                                     ("patience-", "s--", "patience N (Keras/HF/Lightning)")):
-            names = sorted((n for n in rows if n.startswith(prefix)),
-                           key=lambda n: float(n.split("-", 1)[1]))
+        for names, style, label, tag in _lines(rows):
             xs = [rows[n]["mean_regret"] for n in names]
             ys = [rows[n]["epochs_saved_pct"] for n in names]
             ax.plot(xs, ys, style, ms=4, label=label)
             for n, x, y in zip(names, xs, ys, strict=True):
-                ax.annotate(n.split("-", 1)[1], (x, y), fontsize=6, xytext=(2, 2),
+                ax.annotate(tag(n), (x, y), fontsize=6, xytext=(2, 2),
                             textcoords="offset points")
         d = rows["default"]
         ax.plot([d["mean_regret"]], [d["epochs_saved_pct"]], "r*", ms=12, label="default")
@@ -68,8 +82,8 @@ def search(data: dict, out: Path) -> None:
         panels.append(("LCBench held out, mean", data["lcbench"]["mean"]))
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
-    marks = {"default": "r*", "incumbent": "m^", "median": "bs", "asha": "gD",
-             "patient": "cv", "wilcoxon": "kP"}
+    marks = {"default": "r*", "keep-top-0.25": "yX", "incumbent": "m^", "median": "bs",
+             "asha": "gD", "hyperband": "g>", "patient": "cv", "wilcoxon": "kP"}
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
         for rule, mark in marks.items():
             if rule in rows:

@@ -8,14 +8,20 @@ model that never saw the family, ``models/folds/``; see ``build_folds.py``) and 
 the held-out LCBench tasks (``replay(...)``, search mode): ``--orders`` shuffled
 orders of ``--runs-per-order`` runs; each run yields its best value up to its stop.
 
-Rules: ``default`` (what the callbacks do in a study with their defaults), the
+Rules: ``default`` (what the callbacks do in a study with their defaults),
+``keep-top-0.25`` (the default with ``keep_top=0.25``: a run in the top quarter of what
+the study's earlier runs had reached by the same epoch is never stopped), the
 incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 (re-implemented in replay and checked against the libraries in the tests), and,
 run through the real Optuna library on the first ``--optuna-orders`` orders of each
 family (the same orders; Optuna is slow per call), ``WilcoxonPruner()`` (on
 ``--wilcoxon-orders``) and
-``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's HyperBand is not
-replayed (its synchronous brackets need concurrent trials; see the README).
+``PatientPruner(MedianPruner(5, 2), patience=3)`` (``--patient-orders``). Ray Tune's
+HyperBand is its asynchronous one, ``AsyncHyperBandScheduler(brackets=3)`` (re-implemented
+in replay, checked against Ray's own brackets in the tests); the synchronous
+``HyperBandScheduler`` pauses a trial at its bracket's milestone until the bracket's other
+trials report there, so its outcome depends on how many trials run at once, which a
+one-after-the-other replay does not have.
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ from single_run import lcbench_groups, real_groups  # noqa: E402
 
 from earlystop_predict.tools.replay import _finish, _summarise, build_tasks, replay  # noqa: E402
 
-RULES = ("default", "incumbent", "median", "asha", "none")
-NAMES = {"default": "default (ours)", "incumbent": "incumbent only",
+RULES = ("default", "keep-top-0.25", "incumbent", "median", "asha", "hyperband", "none")
+NAMES = {"default": "default (ours)", "keep-top-0.25": "default + keep_top 0.25 (ours)",
+         "incumbent": "incumbent only",
          "median": "median (Optuna)", "asha": "ASHA (Ray Tune)",
+         "hyperband": "async HyperBand (Ray Tune)",
          "wilcoxon": "Wilcoxon (Optuna)", "patient": "Patient(Median, 3) (Optuna)"}
 
 
@@ -190,9 +198,12 @@ def main() -> None:
         per = run_groups(real_groups(args.model), args, counts, cache and cache + ".real")
         some = next(iter(per.values()))
         n = {r: some[r]["orders"] for r in ("patient", "wilcoxon") if r in some}
+        through = ""
+        if n:
+            through = "; on the first orders through Optuna: " + ", ".join(
+                f"{NAMES[r].split(' (')[0]} {k}" for r, k in n.items())
         out["real"] = table(f"Search, real families out of fold ({args.orders} orders x "
-                            f"{args.runs_per_order} runs; Optuna's pruners on the first "
-                            f"{n} of them)", per)
+                            f"{args.runs_per_order} runs{through})", per)
     if args.lcbench_limit:
         out["lcbench"] = table("Search, held-out LCBench tasks",
                                run_groups(lcbench_groups(args.model, args.lcbench_limit), args,

@@ -9,8 +9,10 @@ the held-out LCBench tasks is replayed alone, with no study and no threshold
 weights (Keras ``restore_best_weights=True``), so its regret is the points between its
 best over all its epochs and its best up to the stop.
 
-Rules: the gain rule at several ``min_delta`` (``gain-X``; ``default`` is the callbacks'
-default), and ``patience-N`` = Keras ``EarlyStopping(patience=N)``. The frameworks'
+Rules: the gain rule at several ``min_delta``, alone (``gain-X-0``: the forecast alone
+decides) and with ``gain_patience`` K (``gain-X-K``: the forecast sees no gain of X *and*
+the run's best has stood K epochs; ``default`` is the callbacks' default), and
+``patience-N`` = Keras ``EarlyStopping(patience=N)``. The frameworks'
 defaults are in that list: Keras ``patience=0`` stops exactly as ``patience-1`` does,
 HF ``EarlyStoppingCallback(early_stopping_patience=1)`` is ``patience-1``, Lightning
 ``EarlyStopping(patience=3)`` is ``patience-3``.
@@ -38,20 +40,27 @@ from _common import folds, model_dir, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
 from earlystop_predict import load_model  # noqa: E402
-from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA  # noqa: E402
+from earlystop_predict.policy.stop import DEFAULT_GAIN_PATIENCE, DEFAULT_MIN_DELTA  # noqa: E402,E501
 from earlystop_predict.records.corpus import load_corpus  # noqa: E402
 from earlystop_predict.tools.replay import replay  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402
 
-DELTAS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.03, 0.05)
-PATIENCE = (1, 3, 5, 10, 20)
+#: The gain rule alone (``gain_patience`` 0: the forecast alone decides, the rule of the
+#: previous release) and with the best's standing required (``gain-X-K``).
+DELTAS = (0.005, 0.01, 0.02, 0.03, 0.05)
+COMBINED = ((0.01, 3), (0.02, 3), (0.03, 3), (0.03, 5), (0.05, 3), (0.05, 5), (0.05, 7),
+            (0.1, 5))
+PATIENCE = (1, 3, 5, 10, 15, 20)
 NAMES = {"patience-1": "patience 1 (Keras 0, HF default)",
-         "patience-3": "patience 3 (Lightning default)"}
+         "patience-3": "patience 3 (Lightning default)",
+         "default": f"default (gain, min_delta {DEFAULT_MIN_DELTA:g}, "
+                    f"gain_patience {DEFAULT_GAIN_PATIENCE})"}
 
 
 def rules() -> list[str]:
-    return ["default", *[f"gain-{d:g}" for d in DELTAS], *[f"patience-{n}" for n in PATIENCE]]
+    return ["default", *[f"gain-{d:g}-0" for d in DELTAS],
+            *[f"gain-{d:g}-{k}" for d, k in COMBINED], *[f"patience-{n}" for n in PATIENCE]]
 
 
 def _pool(rows: list[dict]) -> dict[str, float]:
@@ -134,7 +143,8 @@ def checks(result: dict[str, dict], label: str) -> None:
             a["mean_regret"] <= 0.5 * b["mean_regret"]
 
     fams = sum(beats(v["default"], v["patience-10"]) for v in per.values())
-    print(f"\n{label}: default (min_delta {DEFAULT_MIN_DELTA:g}) {d['epochs_saved_pct']:.1f} % "
+    print(f"\n{label}: default (min_delta {DEFAULT_MIN_DELTA:g}, gain_patience "
+          f"{DEFAULT_GAIN_PATIENCE}) {d['epochs_saved_pct']:.1f} % "
           f"at {d['mean_regret']:.3f} vs patience 10 {p10['epochs_saved_pct']:.1f} % at "
           f"{p10['mean_regret']:.3f}: pooled {'PASS' if beats(d, p10) else 'FAIL'}; "
           f"families {fams}/{len(per)} (need 5 of 7)")

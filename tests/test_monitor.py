@@ -684,3 +684,39 @@ def test_state_file_reads_a_single_object_state(monitor_factory, tmp_path):
     old = json.loads(dumps(mon.state_dict()))
     (tmp_path / "s.json").write_text(json.dumps(old))  # as 0.1 wrote it, one object
     assert StateFile(tmp_path / "s.json").load() == old
+
+
+# ----------------------------------------------------------------------- keep_top
+def test_keep_top_reads_the_study_from_the_ledger(tmp_path):
+    path = tmp_path / "l.db"
+    # Two earlier runs of the study: one slow starter that ended best, one fast one.
+    for run_id, values in (("slow", [0.30, 0.35, 0.40, 0.90]), ("fast", [0.6, 0.7, 0.7, 0.7])):
+        m = ForecastMonitor(target_epoch=4, study="s", ledger=path, run_id=run_id,
+                            min_delta=None, model=constant(1.0))
+        feed(m, values)
+        m.end()
+    kw = {"target_epoch": 4, "study": "s", "ledger": path, "min_delta": None,
+          "model": constant(0.5)}
+    kept = ForecastMonitor(run_id="b", keep_top=0.5, **kw)
+    decisions = feed(kept, [0.32, 0.36, 0.40])
+    # epoch 3: best 0.40 against the study's 0.40 and 0.70: the median cutoff 0.55.
+    assert decisions[-1].stop
+    assert kept.stopped["reason"] == "forecast q0.95 0.5 < incumbent 0.9"
+    # epoch 2: best 0.36 >= the cutoff of 0.35 and 0.70 at top 100 %: kept at epoch 3 too.
+    kept = ForecastMonitor(run_id="c", keep_top=1.0, **kw)
+    d = feed(kept, [0.32, 0.36, 0.40])[-1]
+    assert not d.stop and d.reason == ("forecast q0.95 0.5 < incumbent 0.9; kept: best 0.4 "
+                                       "in the study's top 1 at this epoch (cutoff 0.4)")
+
+
+def test_observe_study_curves_hands_in_the_evidence():
+    curves = [[0.3, None, 0.5], [0.1, 0.2, float("nan")], [0.9]]
+    for last, stops in ((0.45, False), (0.40, True)):
+        mon = ForecastMonitor(target_epoch=4, min_delta=None, keep_top=0.25,
+                              model=constant(0.5))
+        mon.incumbent = 0.9
+        assert mon.observe_study_curves(curves) == 3
+        # At epoch 3 the curves' best so far are 0.5 and 0.2 (the third ended at epoch
+        # 1): the top quarter starts at 0.425.
+        d = feed(mon, [0.1, 0.2, last])[-1]
+        assert d.stop is stops, d.reason

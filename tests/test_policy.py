@@ -9,6 +9,7 @@ import pytest
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
 from earlystop_predict.forecast.base import Forecast
 from earlystop_predict.policy.stop import (
+    DEFAULT_GAIN_PATIENCE,
     DEFAULT_MIN_DELTA,
     LOG_KEYS,
     STUDY_MIN_DELTA,
@@ -321,3 +322,102 @@ def test_gain_respects_min_epochs_patience_and_dry_run():
 def test_gain_min_delta_is_checked(bad):
     with pytest.raises(ConfigError, match="min_delta"):
         StopPolicy(min_delta=bad)
+
+
+# ------------------------------------------------------------------ gain_patience
+def test_gain_waits_until_the_best_has_stood_gain_patience_epochs():
+    pol = policy(min_delta=0.02, gain_patience=3)
+    # The forecast sees no gain of 2 points, but the run set its best 2 epochs ago.
+    d = pol.decide(POOR, epoch=5, best=0.65, since_best=2)
+    assert not d.stop and not d.poor
+    assert d.reason == ("forecast gain: q0.9 0.66 < best 0.65 + min_delta 0.02, "
+                        "best stood 2 < gain_patience 3")
+    d = pol.decide(POOR, epoch=6, best=0.65, since_best=3)
+    assert d.stop and d.poor
+    assert d.reason == ("gain: q0.9 0.66 < best 0.65 + min_delta 0.02, "
+                        "best stood 3 >= gain_patience 3")
+    # A forecast that sees a gain keeps the run, however long the best has stood.
+    assert not pol.decide(POOR, epoch=30, best=0.60, since_best=25).stop
+
+
+def test_gain_patience_default_zero_and_unknown():
+    assert StopPolicy().gain_patience == DEFAULT_GAIN_PATIENCE == 3
+    assert StopPolicy().gain_delta() == DEFAULT_MIN_DELTA == 0.03
+    # since_best unknown (None): the forecast alone decides, as with gain_patience 0.
+    assert policy(min_delta=0.02, gain_patience=3).decide(POOR, epoch=5, best=0.65).stop
+    d = policy(min_delta=0.02, gain_patience=0).decide(POOR, epoch=5, best=0.65, since_best=0)
+    assert d.stop and d.reason == "gain: q0.9 0.66 < best 0.65 + min_delta 0.02"
+
+
+def test_gain_patience_leaves_the_doomed_run_rules_alone():
+    # The threshold and incumbent rules stop at once, whatever since_best says.
+    pol = policy(threshold=0.9, min_delta=0.02, gain_patience=10)
+    d = pol.decide(POOR, epoch=5, best=0.65, since_best=0)
+    assert d.stop and d.reason.startswith("forecast q0.9 0.66 < threshold")
+    d = policy(gain_patience=10).decide(POOR, epoch=5, incumbent=0.8, best=0.65, since_best=0)
+    assert d.stop and d.reason == "forecast q0.9 0.66 < incumbent 0.8"
+
+
+def test_gain_patience_in_min_mode():
+    loss = Forecast(mean=0.40, quantiles={"0.1": 0.35, "0.5": 0.40, "0.9": 0.46},
+                    model="scripted", observed_epochs=5, target_epoch=50)
+    pol = policy(min_delta=0.05, mode="min", gain_patience=2)
+    assert not pol.decide(loss, epoch=5, best=0.38, since_best=1).stop
+    assert pol.decide(loss, epoch=6, best=0.38, since_best=2).stop
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+def test_gain_patience_is_checked(bad):
+    with pytest.raises(ConfigError, match="gain_patience"):
+        StopPolicy(gain_patience=bad)
+
+
+# ----------------------------------------------------------------------- keep_top
+def test_top_cutoff_is_numpy_percentile():
+    np = pytest.importorskip("numpy")
+    from earlystop_predict.policy.stop import top_cutoff
+
+    peers = [0.5, 0.9, 0.7, float("nan"), 0.8, None, 0.6]
+    finite = [0.5, 0.9, 0.7, 0.8, 0.6]
+    assert top_cutoff(peers, 0.25) == pytest.approx(np.percentile(finite, 75))
+    assert top_cutoff(peers, 0.25, "min") == pytest.approx(np.percentile(finite, 25))
+    assert top_cutoff(peers, 1.0) == 0.5 and top_cutoff([0.4], 0.25) == 0.4
+    assert top_cutoff([], 0.25) is None and top_cutoff([float("nan")], 0.25) is None
+
+
+def test_keep_top_overrules_incumbent_and_gain_for_a_run_in_the_study_top():
+    pol = policy(keep_top=0.25, min_delta=0.02, gain_patience=0)
+    # Doomed by the incumbent, but its best 0.65 is in the study's top quarter (0.6).
+    d = pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.6)
+    assert not d.stop and not d.poor and not d.would_stop
+    assert d.reason == ("forecast q0.9 0.66 < incumbent 0.8; kept: best 0.65 in the "
+                        "study's top 0.25 at this epoch (cutoff 0.6)")
+    # The gain rule too.
+    d = pol.decide(POOR, epoch=5, incumbent=0.5, best=0.65, peer_cutoff=0.6)
+    assert not d.stop and d.reason.startswith("gain: ") and "kept: " in d.reason
+    # Below the cutoff, or with no evidence yet, the rules stop as before.
+    assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.7).stop
+    assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65).stop
+    # Off by default.
+    assert StopPolicy().keep_top is None
+    assert policy().decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.1).stop
+
+
+def test_keep_top_never_overrules_the_threshold():
+    pol = policy(threshold=0.9, keep_top=0.25)
+    d = pol.decide(POOR, epoch=5, best=0.65, peer_cutoff=0.1)
+    assert d.stop and d.reason.startswith("forecast q0.9 0.66 < threshold")
+
+
+def test_keep_top_in_min_mode():
+    loss = Forecast(mean=0.40, quantiles={"0.1": 0.35, "0.5": 0.40, "0.9": 0.46},
+                    model="scripted", observed_epochs=5, target_epoch=50)
+    pol = policy(mode="min", keep_top=0.25, min_delta=None)  # q0.1 0.35 > incumbent 0.3
+    assert not pol.decide(loss, epoch=5, incumbent=0.3, best=0.38, peer_cutoff=0.4).stop
+    assert pol.decide(loss, epoch=5, incumbent=0.3, best=0.42, peer_cutoff=0.4).stop
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "0.25", True])
+def test_keep_top_is_checked(bad):
+    with pytest.raises(ConfigError, match="keep_top"):
+        StopPolicy(keep_top=bad)

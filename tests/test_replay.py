@@ -15,7 +15,7 @@ from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast.base import ScriptedForecaster
 from earlystop_predict.ledger import Ledger
 from earlystop_predict.policy.monitor import ForecastMonitor
-from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA
+from earlystop_predict.policy.stop import DEFAULT_GAIN_PATIENCE, DEFAULT_MIN_DELTA
 from earlystop_predict.records.record import RunRecord, write_records
 from earlystop_predict.tools import replay as replay_mod
 from earlystop_predict.tools.replay import _NO_STOP, parse_policy, patience_stop, replay
@@ -75,17 +75,22 @@ def test_single_run_by_hand():
     # The forecast: the run's last value + 0.05 while it is below 0.8, else the last value.
     fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"]
                             + (0.05 if rec.epochs[-1]["val_accuracy"] < 0.8 else 0.0))
-    res = replay(runs, ["gain-0.01", "patience-3", "none"], fc, single_run=True,
-                 min_epochs=3, details=True)
+    res = replay(runs, ["gain-0.01-0", "gain-0.01", "patience-3", "none"], fc,
+                 single_run=True, min_epochs=3, details=True)
     d = res.details["t"]
-    # gain: plateau at epoch 3 (0.8 < 0.8 + 0.01); late once it reaches 0.8 at epoch 8
-    # (forecast 0.8 < 0.81), losing its last 0.1: 10 points.
-    assert [r["stop"] for r in d["gain-0.01"]] == [3, 8]
-    assert [r["regret"] for r in d["gain-0.01"]] == pytest.approx([0.0, 10.0])
+    # gain, the forecast alone (gain_patience 0): plateau at epoch 3 (0.8 < 0.8 + 0.01);
+    # late once it reaches 0.8 at epoch 8 (forecast 0.8 < 0.81), losing its last 0.1.
+    assert [r["stop"] for r in d["gain-0.01-0"]] == [3, 8]
+    assert [r["regret"] for r in d["gain-0.01-0"]] == pytest.approx([0.0, 10.0])
+    # gain with the default gain_patience 3: the plateau once its best (epoch 3) has
+    # stood 3 epochs; the late run improves every epoch from 6 on: it trains to its end.
+    assert DEFAULT_GAIN_PATIENCE == 3
+    assert [r["stop"] for r in d["gain-0.01"]] == [6, None]
+    assert [r["regret"] for r in d["gain-0.01"]] == pytest.approx([0.0, 0.0])
     # patience 3: plateau at 6 (regret 0), late at 4: best 0.3 against 0.9: 60 points.
     assert [r["stop"] for r in d["patience-3"]] == [6, 4]
     assert [r["regret"] for r in d["patience-3"]] == pytest.approx([0.0, 60.0])
-    s = res.summary["gain-0.01"]
+    s = res.summary["gain-0.01-0"]
     assert s["epochs_saved_pct"] == pytest.approx(100 * (1 - 11 / 20))
     assert s["mean_regret"] == pytest.approx(5) and s["max_regret"] == pytest.approx(10)
     assert s["p90_regret"] == pytest.approx(9) and s["runs"] == 2
@@ -99,7 +104,8 @@ def test_default_replays_the_callbacks_defaults():
     res = replay(runs, ["default", f"gain-{DEFAULT_MIN_DELTA}"], fc, single_run=True,
                  details=True)
     assert res.details["t"]["default"] == res.details["t"][f"gain-{DEFAULT_MIN_DELTA}"]
-    assert res.details["t"]["default"][0]["stop"] == 3  # 0.8 < best 0.8 + min_delta
+    # 0.8 < best 0.8 + min_delta from epoch 3, and the best has stood 3 epochs at 6.
+    assert res.details["t"]["default"][0]["stop"] == 3 + DEFAULT_GAIN_PATIENCE
     # The StopPolicy replayed is the one a monitor builds with its defaults.
     tasks, _ = replay_mod.build_tasks(runs)
     cfg = replay_mod._config(["default"], fc, orders=1, runs_per_order=None, seed=0,
@@ -108,10 +114,45 @@ def test_default_replays_the_callbacks_defaults():
                              min_delta=DEFAULT_MIN_DELTA, single_run=False)
     assert replay_mod._stop_policy(parse_policy("default"), tasks[0], cfg) == \
         ForecastMonitor(model=fc).policy
-    # In a study, default adds the incumbent rule: it stops at least as much.
+    # In a study, default is the incumbent rule with the gain rule beside it.
     search = replay(runs, ["default", "gain", "incumbent"], constant(0.8, width=0.02),
                     orders=3)
-    assert search.summary["default"]["stopped_pct"] >= search.summary["gain"]["stopped_pct"]
+    assert search.summary["default"]["stopped_pct"] >= \
+        search.summary["incumbent"]["stopped_pct"] > 0
+
+
+def test_default_single_run_stops_where_the_monitor_does():
+    # The monitor's since_best (its best_epoch) and replay's agree epoch for epoch, ties
+    # included (a tie does not improve the best).
+    for values in (PLATEAU, NOISY, LATE, [0.5, 0.6, 0.6, 0.6, 0.61, 0.61, 0.61, 0.61]):
+        fc = ScriptedForecaster(lambda rec, m: float(np.nanmax(rec.series("val_accuracy"))))
+        res = replay([_run("r", values)], ["default"], fc, single_run=True, details=True)
+        mon = ForecastMonitor(model=fc, target_epoch=len(values))
+        mon.begin()
+        stop = None
+        for e, v in enumerate(values, 1):
+            if mon.update(e, {"val_accuracy": v}).stop:
+                stop = e
+                break
+        assert res.details["t"]["default"][0]["stop"] == stop, values
+
+
+def test_gain_patience_in_policy_names():
+    assert parse_policy("gain-0.03-5").gain_patience == 5
+    assert parse_policy("gain-0.03-5").param == 0.03
+    assert parse_policy("gain-1e-05").param == 1e-05  # one number, not a patience
+    assert parse_policy("gain-1e-05-2").gain_patience == 2
+    assert parse_policy("gain-0.03").gain_patience is None  # StopPolicy's default
+    for bad in ("gain-0.03--1", "gain-0.03-x", "gain-x-3", "patience-3-1"):
+        with pytest.raises(ConfigError, match="policy"):
+            parse_policy(bad)
+
+
+def test_task_since_best_counts_strict_improvements():
+    runs = [_run("a", [0.5, 0.5, 0.6, float("nan"), 0.55, 0.7]),
+            _run("b", [float("nan"), 0.4, 0.4, 0.3, 0.3, 0.3])]
+    tasks, _ = replay_mod.build_tasks(runs)
+    assert tasks[0].since_best.tolist() == [[0, 1, 0, 1, 2, 0], [-1, 0, 1, 2, 3, 4]]
 
 
 def test_single_run_refuses_study_policies_and_bad_names():
@@ -235,3 +276,107 @@ def test_ledger_metric_alias_val_acc_is_followed(tmp_path):
     res = replay(recs, ["none", "patience-3"], single_run=True)
     assert res.info["skipped"] == [] and res.info["runs"] == 2
     assert res.summary["patience-3"]["mean_regret"] == pytest.approx(30.0)
+
+
+# ----------------------------------------------------------------------- keep_top
+def test_keep_top_keeps_a_run_that_is_where_the_study_best_was():
+    # Two slow starters: the first trains to its end and becomes the incumbent (0.9);
+    # the forecast (last value + 0.05) dooms the second at epoch 3 under the default.
+    runs = [_run("first", LATE), _run("second", LATE), _run("flat", [0.2] * 10)]
+    fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"] + 0.05)
+    res = replay(runs, ["default", "keep-top-0.25", "keep-top-1"], fc,
+                 orders=[[0, 1, 2]], details=True)
+    d = res.details["t"]
+    assert d["default"][0]["stops"] == {1: 3, 2: 3}
+    # keep_top: the second is never below the first at the same epoch: it trains on and
+    # yields 0.9 too; the flat run is below the study's top quarter: stopped as before.
+    assert d["keep-top-0.25"][0]["stops"] == {2: 3}
+    # keep_top 1: the flat run is below every earlier run at epoch 3: stopped too.
+    assert d["keep-top-1"][0]["stops"] == {2: 3}
+    assert res.summary["keep-top-0.25"]["epochs_saved_pct"] < \
+        res.summary["default"]["epochs_saved_pct"]
+    pol = replay_mod._stop_policy(parse_policy("keep-top-0.25"),
+                                  replay_mod.build_tasks(runs)[0][0],
+                                  replay_mod._config(["default"], fc, orders=1,
+                                                     runs_per_order=None, seed=0,
+                                                     confidence=0.95, min_epochs=3,
+                                                     patience=1, threshold=None,
+                                                     n_startup_trials=5, batch_size=8,
+                                                     target=None, min_delta=0.03,
+                                                     single_run=False))
+    assert pol == ForecastMonitor(model=fc, keep_top=0.25).policy
+
+
+def test_keep_top_cutoffs_match_top_cutoff():
+    from earlystop_predict.policy.stop import top_cutoff
+
+    x = np.array([[0.5, np.nan, 0.3], [0.7, np.nan, np.nan], [0.6, 0.2, 0.9], [0.1, 0.4, 0.8]])
+    got = replay_mod._nan_quantile(x, 0.75)
+    for col in range(3):
+        assert got[col] == pytest.approx(top_cutoff(x[:, col].tolist(), 0.25))
+    assert np.isnan(replay_mod._nan_quantile(np.full((2, 1), np.nan), 0.75)[0])
+    with pytest.raises(ConfigError, match="single"):
+        replay([_run("a", PLATEAU)], ["keep-top-0.25"], fc_dummy(), single_run=True)
+    for bad in ("keep-top-0", "keep-top-2", "keep-top-x"):
+        with pytest.raises(ConfigError, match="policy"):
+            parse_policy(bad)
+
+
+def fc_dummy() -> ScriptedForecaster:
+    return ScriptedForecaster(lambda rec, m: 0.5)
+
+
+# -------------------------------------------------------------------- hyperband
+def _noisy(n: int, width: int = 60, seed: int = 0) -> list[RunRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        top, rate = rng.uniform(0.5, 0.95), rng.uniform(0.02, 0.3)
+        vals = top * (1 - np.exp(-rate * np.arange(1, width + 1))) + rng.normal(0, 0.01, width)
+        out.append(_run(f"r{i}", [float(v) for v in vals], task="n"))
+    return out
+
+
+def test_hyperband_brackets_are_ray_tunes():
+    ahb = pytest.importorskip("ray.tune.schedulers.async_hyperband")
+    for max_t, grace in ((100, 3), (52, 3), (60, 2), (10, 1)):
+        sched = ahb.AsyncHyperBandScheduler(max_t=max_t, grace_period=grace,
+                                            reduction_factor=4, brackets=3, metric="m",
+                                            mode="max")
+        rungs, probs = replay_mod.hyperband_brackets(max_t, grace)
+        assert rungs == [sorted(m for m, _ in b._rungs) for b in sched._brackets]
+        sizes = np.array([len(b._rungs) for b in sched._brackets])
+        want = np.e ** (sizes - sizes.max())
+        assert probs == pytest.approx(want / want.sum())
+
+
+def test_hyperband_stops_where_ray_tunes_brackets_do():
+    """Each run, in its bracket, stops where Ray Tune's own ``_Bracket.on_result`` stops
+    it when fed the run's values epoch by epoch (the same bracket per run)."""
+    ahb = pytest.importorskip("ray.tune.schedulers.async_hyperband")
+
+    class Trial:
+        def __init__(self, trial_id: str) -> None:
+            self.trial_id = trial_id
+
+    runs = _noisy(40, seed=2)
+    for seed in range(3):
+        order = list(np.random.default_rng(seed).permutation(40))
+        res = replay(runs, ["hyperband", "asha"], orders=[order], min_epochs=2, details=True)
+        [got] = res.details["n"]["hyperband"]
+        sched = ahb.AsyncHyperBandScheduler(max_t=60, grace_period=2, reduction_factor=4,
+                                            brackets=3, metric="m", mode="max")
+        _, probs = replay_mod.hyperband_brackets(60, 2)
+        rng = np.random.default_rng([int(x) for x in order[:32]])  # replay's draw
+        want = {}
+        for r in order:
+            bracket = sched._brackets[int(rng.choice(3, p=probs))]
+            values = runs[r].series("val_accuracy")
+            for e, v in enumerate(values, 1):
+                if bracket.on_result(Trial(str(r)), e, float(v)) == "STOP" and e < 60:
+                    want[int(r)] = e
+                    break
+        assert got["stops"] == want
+        assert 0 < len(want) < 40
+    # Later brackets start later: HyperBand stops fewer runs than ASHA, and later.
+    assert res.summary["hyperband"]["epochs_saved_pct"] < res.summary["asha"]["epochs_saved_pct"]

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import uuid
@@ -35,7 +36,7 @@ from earlystop_predict.errors import (
 )
 from earlystop_predict.forecast.base import Forecast, Forecaster
 from earlystop_predict.forecast.study import StudyContext
-from earlystop_predict.policy.stop import Decision, StopPolicy
+from earlystop_predict.policy.stop import Decision, StopPolicy, top_cutoff
 from earlystop_predict.records.features import (
     canonical_hparams,
     canonical_meta,
@@ -70,6 +71,18 @@ def best_of(values: Iterable[float | None], mode: str) -> float | None:
     return max(kept) if mode == "max" else min(kept)
 
 
+def _best_curve(values: Iterable[Any], mode: str) -> list[float]:
+    """The best value so far at each epoch of ``values`` (NaN before the first value)."""
+    out: list[float] = []
+    best = math.nan
+    for v in values:
+        v = finite_or_none(v)
+        if v is not None and (math.isnan(best) or (v > best if mode == "max" else v < best)):
+            best = v
+        out.append(best)
+    return out
+
+
 def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
     if isinstance(model, Forecaster):
         return model
@@ -98,7 +111,7 @@ class ForecastMonitor:
         patience: consecutive poor forecasts before stopping, >= 1. Default 1.
         min_delta: the gain rule: stop when the run is unlikely to improve on its
             best value so far by more than this by ``target_epoch``, in the metric's
-            units, >= 0; ``"auto"``: 0.02 when no other bar is set, 0.001 beside a
+            units, >= 0; ``"auto"``: 0.03 when no other bar is set, 0.001 beside a
             threshold or an incumbent; None: off. Default ``"auto"``
             (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
         use_incumbent: also stop when unlikely to beat the best value the study's finished runs reached
@@ -122,6 +135,12 @@ class ForecastMonitor:
         run_id: id of this run in records and the ledger. Default: a random id.
         task: task or data set name for the record. Default None.
         stop_on_divergence: stop at a NaN/inf metric or loss. Default True.
+        gain_patience: the gain rule also needs the run's best to have stood this many
+            epochs, >= 0 (0: the forecast alone decides). Default 3
+            (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
+        keep_top: never stop a run whose best so far is in this top fraction of what the
+            study's other runs (the ledger's, or :meth:`observe_study_curves`) had
+            reached by the same epoch, in (0, 1]; None: off. Default None.
 
     Raises:
         ConfigError: an argument is out of range (at construction).
@@ -135,7 +154,9 @@ class ForecastMonitor:
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
                  run_id: str | None = None, task: str | None = None,
-                 stop_on_divergence: bool = True) -> None:
+                 stop_on_divergence: bool = True,
+                 gain_patience: int = StopPolicy.gain_patience,
+                 keep_top: float | None = StopPolicy.keep_top) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError("monitor", "a non-empty metric name", monitor)
         self.monitor = monitor
@@ -144,7 +165,8 @@ class ForecastMonitor:
         self.policy = StopPolicy(threshold=threshold, confidence=confidence,
                                  min_epochs=min_epochs, patience=patience, mode=mode,
                                  use_incumbent=use_incumbent, min_delta=min_delta,
-                                 stop_on_divergence=stop_on_divergence, dry_run=dry_run)
+                                 stop_on_divergence=stop_on_divergence, dry_run=dry_run,
+                                 gain_patience=gain_patience, keep_top=keep_top)
         self.mode = mode
         if target_epoch is not None:
             self._check_target(target_epoch)
@@ -165,6 +187,7 @@ class ForecastMonitor:
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
         self._study_best: float | None = None
+        self._peer_curves: list[list[float]] = []  # best so far per epoch, other runs
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -257,6 +280,19 @@ class ForecastMonitor:
                                           ).prepare(self.target_epoch)
         return len(self.study_context)
 
+    def observe_study_curves(self, curves: Iterable[Iterable[Any]]) -> int:
+        """Hand in the study's other runs as they went (``keep_top``): one sequence per
+        run of its metric at epochs 1, 2, ... (None or NaN where missing; a stopped run
+        up to its stop). Replaces the curves held; returns how many are held."""
+        self._peer_curves = [_best_curve(c, self.mode) for c in curves]
+        return len(self._peer_curves)
+
+    def _peer_cutoff(self, epoch: int) -> float | None:
+        if self.policy.keep_top is None:
+            return None
+        at = [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
+        return top_cutoff(at, self.policy.keep_top, self.mode)
+
     def begin(self, hparams: Mapping[str, Any] | None = None,
               meta: Mapping[str, Any] | None = None, *, target_epoch: int | None = None,
               resume: bool = False) -> None:
@@ -289,6 +325,8 @@ class ForecastMonitor:
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
             if self.use_study and self.study is not None:
                 self.study_context = self._study_context()
+            if self.policy.keep_top is not None and self.study is not None:
+                self._read_peers()
         self._t_last = time.perf_counter()
         self._started = True
 
@@ -300,6 +338,22 @@ class ForecastMonitor:
                                 exclude=self.record.run_id).prepare(self.target_epoch)
         except EarlystopPredictError:  # LedgerError, RecordError, ForecastUnavailableError
             return None
+
+    def _read_peers(self) -> None:
+        """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
+        them (``keep_top``)."""
+        curves = []
+        for rec in self.ledger.records(self.study):  # type: ignore[union-attr]
+            if rec.run_id == self.record.run_id:
+                continue
+            curve: list[Any] = []
+            for row in rec.epochs:
+                e = row.get("epoch")
+                if isinstance(e, int) and e >= 1:
+                    curve.extend([None] * (e - len(curve)))
+                    curve[e - 1] = row.get(self.metric)
+            curves.append(curve)
+        self.observe_study_curves(curves)
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
@@ -353,7 +407,8 @@ class ForecastMonitor:
         row = self.record.epochs[-1]
         decision = self.policy.decide(forecast, epoch=epoch, poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
-                                      best=self.best)
+                                      best=self.best, since_best=self._since_best(epoch),
+                                      peer_cutoff=self._peer_cutoff(int(epoch)))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
@@ -415,6 +470,10 @@ class ForecastMonitor:
         if value is not None and (self.best is None or
                                   (value > self.best if self.mode == "max" else value < self.best)):
             self.best, self.best_epoch = float(value), int(row["epoch"])
+
+    def _since_best(self, epoch: int) -> int | None:
+        """Epochs since the run's best value (the gain rule's ``gain_patience``)."""
+        return None if self.best_epoch is None else int(epoch) - self.best_epoch
 
     def log_items(self) -> dict[str, float]:
         """The ``esp/*`` values of the latest decision, for the framework's logs.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +26,17 @@ from earlystop_predict.forecast.base import Forecast
 LOG_KEYS = ("esp/forecast_mean", "esp/forecast_q10", "esp/forecast_q90", "esp/stop")
 
 #: The gain rule's ``min_delta`` for a run with no other bar (no threshold, no
-#: incumbent): metric units, 0.02 = 2 accuracy points. Chosen from
+#: incumbent): metric units, 0.03 = 3 accuracy points. Chosen from
 #: ``benchmarks/single_run.py`` (README, "One run against patience").
-DEFAULT_MIN_DELTA = 0.02
+DEFAULT_MIN_DELTA = 0.03
 #: The gain rule's ``min_delta`` where another bar is set (a study's incumbent, a
 #: threshold): there the other rules stop the hopeless runs and the gain rule only ends
 #: plateaus. Chosen from ``benchmarks/search_rules.py``.
 STUDY_MIN_DELTA = 0.001
+#: The gain rule's ``gain_patience``: epochs the run's best must have stood (no strict
+#: improvement) before the gain rule may stop it. Chosen from ``benchmarks/single_run.py``
+#: on half the real families (README, "One run against patience").
+DEFAULT_GAIN_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,28 @@ def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool
         raise ConfigError(name, f"in {lo_b}{lo}, {hi}{hi_b}", value)
 
 
+def top_cutoff(peers: Sequence[float], keep_top: float, mode: str = "max") -> float | None:
+    """The value a run must reach to be in the ``keep_top`` best fraction of ``peers``.
+
+    ``peers`` are the best values so far, at this epoch, of the study's earlier runs
+    (non-finite ones are left out); the cutoff is their ``1 - keep_top`` quantile
+    (``keep_top`` for ``"min"``), linearly interpolated as ``numpy.percentile`` does,
+    as Ray Tune's ASHA takes its rung cutoff. None when no peer is finite.
+
+    Args:
+        peers: the study's values at this epoch.
+        keep_top: the fraction kept, in (0, 1].
+        mode: ``"max"`` or ``"min"``. Default ``"max"``.
+    """
+    vals = sorted(float(v) for v in peers if _is_number(v) and math.isfinite(v))
+    if not vals:
+        return None
+    pos = (1.0 - keep_top if mode == "max" else keep_top) * (len(vals) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
 @dataclass(frozen=True)
 class StopPolicy:
     """When to stop: the forecast is unlikely to reach a threshold, beat the incumbent,
@@ -122,9 +149,20 @@ class StopPolicy:
             :meth:`decide`) by more than ``min_delta`` by the target epoch, in the
             metric's units, >= 0 (0.01 = 1 accuracy point). It needs no threshold,
             study or ledger: it is what a single run gets by default. ``"auto"``:
-            :data:`DEFAULT_MIN_DELTA` (0.02) when no other bar is set this epoch,
+            :data:`DEFAULT_MIN_DELTA` (0.03) when no other bar is set this epoch,
             :data:`STUDY_MIN_DELTA` (0.001) when a threshold or an incumbent is. None:
             off. Default ``"auto"``.
+        gain_patience: the gain rule also needs the run's best to have stood this many
+            epochs (``since_best`` of :meth:`decide`: epochs since its last strict
+            improvement, as Keras ``EarlyStopping`` counts them), >= 0; 0: the forecast
+            alone decides. A forecast that sees no gain then stops a plateau, not a run
+            that is still climbing. Default :data:`DEFAULT_GAIN_PATIENCE` (3).
+        keep_top: the study's evidence against a forecast: never stop (on the incumbent
+            or the gain rule) a run whose best so far is in the ``keep_top`` best fraction
+            of what the study's earlier runs had reached by the same epoch
+            (``peer_cutoff`` of :meth:`decide`, from :func:`top_cutoff`), in (0, 1];
+            0.25 keeps what ASHA would keep. The threshold rule is not overruled.
+            None: off. Default None.
     """
 
     threshold: float | None = None
@@ -136,6 +174,8 @@ class StopPolicy:
     stop_on_divergence: bool = True
     dry_run: bool = False
     min_delta: float | str | None = "auto"
+    gain_patience: int = DEFAULT_GAIN_PATIENCE
+    keep_top: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -150,6 +190,11 @@ class StopPolicy:
         if self.threshold is not None and not (_is_number(self.threshold)
                                                and math.isfinite(self.threshold)):
             raise ConfigError("threshold", "a finite number or None", self.threshold)
+        if isinstance(self.gain_patience, bool) or not isinstance(self.gain_patience, int) \
+                or self.gain_patience < 0:
+            raise ConfigError("gain_patience", "an integer >= 0", self.gain_patience)
+        if self.keep_top is not None:
+            _check_range("keep_top", self.keep_top, 0.0, 1.0, open_lo=True)
         if self.min_delta is not None and self.min_delta != "auto" and not (
                 _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
             raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
@@ -176,8 +221,11 @@ class StopPolicy:
             self.use_incumbent and incumbent is not None and math.isfinite(incumbent))
         return STUDY_MIN_DELTA if other else DEFAULT_MIN_DELTA
 
-    def _gain_short(self, forecast: Forecast, best: float, delta: float) -> tuple[bool, str]:
-        """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``."""
+    def _gain_short(self, forecast: Forecast, best: float, delta: float,
+                    since_best: int | None = None) -> tuple[bool, str]:
+        """The gain rule: the forecast's optimistic quantile against ``best +/- min_delta``,
+        once the best has stood ``gain_patience`` epochs (``since_best`` None: unknown,
+        not required)."""
         q = self.quantile
         v = forecast.quantile(q)
         if self.mode == "max":
@@ -186,16 +234,25 @@ class StopPolicy:
         else:
             poor = v > best - delta
             op, sign = (">" if poor else "<="), "-"
-        return poor, f"gain: q{q:g} {v:.4g} {op} best {best:.4g} {sign} min_delta {delta:g}"
+        text = f"gain: q{q:g} {v:.4g} {op} best {best:.4g} {sign} min_delta {delta:g}"
+        if self.gain_patience and since_best is not None:
+            stood = since_best >= self.gain_patience
+            poor = poor and stood
+            text += f", best stood {since_best} {'>=' if stood else '<'} " \
+                    f"gain_patience {self.gain_patience}"
+        return poor, text
 
     def is_poor(self, forecast: Forecast, incumbent: float | None = None,
-                best: float | None = None) -> tuple[bool, str]:
+                best: float | None = None, since_best: int | None = None
+                ) -> tuple[bool, str]:
         """Whether this forecast alone is poor, and the comparison made.
 
         Args:
             forecast: the forecast of the target epoch.
             incumbent: best value the study's finished runs reached, None if none.
             best: the run's best value so far (the gain rule), None if none.
+            since_best: epochs since the run's best value (the gain rule's
+                ``gain_patience``), >= 0; None: unknown (not required).
         """
         parts = []
         if self.threshold is not None:
@@ -210,7 +267,7 @@ class StopPolicy:
             parts.append(text.format(name="incumbent"))
         delta = self.gain_delta(incumbent)
         if delta is not None and best is not None and _is_number(best) and math.isfinite(best):
-            poor, text = self._gain_short(forecast, float(best), delta)
+            poor, text = self._gain_short(forecast, float(best), delta, since_best)
             if poor:
                 return True, text
             parts.append(text)
@@ -218,7 +275,8 @@ class StopPolicy:
 
     def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
                incumbent: float | None = None, diverged: bool = False,
-               best: float | None = None) -> Decision:
+               best: float | None = None, since_best: int | None = None,
+               peer_cutoff: float | None = None) -> Decision:
         """Decide for one epoch; pure (the caller keeps ``poor_streak``).
 
         Args:
@@ -229,13 +287,22 @@ class StopPolicy:
             diverged: the metric or loss is NaN/inf this epoch.
             best: the run's best value of the metric so far (the gain rule; None: the
                 gain rule is off this epoch).
+            since_best: epochs since the epoch of ``best`` (0: this epoch set it), for
+                ``gain_patience``; None: unknown, the forecast alone decides.
+            peer_cutoff: with ``keep_top``, the value ``best`` must reach to be in the
+                study's top fraction at this epoch (:func:`top_cutoff`); None: no
+                evidence yet.
         """
         if diverged:
             fire = self.stop_on_divergence
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        poor, text = self.is_poor(forecast, incumbent, best)
+        poor, text = self.is_poor(forecast, incumbent, best, since_best)
+        if poor and self._kept_by_study(forecast, best, peer_cutoff):
+            return Decision(False, f"{text}; kept: best {best:.4g} in the study's top "
+                            f"{self.keep_top:g} at this epoch (cutoff {peer_cutoff:.4g})",
+                            forecast, epoch)
         if not poor:
             return Decision(False, text, forecast, epoch)
         streak = poor_streak + 1
@@ -246,6 +313,17 @@ class StopPolicy:
             return Decision(False, f"{text}; patience {streak}/{self.patience}", forecast,
                             epoch, poor=True)
         return self._finish(True, text, forecast, epoch, poor=True)
+
+    def _kept_by_study(self, forecast: Forecast, best: float | None,
+                       cutoff: float | None) -> bool:
+        """``keep_top``: the run is in the study's top fraction at this epoch (the
+        threshold rule is the user's own bar: never overruled)."""
+        if self.keep_top is None or cutoff is None or best is None or \
+                not _is_number(best) or not math.isfinite(best):
+            return False
+        if self.threshold is not None and self._short_of(forecast, float(self.threshold))[0]:
+            return False
+        return best >= cutoff if self.mode == "max" else best <= cutoff
 
     def _finish(self, fire: bool, text: str, forecast: Forecast | None, epoch: int,
                 *, poor: bool) -> Decision:

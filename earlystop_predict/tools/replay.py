@@ -33,9 +33,14 @@ Policies:
 - ``incumbent``: :class:`~earlystop_predict.policy.stop.StopPolicy` whose incumbent is the
   best value any earlier run of this order yielded (stopped runs included; the first
   run always completes).
-- ``gain`` / ``gain-<min_delta>``: the gain rule alone (no threshold, no incumbent).
+- ``gain`` / ``gain-<min_delta>`` / ``gain-<min_delta>-<k>``: the gain rule alone (no
+  threshold, no incumbent), with ``gain_patience`` k (default: StopPolicy's; ``-0``: the
+  forecast alone decides).
 - ``default``: ``StopPolicy()`` with the callbacks' defaults: the incumbent rule in a
   study, the gain rule at ``DEFAULT_MIN_DELTA`` always.
+- ``keep-top-<fraction>``: the default with ``StopPolicy(keep_top=fraction)``: a run
+  whose best so far is in that top fraction of what the order's earlier runs had
+  reached by the same epoch (each up to its stop) is not stopped (search only).
 - ``patience-<N>``: Keras ``EarlyStopping(patience=N, restore_best_weights=True)``
   (:func:`patience_stop`); HF ``EarlyStoppingCallback`` and Lightning
   ``EarlyStopping`` count the same way.
@@ -43,6 +48,10 @@ Policies:
   rule, re-implemented without optuna: with steps ``epoch - 1``, prune when the
   run's best value so far is worse than the median of the completed runs' values at
   that step, once ``n_startup_trials`` runs completed.
+- ``hyperband``: Ray Tune's asynchronous HyperBand, ``AsyncHyperBandScheduler(brackets=3,
+  grace_period=min_epochs, reduction_factor=4, max_t=<longest target>)``: three ASHA
+  brackets whose first rungs are ``min_epochs * 4**s``; each run joins one at random with
+  Ray's chances (:func:`hyperband_brackets`; the draw is seeded by the order).
 - ``asha``: Ray Tune's ``ASHAScheduler(grace_period=min_epochs, reduction_factor=4,
   max_t=<longest target>)`` (asynchronous successive halving, one bracket),
   re-implemented without ray: at each rung epoch ``min_epochs * 4**k`` a run stops
@@ -86,16 +95,21 @@ from earlystop_predict.records.record import RunRecord, default_mode, is_accurac
 #: The policies replayed when none is named (``gain``, ``gain-X``, ``patience-N`` and
 #: ``default`` are accepted too).
 POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
-FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default"})
-STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha"})
-POLICY_HELP = ("incumbent | threshold | median | asha | none | gain | gain-<min_delta> | "
-               "patience-<N> | default")
+#: Also accepted (not replayed unless named).
+EXTRA_POLICIES = ("hyperband",)
+FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top"})
+STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top",
+                            "hyperband"})
+POLICY_HELP = ("incumbent | threshold | median | asha | hyperband | none | gain | "
+               "gain-<min_delta> | "
+               "gain-<min_delta>-<gain_patience> | patience-<N> | default | keep-top-<fraction>")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
 MAX_TARGET_EPOCH = 100_000
 #: Replay arrays of one task, runs x epochs x (quantiles + 3), at most this many cells.
 MAX_CELLS = 200_000_000
 MEDIAN_STARTUP_TRIALS = 5
 ASHA_REDUCTION_FACTOR = 4  # Ray Tune's default
+HYPERBAND_BRACKETS = 3  # AsyncHyperBandScheduler(brackets=3): ASHA and two later starts
 _NO_STOP = 1 << 30  # "trained to the end" in stop-epoch arithmetic
 
 
@@ -133,6 +147,19 @@ class _Task:
         """(R, Emax) the best value up to each epoch (NaN before the first value)."""
         acc = np.fmax.accumulate if self.mode == "max" else np.fmin.accumulate
         return acc(self.values, axis=1)
+
+    @functools.cached_property
+    def since_best(self) -> np.ndarray:
+        """(R, Emax) epochs since the last strict improvement of the best value (the
+        monitor's ``best_epoch``), -1 before the first value."""
+        v, best = self.values, self.best_so_far
+        prev = np.concatenate([np.full((v.shape[0], 1), np.nan), best[:, :-1]], axis=1)
+        with np.errstate(invalid="ignore"):
+            better = v > prev if self.mode == "max" else v < prev
+        improved = np.isfinite(v) & (better | np.isnan(prev))
+        idx = np.arange(v.shape[1])
+        last = np.maximum.accumulate(np.where(improved, idx, -1), axis=1)
+        return np.where(last >= 0, idx - last, -1)
 
     @functools.cached_property
     def kept(self) -> np.ndarray:
@@ -425,20 +452,45 @@ class _StopEpochs:
         stops.insert(i, s)
         return s
 
-    def _walk(self, r: int, incumbent: float | None) -> int:
+    def _walk(self, r: int, incumbent: float | None,
+              cutoffs: np.ndarray | None = None) -> int:
+        """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff."""
         streak = 0
         best = self.task.best_so_far[r]
+        since = self.task.since_best[r]
         for e in range(self.first_epoch, int(self.task.ends[r])):
             v = self.task.values[r, e - 1]
             diverged = not math.isfinite(v)
             fc = None if diverged else self.table.get(r, e)
             self.decide_calls += 1
             d = self.policy.decide(fc, epoch=e, poor_streak=streak, incumbent=incumbent,
-                                   diverged=diverged, best=float(best[e - 1]))
+                                   diverged=diverged, best=float(best[e - 1]),
+                                   since_best=int(since[e - 1]) if since[e - 1] >= 0 else None,
+                                   peer_cutoff=_cutoff_at(cutoffs, e))
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
         return _NO_STOP
+
+
+def _cutoff_at(cutoffs: np.ndarray | None, e: int) -> float | None:
+    if cutoffs is None or e > cutoffs.size or not math.isfinite(cutoffs[e - 1]):
+        return None
+    return float(cutoffs[e - 1])
+
+
+def _nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
+    """Column ``q`` quantiles ignoring NaN, linearly interpolated (``np.nanquantile``,
+    as :func:`~earlystop_predict.policy.stop.top_cutoff` takes them); NaN where a column
+    has none."""
+    valid = (~np.isnan(x)).sum(axis=0)
+    s = np.sort(x, axis=0)  # NaN sorts last
+    cols = np.arange(x.shape[1])
+    pos = q * np.maximum(valid - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+    out = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
+    return np.where(valid > 0, out, np.nan)
 
 
 def patience_stop(values: np.ndarray, end: int, patience: int, mode: str = "max") -> int:
@@ -517,6 +569,30 @@ def _run_stop_policy(task: _Task, order: np.ndarray, stops: _StopEpochs,
     return _finish(task, order, stop)
 
 
+def _run_keep_top(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderResult:
+    """One order under a StopPolicy with ``keep_top``: as the default (the incumbent is
+    the best any earlier run yielded), and a run is never stopped while its best so far
+    is in the top fraction of what the earlier runs had reached by the same epoch (each
+    seen up to where it stopped). Walked run by run: no cache across orders."""
+    keep = float(stops.policy.keep_top)  # type: ignore[arg-type]
+    q = 1.0 - keep if task.mode == "max" else keep
+    width = task.values.shape[1]
+    seen = np.full((len(order), width), np.nan)
+    stop: dict[int, int] = {}
+    incumbent: float | None = None
+    for i, r in enumerate(int(x) for x in order):
+        cutoffs = _nan_quantile(seen[:i], q) if i else None
+        s = stops._walk(r, incumbent, cutoffs)
+        if s != _NO_STOP:
+            stop[r] = s
+        trained = min(s, int(task.ends[r]))
+        seen[i, :trained] = task.best_so_far[r, :trained]
+        value = task.value_at(r, s)
+        if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
+            incumbent = value
+    return _finish(task, order, stop)
+
+
 def _run_median(task: _Task, order: np.ndarray, min_epochs: int,
                 n_startup: int) -> _OrderResult:
     stop: dict[int, int] = {}
@@ -566,6 +642,50 @@ def _run_asha(task: _Task, order: np.ndarray, min_epochs: int,
             seen = recorded[m]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # only NaN so far
+                cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
+            seen.append(value)
+            if cutoff is not None and value < cutoff and m < end:
+                stop[r] = m
+                break
+    return _finish(task, order, stop)
+
+
+def hyperband_brackets(max_t: int, min_t: int, n_brackets: int = HYPERBAND_BRACKETS,
+                       rf: int = ASHA_REDUCTION_FACTOR) -> tuple[list[list[int]], np.ndarray]:
+    """Ray Tune's ``AsyncHyperBandScheduler(brackets=n)``: each bracket's rung epochs
+    (bracket s starts at ``min_t * rf**s``; ``_Bracket.__init__``) and the chance a new
+    trial joins each (``on_trial_add``: ``e ** (rungs - most rungs)``, normalised)."""
+    rungs = []
+    for s_ in range(n_brackets):
+        n = int(np.log(max_t / min_t) / np.log(rf) - s_ + 1)
+        rungs.append([min_t * rf ** (k + s_) for k in range(max(n, 0))])
+    sizes = np.array([len(r) for r in rungs], dtype=float)
+    probs = np.e ** (sizes - sizes.max())
+    return rungs, probs / probs.sum()
+
+
+def _run_hyperband(task: _Task, order: np.ndarray, min_epochs: int,
+                   n_brackets: int = HYPERBAND_BRACKETS,
+                   rf: int = ASHA_REDUCTION_FACTOR) -> _OrderResult:
+    """Ray Tune's asynchronous HyperBand (``AsyncHyperBandScheduler(brackets=3,
+    grace_period=min_epochs, reduction_factor=4)``) over one order: each run joins one
+    bracket at random (Ray's chances, drawn from a generator seeded by the order), and
+    its bracket's rungs judge it as ASHA's do (``_Bracket.on_result``)."""
+    rungs, probs = hyperband_brackets(int(task.targets.max()), min_epochs, n_brackets, rf)
+    rng = np.random.default_rng([int(x) for x in order[:32]])
+    recorded: list[dict[int, list[float]]] = [{m: [] for m in b} for b in rungs]
+    sign = 1.0 if task.mode == "max" else -1.0
+    stop: dict[int, int] = {}
+    for r in (int(x) for x in order):
+        b = int(rng.choice(len(rungs), p=probs))
+        end = int(task.ends[r])
+        for m in rungs[b]:
+            if m > end:
+                break
+            value = sign * float(task.values[r, m - 1])
+            seen = recorded[b][m]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
             seen.append(value)
             if cutoff is not None and value < cutoff and m < end:
@@ -689,10 +809,19 @@ class _Rule:
     name: str
     kind: str
     param: float | None = None
+    gain_patience: int | None = None  # ``gain-<min_delta>-<k>``; None: StopPolicy's default
 
     @property
     def forecasts(self) -> bool:
         return self.kind in FORECAST_POLICIES
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_policy(name: str) -> _Rule:
@@ -703,16 +832,23 @@ def parse_policy(name: str) -> _Rule:
     """
     if not isinstance(name, str):
         raise ConfigError("policy", POLICY_HELP, name)
-    if name in POLICIES or name in ("gain", "default"):
+    if name in POLICIES or name in (*EXTRA_POLICIES, "gain", "default"):
         return _Rule(name, name)
+    if name.startswith("keep-top-") and _is_float(name[9:]) and 0 < float(name[9:]) <= 1:
+        return _Rule(name, "keep-top", float(name[9:]))
     kind, _, arg = name.partition("-")
+    k = ""
+    if kind == "gain" and "-" in arg and not _is_float(arg):  # 1e-05 is one number
+        arg, _, k = arg.rpartition("-")  # gain-<min_delta>-<gain_patience>
     try:
         value = float(arg) if kind == "gain" else int(arg) if kind == "patience" else None
+        wait = int(k) if k else None
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or value < 0:
+    if value is None or not math.isfinite(value) or value < 0 or (wait is not None
+                                                                   and wait < 0):
         raise ConfigError("policy", POLICY_HELP, name)
-    return _Rule(name, kind, value)
+    return _Rule(name, kind, value, wait)
 
 
 def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
@@ -721,9 +857,12 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
               "patience": cfg.patience, "mode": task.mode}
     if rule.kind == "default":
         return StopPolicy(**common)  # what the callbacks use: their defaults
+    if rule.kind == "keep-top":
+        return StopPolicy(keep_top=rule.param, **common)
     if rule.kind == "gain":
         delta = cfg.min_delta if rule.param is None else rule.param
-        return StopPolicy(use_incumbent=False, min_delta=delta, **common)
+        wait = {} if rule.gain_patience is None else {"gain_patience": rule.gain_patience}
+        return StopPolicy(use_incumbent=False, min_delta=delta, **wait, **common)
     return StopPolicy(threshold=task.threshold if rule.kind == "threshold" else None,
                       use_incumbent=rule.kind == "incumbent", min_delta=None, **common)
 
@@ -829,10 +968,14 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
         return _run_median(task, order, cfg.min_epochs, cfg.n_startup_trials)
     if rule.kind == "asha":
         return _run_asha(task, order, cfg.min_epochs)
+    if rule.kind == "hyperband":
+        return _run_hyperband(task, order, cfg.min_epochs)
     if rule.kind == "patience":
         stops = fixed[rule.name]
         return _finish(task, order, {int(r): stops[int(r)] for r in order
                                      if stops[int(r)] != _NO_STOP})
+    if rule.kind == "keep-top":
+        return _run_keep_top(task, order, stoppers[rule.name])
     return _run_stop_policy(task, order, stoppers[rule.name],
                             rule.kind in ("incumbent", "default"))
 
