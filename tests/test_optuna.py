@@ -69,9 +69,10 @@ def test_hopeless_trials_are_pruned_at_min_epochs_and_recorded(tmp_path) -> None
 
 
 def test_a_trial_pruned_on_its_plateau_still_sets_the_bar() -> None:
-    # Regression: with the gain rule on (the default) the good trial is pruned on its
-    # plateau; only completed trials used to count, so no later trial had a bar.
-    pruner = ForecastPruner(EPOCHS, min_epochs=3)
+    # Regression: with the gain rule on the good trial is pruned on its plateau (these
+    # curves creep up to the end: the forecast alone judges, gain_patience=0); only
+    # completed trials used to count, so no later trial had a bar.
+    pruner = ForecastPruner(EPOCHS, min_epochs=3, gain_patience=0)
     study = _study(pruner, [0.9, 0.3, 0.25], "plateau")
     first = pruner.records[0]
     assert first.stopped["reason"].startswith("gain:")
