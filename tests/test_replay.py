@@ -380,3 +380,32 @@ def test_hyperband_stops_where_ray_tunes_brackets_do():
         assert 0 < len(want) < 40
     # Later brackets start later: HyperBand stops fewer runs than ASHA, and later.
     assert res.summary["hyperband"]["epochs_saved_pct"] < res.summary["asha"]["epochs_saved_pct"]
+
+
+def test_default_study_replays_a_study_of_monitors_with_a_ledger(tmp_path):
+    """``default-study`` is what the callbacks do in a study with a ledger: each run's
+    forecasts corrected by the runs that finished before it. A model 0.3 above flat
+    curves never stops a run; corrected by 5 finished runs, it stops the lower ones."""
+    def over(rec, m):
+        v = rec.series(rec.metric)[-1] + 0.3
+        return v, {0.1: v - 0.05, 0.5: v, 0.9: v + 0.05}
+
+    levels = [0.6, 0.5, 0.55, 0.7, 0.65, 0.4, 0.8, 0.45, 0.3, 0.75]
+    runs = [_run(f"r{i}", [lv] * 10) for i, lv in enumerate(levels)]
+    fc = ScriptedForecaster(over)
+    res = replay(runs, ["default", "default-study"], fc, orders=[list(range(10))],
+                 details=True)
+    plain = res.details["t"]["default"][0]["stops"]
+    study = res.details["t"]["default-study"][0]["stops"]
+    assert plain == {8: 3}  # the one run 0.3 + its spread below the incumbent (0.8)
+    assert set(study) == {5, 7, 8, 9}  # below the incumbent, once 5 runs have finished
+    ledger = tmp_path / "l.db"
+    for i, rec in enumerate(runs):
+        mon = ForecastMonitor(target_epoch=10, study="t", ledger=ledger, model=fc,
+                              run_id=rec.run_id)
+        mon.begin()
+        for e, row in enumerate(rec.epochs, 1):
+            if mon.update(e, row).stop:
+                break
+        mon.end()
+        assert (mon.stopped or {}).get("epoch") == study.get(i), i

@@ -205,6 +205,21 @@ class StudyContext:
     def __len__(self) -> int:
         return len(self.run_ids)
 
+    @classmethod
+    def from_curves(cls, curves: Iterable[tuple[Sequence[float], Sequence[float],
+                                                Sequence[float], float]], *,
+                    min_runs: int = MIN_STUDY_RUNS, guard: float = 0.95) -> StudyContext:
+        """A context from finished runs' forecasts made elsewhere (``replay``'s tables):
+        each run as ``(values, means, half_widths, end)``, the first three at prefix
+        lengths 1, 2, ... (the base forecast's mean and (q0.9 - q0.1) / 2 after each
+        epoch), ``end`` its value at its target epoch."""
+        ctx = object.__new__(cls)
+        ctx.min_runs, ctx.guard, ctx._cache = min_runs, guard, {}
+        ctx._curves = [(np.asarray(v, dtype=np.float64), np.asarray(m, dtype=np.float64),
+                        np.asarray(h, dtype=np.float64), float(e)) for v, m, h, e in curves]
+        ctx.run_ids = tuple(str(i) for i in range(len(ctx._curves)))
+        return ctx
+
     def subset(self, run_ids: Iterable[str]) -> StudyContext:
         """A context of some of these runs, sharing their forecasts (no model call)."""
         pick = set(run_ids)
@@ -250,12 +265,18 @@ class StudyContext:
     def apply(self, record: RunRecord, target: int, forecast: Forecast) -> Forecast:
         """``forecast`` (the base model's, of ``record`` at ``target``) corrected where a
         correction serves; as it is otherwise (an observed target, too few runs...)."""
-        if forecast.model == "observed" or not record.n_epochs or len(self) < self.min_runs:
+        if forecast.model == "observed" or not record.n_epochs:
             return forecast
-        fix = self.correction(record.n_epochs, target)
-        last = record.series(record.metric)[-1]
-        return fix.apply(forecast, float(last)) if fix is not None and np.isfinite(last) \
-            else forecast
+        return self.correct(record.n_epochs, target, float(record.series(record.metric)[-1]),
+                            forecast)
+
+    def correct(self, observed: int, target: int, last: float, forecast: Forecast) -> Forecast:
+        """:meth:`apply` from plain numbers: the run is at ``observed`` epochs of
+        ``target``, its value now ``last``."""
+        if len(self) < self.min_runs or not np.isfinite(last):
+            return forecast
+        fix = self.correction(observed, target)
+        return forecast if fix is None else fix.apply(forecast, last)
 
     def _fit(self, observed: int, target: int) -> StudyCorrection | None:
         gain, real, half = [], [], []

@@ -88,6 +88,7 @@ import numpy as np
 
 from earlystop_predict.errors import ConfigError, ForecastUnavailableError
 from earlystop_predict.forecast.base import QUANTILES, Forecast, Forecaster, qkey
+from earlystop_predict.forecast.study import MAX_STUDY_RUNS, MIN_STUDY_RUNS, StudyContext
 from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA, StopPolicy
 from earlystop_predict.records.features import canonical_metric
 from earlystop_predict.records.record import RunRecord, default_mode, is_accuracy_like
@@ -96,11 +97,13 @@ from earlystop_predict.records.record import RunRecord, default_mode, is_accurac
 #: ``default`` are accepted too).
 POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
 #: Also accepted (not replayed unless named).
-EXTRA_POLICIES = ("hyperband",)
-FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top"})
+EXTRA_POLICIES = ("hyperband", "default-study")
+FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top",
+                               "default-study"})
 STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top",
                             "hyperband"})
 POLICY_HELP = ("incumbent | threshold | median | asha | hyperband | none | gain | "
+               "default-study | "
                "gain-<min_delta> | "
                "gain-<min_delta>-<gain_patience> | patience-<N> | default | keep-top-<fraction>")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
@@ -452,9 +455,10 @@ class _StopEpochs:
         stops.insert(i, s)
         return s
 
-    def _walk(self, r: int, incumbent: float | None,
-              cutoffs: np.ndarray | None = None) -> int:
-        """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff."""
+    def _walk(self, r: int, incumbent: float | None, cutoffs: np.ndarray | None = None,
+              study: StudyContext | None = None) -> int:
+        """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff;
+        ``study``: the finished runs that correct its forecasts."""
         streak = 0
         best = self.task.best_so_far[r]
         since = self.task.since_best[r]
@@ -462,6 +466,8 @@ class _StopEpochs:
             v = self.task.values[r, e - 1]
             diverged = not math.isfinite(v)
             fc = None if diverged else self.table.get(r, e)
+            if study is not None and fc is not None:
+                fc = study.correct(e, int(self.task.targets[r]), float(v), fc)
             self.decide_calls += 1
             d = self.policy.decide(fc, epoch=e, poor_streak=streak, incumbent=incumbent,
                                    diverged=diverged, best=float(best[e - 1]),
@@ -587,6 +593,38 @@ def _run_keep_top(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderR
             stop[r] = s
         trained = min(s, int(task.ends[r]))
         seen[i, :trained] = task.best_so_far[r, :trained]
+        value = task.value_at(r, s)
+        if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
+            incumbent = value
+    return _finish(task, order, stop)
+
+
+def _study_curve(task: _Task, table: ForecastTable, r: int) -> tuple[Any, ...]:
+    """A finished run as :meth:`StudyContext.from_curves` takes it, from the table."""
+    n = int(task.ends[r]) - 1
+    lo, hi = table.keys.index(qkey(0.1)), table.keys.index(qkey(0.9))
+    half = (table.quantiles[r, :n, hi] - table.quantiles[r, :n, lo]) / 2
+    return task.values[r, :n], table.mean[r, :n], half, float(task.values[r, n])
+
+
+def _run_study(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderResult:
+    """One order as the callbacks run a study with a ledger: the default rule, the
+    incumbent the best any earlier run yielded, and each run's forecasts corrected by
+    the runs that finished before it (:class:`StudyContext`, the most recent
+    :data:`MAX_STUDY_RUNS`). Walked run by run: no cache across orders."""
+    stop: dict[int, int] = {}
+    incumbent: float | None = None
+    done: list[tuple[Any, ...]] = []
+    study: StudyContext | None = None
+    for r in (int(x) for x in order):
+        if study is None and len(done) >= MIN_STUDY_RUNS:
+            study = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
+        s = stops._walk(r, incumbent, study=study)
+        if s != _NO_STOP:
+            stop[r] = s
+        elif not task.censored[r]:
+            done.append(_study_curve(task, stops.table, r))
+            study = None
         value = task.value_at(r, s)
         if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
             incumbent = value
@@ -855,7 +893,7 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
     """The StopPolicy a forecast rule replays for one task."""
     common = {"confidence": cfg.confidence, "min_epochs": cfg.min_epochs,
               "patience": cfg.patience, "mode": task.mode}
-    if rule.kind == "default":
+    if rule.kind in ("default", "default-study"):
         return StopPolicy(**common)  # what the callbacks use: their defaults
     if rule.kind == "keep-top":
         return StopPolicy(keep_top=rule.param, **common)
@@ -976,6 +1014,8 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
                                      if stops[int(r)] != _NO_STOP})
     if rule.kind == "keep-top":
         return _run_keep_top(task, order, stoppers[rule.name])
+    if rule.kind == "default-study":
+        return _run_study(task, order, stoppers[rule.name])
     return _run_stop_policy(task, order, stoppers[rule.name],
                             rule.kind in ("incumbent", "default"))
 
