@@ -54,11 +54,12 @@ def _search(sched: ForecastScheduler, tops: list[float], tmp_path, **tune_kw) ->
 
 
 def test_a_trial_stopped_on_its_plateau_still_sets_the_bar(tmp_path) -> None:
-    # Regression: with the gain rule on (the default), the good trial stops on its
-    # plateau before the target; it used to count for nothing, so the hopeless trials
-    # after it had no incumbent to be stopped against and trained on to their plateaus.
+    # Regression: with the gain rule on, the good trial stops on its plateau before the
+    # target (these curves creep up to the end: the forecast alone judges,
+    # gain_patience=0); it used to count for nothing, so the hopeless trials after it
+    # had no incumbent to be stopped against and trained on to their plateaus.
     sched = ForecastScheduler(EPOCHS, min_epochs=3, ledger=str(tmp_path / "runs.db"),
-                              study="s")
+                              study="s", gain_patience=0)
     grid = _search(sched, [0.9, 0.3, 0.25], tmp_path, metric="val_accuracy", mode="max")
     iters = dict((r.config["top"], r.metrics["training_iteration"]) for r in grid)
     assert iters[0.25] == iters[0.3] == 3
