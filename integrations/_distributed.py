@@ -76,3 +76,9 @@ def torch_broadcast(world_size: int) -> tuple[bool, Broadcast | None]:
         return box[0]
 
     return dist.get_rank() == 0, broadcast
+
+
+def lightning_rank_zero(trainer: Any, work: Callable[[], _T]) -> _T:
+    """:func:`rank_zero_decides` with a Lightning ``Trainer``'s rank and broadcast."""
+    broadcast = trainer.strategy.broadcast if trainer.world_size > 1 else None
+    return rank_zero_decides(work, is_zero=trainer.is_global_zero, broadcast=broadcast)

@@ -1,13 +1,10 @@
 """Lightning adapter: :class:`LightningForecastCallback`.
 
-It translates: reads the run's hyperparameters from the trainer, its optimizer,
-scheduler, module and train dataloader (:mod:`earlystop_predict.integrations._hparams`),
-feeds each epoch's ``callback_metrics`` to the
-:class:`~earlystop_predict.policy.monitor.ForecastMonitor` at ``on_train_epoch_end``,
-logs ``esp/*`` through ``pl_module.log`` (every logger sees them) and stops through
-``trainer.should_stop``. In DDP rank 0 decides and every rank follows
-(:mod:`earlystop_predict.integrations._distributed`). Its progress is saved in
-checkpoints, so ``fit(ckpt_path=...)`` resumes the run. Every rule lives in the monitor.
+It translates: the run's hyperparameters from the trainer (:mod:`._hparams`), each
+epoch's ``callback_metrics`` to the :class:`~earlystop_predict.policy.monitor.ForecastMonitor`,
+``esp/*`` through ``pl_module.log`` (every logger), the stop through
+``trainer.should_stop``. In DDP rank 0 decides and every rank follows. Progress is
+saved in checkpoints (``fit(ckpt_path=...)`` resumes). Every rule lives in the monitor.
 
 Example:
     >>> from earlystop_predict.integrations.lightning import LightningForecastCallback
@@ -18,15 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from earlystop_predict._imports import require
 
 pl = require("lightning.pytorch", extra="lightning")
 
 from earlystop_predict.integrations._config import MonitorViews, monitor_arguments  # noqa: E402
-from earlystop_predict.integrations._distributed import rank_zero_decides  # noqa: E402
+from earlystop_predict.integrations._distributed import lightning_rank_zero  # noqa: E402
 from earlystop_predict.integrations._hparams import (  # noqa: E402
     lightning_hparams,
     scalar_metrics,
@@ -34,8 +30,6 @@ from earlystop_predict.integrations._hparams import (  # noqa: E402
 from earlystop_predict.policy.monitor import ForecastMonitor  # noqa: E402
 
 __all__ = ["LightningForecastCallback", "lightning_hparams"]
-
-_T = TypeVar("_T")
 
 
 @monitor_arguments()
@@ -59,15 +53,9 @@ class LightningForecastCallback(MonitorViews, pl.Callback):
             callback stopped. Default False.
 
     Attributes:
-        monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor` (on rank 0:
-            ``monitor.record``, ``monitor.last_decision``, ``monitor.stopped``, shown
-            by the callback too as ``record``, ``last_decision``, ``stopped``).
+        monitor: the :class:`~earlystop_predict.policy.monitor.ForecastMonitor` (on rank 0;
+            its ``record``, ``last_decision`` and ``stopped`` are the callback's too).
         restored_epoch: the epoch whose weights were loaded back, None if none.
-
-    Example:
-        >>> cb = LightningForecastCallback("val_acc", threshold=0.8)
-        >>> trainer = Trainer(max_epochs=30, callbacks=[cb])           # doctest: +SKIP
-        >>> trainer.fit(module, train_loader, val_loader)              # doctest: +SKIP
     """
 
     def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, *,
@@ -88,11 +76,6 @@ class LightningForecastCallback(MonitorViews, pl.Callback):
         return self._generate_state_key(monitor=self.monitor.monitor,
                                         target_epoch=self.monitor.target_epoch_arg)
 
-    @staticmethod
-    def _on_rank_zero(trainer: Any, work: Callable[[], _T]) -> _T:
-        broadcast = trainer.strategy.broadcast if trainer.world_size > 1 else None
-        return rank_zero_decides(work, is_zero=trainer.is_global_zero, broadcast=broadcast)
-
     # --------------------------------------------------------------------- hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Start the run (rank 0), resuming the progress a checkpoint restored."""
@@ -104,7 +87,7 @@ class LightningForecastCallback(MonitorViews, pl.Callback):
             hparams, meta = lightning_hparams(trainer, pl_module, self.monitor.metric)
             self.monitor.begin(hparams, meta, resume=resume)  # target: meta["max_epochs"]
 
-        self._on_rank_zero(trainer, begin)
+        lightning_rank_zero(trainer, begin)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         """Note that this epoch validated (its ``val_*`` metrics are fresh)."""
@@ -123,7 +106,7 @@ class LightningForecastCallback(MonitorViews, pl.Callback):
             decision = self.monitor.update(epoch, metrics)
             return self.monitor.log_items(), decision.stop, self.monitor.best_epoch == epoch
 
-        items, stop, best = self._on_rank_zero(trainer, decide)
+        items, stop, best = lightning_rank_zero(trainer, decide)
         pl_module.log_dict(items, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1)
         if best and self.restore_best_weights:
             self.best_state = {k: v.detach().to("cpu", copy=True)
@@ -153,12 +136,8 @@ class LightningForecastCallback(MonitorViews, pl.Callback):
 
     # --------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """The monitor's progress (versioned plain JSON), saved in checkpoints.
-
-        A checkpoint saved when validation ends (``ModelCheckpoint`` with
-        ``check_val_every_n_epoch > 1``) comes before ``on_train_epoch_end``: the
-        epoch is held first (its row is replaced with the whole one at epoch end).
-        """
+        """The monitor's progress (versioned plain JSON), saved in checkpoints; an epoch
+        saved as validation ends (before ``on_train_epoch_end``) is held first."""
         trainer = self._trainer
         if self._validated and trainer is not None and trainer.is_global_zero:
             self.monitor.update(trainer.current_epoch + 1, scalar_metrics(trainer.callback_metrics))
