@@ -668,24 +668,33 @@ def _run_asha(task: _Task, order: np.ndarray, min_epochs: int,
     run; every value reaching a rung is recorded, stopped or not."""
     rungs = _asha_rungs(task, min_epochs, rf)
     recorded: dict[int, list[float]] = {m: [] for m in rungs}
-    sign = 1.0 if task.mode == "max" else -1.0  # Ray compares rewards, max-oriented
     stop: dict[int, int] = {}
     for r in order:
-        r = int(r)
-        end = int(task.ends[r])
-        for m in rungs:
-            if m > end:
-                break
-            value = sign * float(task.values[r, m - 1])
-            seen = recorded[m]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # only NaN so far
-                cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
-            seen.append(value)
-            if cutoff is not None and value < cutoff and m < end:
-                stop[r] = m
-                break
+        s = _rung_stop(task, int(r), rungs, recorded, rf)
+        if s is not None:
+            stop[int(r)] = s
     return _finish(task, order, stop)
+
+
+def _rung_stop(task: _Task, r: int, rungs: list[int], recorded: dict[int, list[float]],
+               rf: int) -> int | None:
+    """Where ASHA's rungs stop run ``r`` (``_Bracket.on_result``): at the first rung
+    whose value is below the ``1 - 1/rf`` percentile of the values recorded there
+    before it; every value reaching a rung is recorded. None: it trains to its end."""
+    sign = 1.0 if task.mode == "max" else -1.0  # Ray compares rewards, max-oriented
+    end = int(task.ends[r])
+    for m in rungs:
+        if m > end:
+            break
+        value = sign * float(task.values[r, m - 1])
+        seen = recorded[m]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # only NaN so far
+            cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
+        seen.append(value)
+        if cutoff is not None and value < cutoff and m < end:
+            return m
+    return None
 
 
 def hyperband_brackets(max_t: int, min_t: int, n_brackets: int = HYPERBAND_BRACKETS,
@@ -712,23 +721,12 @@ def _run_hyperband(task: _Task, order: np.ndarray, min_epochs: int,
     rungs, probs = hyperband_brackets(int(task.targets.max()), min_epochs, n_brackets, rf)
     rng = np.random.default_rng([int(x) for x in order[:32]])
     recorded: list[dict[int, list[float]]] = [{m: [] for m in b} for b in rungs]
-    sign = 1.0 if task.mode == "max" else -1.0
     stop: dict[int, int] = {}
     for r in (int(x) for x in order):
         b = int(rng.choice(len(rungs), p=probs))
-        end = int(task.ends[r])
-        for m in rungs[b]:
-            if m > end:
-                break
-            value = sign * float(task.values[r, m - 1])
-            seen = recorded[b][m]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cutoff = np.nanpercentile(seen, (1 - 1 / rf) * 100) if seen else None
-            seen.append(value)
-            if cutoff is not None and value < cutoff and m < end:
-                stop[r] = m
-                break
+        s = _rung_stop(task, r, rungs[b], recorded[b], rf)
+        if s is not None:
+            stop[r] = s
     return _finish(task, order, stop)
 
 
