@@ -68,7 +68,7 @@ class StateFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._rows: dict[str, list[Any]] | None = None  # the row objects written, per key
+        self._rows: dict[str, tuple[int, Any]] | None = None  # per list: (length, last row)
         self._rest: dict[str, str] = {}                  # the other fields' JSON, as written
         self._lines = 0
 
@@ -98,7 +98,7 @@ class StateFile:
             self._rewrite(state, rows, rest_json)
             return True
         delta: dict[str, Any] = {}
-        added = {k: v[len(self._rows.get(k, ())):] for k, v in rows.items()}
+        added = {k: v[self._rows[k][0] if k in self._rows else 0:] for k, v in rows.items()}
         added = {k: v for k, v in added.items() if v}
         changed = {k: v for k, v in rest_json.items() if self._rest.get(k) != v}
         if not added and not changed and set(rest_json) == set(self._rest):
@@ -117,12 +117,14 @@ class StateFile:
         return True
 
     def _extends(self, rows: Mapping[str, list[Any]]) -> bool:
-        """Every list holds what was written (the same objects) and maybe more."""
+        """Every list holds what was written and maybe more: as long, and its last
+        written item the same object (a replay that trimmed a list and grew it again
+        puts new objects there; the monitor never edits a row in place). O(1) a list,
+        so an epoch's write does not grow with the run."""
         assert self._rows is not None
-        for key, old in self._rows.items():
+        for key, (n, last) in self._rows.items():
             new = rows.get(key)
-            if new is None or len(new) < len(old) or any(a is not b for a, b in
-                                                          zip(old, new, strict=False)):
+            if new is None or len(new) < n or (n and new[n - 1] is not last):
                 return False
         return True
 
@@ -143,5 +145,5 @@ class StateFile:
         self._lines = 1
 
     def _remember(self, rows: Mapping[str, list[Any]], rest_json: Mapping[str, str]) -> None:
-        self._rows = {k: list(v) for k, v in rows.items()}
+        self._rows = {k: (len(v), v[-1] if v else None) for k, v in rows.items()}
         self._rest = dict(rest_json)
