@@ -214,8 +214,8 @@ def _streams(seed: int, index: int) -> list[np.random.SeedSequence]:
 def _framework_for(opts: CollectOptions, name: str, index: int,
                    available: Callable[[str], bool]) -> str:
     fam = family(name)
-    if fam.frameworks == ("transformers",):
-        return "transformers"
+    if len(fam.frameworks) == 1:  # text-hf(-steps), keras-mlp, lightning-sched
+        return fam.frameworks[0]
     if opts.framework != "auto":
         return opts.framework
     rng = np.random.default_rng(_streams(opts.seed, index)[2])
