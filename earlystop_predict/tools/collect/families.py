@@ -82,6 +82,8 @@ class Family:
             alone when the two ranges do not meet), or None: the command's range.
         space: the family's own declared ranges for DATASHEET.md (keys that differ
             from :data:`SPACE`).
+        settle: ``hparams -> hparams`` after ``--set`` pins (keeps values that depend
+            on a pinned one consistent), or None.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Family:
     draw_hparams: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
     epochs: tuple[int, int] | None = None
     space: Mapping[str, Any] = field(default_factory=dict)
+    settle: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False)
 
 
 def _synthetic_data(rng: np.random.Generator) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def _tabular_large_data(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _tabular_mid_data(rng: np.random.Generator) -> dict[str, Any]:
-    return {"n_samples": int(rng.integers(1000, 8001)), "n_features": int(rng.integers(10, 61)),
+    return {"n_samples": int(rng.integers(1000, 6001)), "n_features": int(rng.integers(10, 61)),
             "informative_fraction": float(rng.uniform(0.3, 0.8)),
             "n_classes": int(rng.integers(2, 21)), "imbalance": float(rng.uniform(0.0, 1.5)),
             "flip_y": float(rng.uniform(0.0, 0.25)), "class_sep": float(rng.uniform(0.5, 2.0))}
@@ -217,6 +220,29 @@ def _scheduler_hparams(kinds: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
     return draw
 
 
+#: What a pinned ``scheduler_kind`` gets for parameters its draw did not make.
+SCHED_DEFAULTS = {"onecycle": {"warmup_fraction": 0.3},
+                  "plateau": {"sched_factor": 0.3, "sched_patience": 3},
+                  "cosine-restarts": {"sched_cycles": 3},
+                  "exponential": {"sched_final_factor": 0.1}, "multistep": {"sched_factor": 0.3}}
+
+
+def settle_scheduler(hp: dict[str, Any]) -> dict[str, Any]:
+    """After pins: ``lr_schedule`` from ``scheduler_kind``, the kind's parameters filled
+    from :data:`SCHED_DEFAULTS` when missing, a warm-up only where the kind has one. A
+    drawn (unpinned) configuration is left as it is."""
+    kind = str(hp["scheduler_kind"])
+    if kind not in SCHEDULER_CANON:
+        raise ConfigError("scheduler_kind", " | ".join(SCHEDULER_CANON), kind)
+    hp = {**hp, "lr_schedule": SCHEDULER_CANON[kind]}
+    for key, value in SCHED_DEFAULTS.get(kind, {}).items():
+        if key not in hp or (key == "warmup_fraction" and not hp[key] > 0):
+            hp[key] = value
+    if kind not in ("onecycle", "cosine-warmup"):
+        hp["warmup_fraction"] = 0.0
+    return hp
+
+
 _HF_STEPS_SPACE = {
     "optimizer": "adamw (the Trainer's adamw_torch)", "learning_rate": {"log_uniform": (1e-5, 1e-3)},
     "weight_decay": {"p0": 0.5, "log_uniform": (1e-4, 0.1)},
@@ -224,10 +250,11 @@ _HF_STEPS_SPACE = {
     "lr_schedule": {"choice": HF_SCHEDULES, "note": "lr_scheduler_type; constant = "
                     "constant_with_warmup"},
     "warmup_fraction": {"p0": 0.25, "uniform": (0.02, 0.2), "note": "warm-up steps / max_steps"},
-    "eval_steps": {"choice": (4, 5, 8, 10)}, "max_epochs": "evaluations, max_steps = "
-    "max_epochs * eval_steps", "model": {"choice": ("bert", "gpt2")},
+    "eval_steps": {"choice": (4, 5, 8, 10)}, "max_steps": "max_epochs (evaluations) x "
+    "eval_steps", "model": {"choice": ("bert", "gpt2")},
     "task": {"choice": TEXT_TASKS}}
-_SCHED_NOTE = {"sched_factor": {"uniform": (0.1, 0.5), "note": "plateau / multistep gamma"},
+_SCHED_NOTE = {"sched_factor": {"uniform": (0.1, 0.5), "note": "plateau factor / multistep "
+                                "gamma"},
                "sched_patience": {"int_uniform": (2, 6)}, "sched_cycles": {"int_uniform": (2, 4)},
                "sched_final_factor": {"log_uniform": (0.01, 0.3), "note": "exponential: lr "
                                       "factor reached at the last epoch"}}
@@ -278,21 +305,26 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "classes, Zipf-like imbalance (shares ~ (1+i)^-a, a 0-1.5), flip_y 0-0.2; "
            "MLP, each epoch a random subsample of 2048-8192 rows",
            (1, 3), (64, 128, 256, 512), batch_sizes=(128, 256, 512, 1024),
-           draw_data=_tabular_large_data, epochs=(10, 40),
+           draw_data=_tabular_large_data, epochs=(10, 30),
            space={"rows_per_epoch": {"choice": (2048, 4096, 8192)}}),
     Family("keras-mlp", "synthetic-tabular", "mlp", ("keras",),
-           "make_classification: 1000-8000 rows, 10-60 features, 2-20 classes, imbalance, "
+           "make_classification: 1000-6000 rows, 10-60 features, 2-20 classes, imbalance, "
            "flip_y 0-0.25; Keras fit with Keras schedules (CosineDecay with warm-up, "
            "ExponentialDecay, PiecewiseConstantDecay) or the ReduceLROnPlateau callback",
-           (1, 4), (16, 32, 64, 128, 256), draw_data=_tabular_mid_data,
+           (1, 4), (16, 32, 64, 128, 256), batch_sizes=(32, 64, 128, 256),
+           draw_data=_tabular_mid_data,
            draw_hparams=_scheduler_hparams(KERAS_SCHEDULES), epochs=(10, 50),
-           space={"scheduler_kind": {"choice": KERAS_SCHEDULES}, **_SCHED_NOTE}),
+           settle=settle_scheduler,
+           space={"scheduler_kind": {"choice": KERAS_SCHEDULES},
+                  **{k: v for k, v in _SCHED_NOTE.items() if k != "sched_cycles"}}),
     Family("lightning-sched", "synthetic-tabular", "mlp", ("lightning",),
            "make_classification as keras-mlp; Lightning with torch schedulers: OneCycleLR, "
            "ReduceLROnPlateau (val_loss), CosineAnnealingLR, CosineAnnealingWarmRestarts, "
            "ExponentialLR, MultiStepLR",
-           (1, 4), (16, 32, 64, 128, 256), draw_data=_tabular_mid_data,
+           (1, 4), (16, 32, 64, 128, 256), batch_sizes=(32, 64, 128, 256),
+           draw_data=_tabular_mid_data,
            draw_hparams=_scheduler_hparams(LIGHTNING_SCHEDULERS), epochs=(10, 50),
+           settle=settle_scheduler,
            space={"scheduler_kind": {"choice": LIGHTNING_SCHEDULERS}, **_SCHED_NOTE}),
 )}
 
@@ -455,6 +487,8 @@ def draw_config(name: str, rng: np.random.Generator, *, min_epochs: int = 20,
                               + ", ".join(sorted(data)) + ") or max_epochs", key)
         hp[key] = _coerce(key, value, hp[key])
     hp["batch_size"] = max(1, min(int(hp["batch_size"]), train_size))
+    if fam.settle is not None:
+        hp = fam.settle(hp)
     fw = framework if framework is not None else fam.frameworks[0]
     if fw not in fam.frameworks:
         raise ConfigError("framework", f"one of {', '.join(fam.frameworks)} for {name}", fw)
