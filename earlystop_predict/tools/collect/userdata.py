@@ -187,7 +187,7 @@ def images(d: Mapping[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, 
         x, y = _upsampled_digits(side)
         k = 10
     elif kind == "shapes":
-        k = int(d["n_classes"])
+        k = min(len(SHAPES), int(d["n_classes"]))
         x, y = _shapes(int(d["n_samples"]), side, k, rng)
     else:
         k = min(8, int(d["n_classes"]))
