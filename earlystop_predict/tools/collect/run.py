@@ -546,6 +546,26 @@ def _range(values: list[float], fmt: str = "{:.3g}") -> str:
     return f"{fmt.format(min(values))} .. {fmt.format(max(values))}"
 
 
+def _counts(records: Sequence[Mapping[str, Any]],
+            hp: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The datasheet's count tables (optimizer, schedule, warm-up, scheduler, framework,
+    status)."""
+    n = len(records)
+    lines = ["", "## Counts", ""]
+    lines += _count_table("runs per optimizer", Counter(str(h.get("optimizer")) for h in hp), n)
+    lines += _count_table("runs per lr_schedule",
+                          Counter(str(h.get("lr_schedule")) for h in hp), n)
+    lines += _count_table("runs per warm-up", Counter(
+        "warm-up" if (h.get("warmup_fraction") or 0) > 0 else "none" for h in hp), n)
+    lines += _count_table("runs per scheduler", Counter(
+        str(h["scheduler_kind"]) for h in hp if "scheduler_kind" in h), n)
+    lines += _count_table("runs per framework", Counter(
+        str(r.get("collect", {}).get("framework")) for r in records), n)
+    lines += _count_table("runs per status", Counter(
+        str(r.get("collect", {}).get("status")) for r in records), n)
+    return lines
+
+
 def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> str:
     """DATASHEET.md text for corpus records (dicts as stored) and the commands used."""
     n = len(records)
@@ -608,18 +628,7 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
         ("train_size", _range(values(meta, "train_size"), "{:.0f}")),
         ("num_params", _range(values(meta, "num_params"), "{:.0f}")),
     ])
-    lines += ["", "## Counts", ""]
-    lines += _count_table("runs per optimizer", Counter(str(h.get("optimizer")) for h in hp), n)
-    lines += _count_table("runs per lr_schedule",
-                          Counter(str(h.get("lr_schedule")) for h in hp), n)
-    lines += _count_table("runs per warm-up", Counter(
-        "warm-up" if (h.get("warmup_fraction") or 0) > 0 else "none" for h in hp), n)
-    lines += _count_table("runs per scheduler", Counter(
-        str(h["scheduler_kind"]) for h in hp if "scheduler_kind" in h), n)
-    lines += _count_table("runs per framework", Counter(
-        str(r.get("collect", {}).get("framework")) for r in records), n)
-    lines += _count_table("runs per status", Counter(
-        str(r.get("collect", {}).get("status")) for r in records), n)
+    lines += _counts(records, hp)
     lines += ["Diverged runs (a NaN/inf loss or metric) are kept: trained up to that epoch, "
               "`stopped = {\"epoch\": k, \"reason\": \"diverged\"}`, NaN values as null.", "",
               "## How to regenerate", "",
