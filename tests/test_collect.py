@@ -479,8 +479,7 @@ def test_keras_random_rows_draw_fresh_rows_each_epoch():
     assert len(set(first)) == 30 and set(first) != set(second)
 
 
-@pytest.mark.parametrize("kind", ["constant", "cosine-warmup", "exponential", "piecewise",
-                                  "plateau"])
+@pytest.mark.parametrize("kind", ["cosine-warmup", "exponential", "piecewise", "plateau"])
 def test_keras_mlp_family_schedules(tmp_path, kind):
     pytest.importorskip("keras")
     opts = small(tmp_path, families=("keras-mlp",), runs=1, min_epochs=3, max_epochs=3,
