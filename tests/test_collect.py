@@ -65,7 +65,7 @@ def test_plan_is_deterministic_and_inside_the_declared_ranges():
     a, b = plan(opts), plan(opts)
     assert [(s.run_id, s.config.to_dict()) for s in a] == \
         [(s.run_id, s.config.to_dict()) for s in b]
-    assert a[7].run_id == run_id(list(FAMILIES)[0], 3, 7) == "digits-mlp-s3-00007"
+    assert a[12].run_id == run_id(list(FAMILIES)[0], 3, 12) == "digits-mlp-s3-00012"
     assert len({s.config.seed for s in a}) == 40
     for spec in a:
         hp, fam = spec.config.hparams, FAMILIES[spec.config.family]
@@ -74,7 +74,7 @@ def test_plan_is_deterministic_and_inside_the_declared_ranges():
         assert 20 <= spec.config.max_epochs <= 100
         assert fam.num_layers[0] <= hp["num_layers"] <= fam.num_layers[1]
         assert hp["width"] in fam.widths and 0 <= hp["dropout"] <= 0.6
-        assert spec.config.framework == ("transformers" if spec.config.family == "text-hf"
+        assert spec.config.framework == (fam.frameworks[0] if len(fam.frameworks) == 1
                                          else "keras")
     # More runs later: the first ones stay the same runs.
     longer = plan(CollectOptions("unused", runs=45, seed=3, framework="keras"))
@@ -91,7 +91,8 @@ def test_plan_is_deterministic_and_inside_the_declared_ranges():
 def test_auto_framework_uses_what_is_installed():
     only_keras = plan(CollectOptions("unused", runs=12, framework="auto"),
                       available=lambda fw: fw == "keras")
-    assert {s.config.framework for s in only_keras if s.config.family != "text-hf"} == {"keras"}
+    assert {s.config.framework for s in only_keras
+            if len(FAMILIES[s.config.family].frameworks) > 1} == {"keras"}
     both = plan(CollectOptions("unused", runs=60, framework="auto"), available=lambda fw: True)
     assert {s.config.framework for s in both} == {"lightning", "keras", "transformers"}
 
@@ -318,3 +319,185 @@ def test_keras_and_hf_runs(tmp_path, lightning_ready):
     runs = ledger_runs(opts.directory / "ledger.db")
     assert {r["status"] for r in runs.values()} == {"completed"}
 
+
+
+# ----------------------------------------------------------------------------- what users train
+NEW_FAMILIES = ("text-hf-steps", "images-cnn", "tabular-large", "keras-mlp", "lightning-sched")
+
+
+def collect_twice(opts: CollectOptions) -> list:
+    """Collect, check every record is valid and kept, collect again: nothing redone."""
+    summary = collect(opts)
+    assert summary.failed == [] and summary.trained == opts.runs
+    corpus = opts.directory / CORPUS_NAME
+    before = lines(corpus)
+    records = load_corpus(corpus)  # validates every line (RUN_RECORD.md)
+    runs = ledger_runs(opts.directory / "ledger.db")
+    for rec in records:
+        assert rec.metric == "val_accuracy" and rec.mode == "max" and not rec.forecasts
+        assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in rec.epochs)
+        assert [r["epoch"] for r in rec.epochs] == list(range(1, rec.last_epoch + 1))
+        assert set(rec.meta) >= {"train_size", "num_classes", "num_features", "num_params",
+                                 "max_epochs", "framework"}
+        assert rec.extra["collect"]["family"] == opts.families[0]
+        status = rec.extra["collect"]["status"]
+        assert runs[rec.run_id]["status"] == status
+        assert status == "diverged" or rec.last_epoch == rec.meta["max_epochs"]
+    again = collect(opts)
+    assert (again.trained, again.skipped) == (0, opts.runs)
+    assert lines(corpus) == before
+    return records
+
+
+def test_new_families_draw_inside_their_own_ranges():
+    specs = plan(CollectOptions("unused", families=NEW_FAMILIES, runs=200, seed=2,
+                                min_epochs=10, max_epochs=60, framework="auto"),
+                 available=lambda fw: True)
+    seen = {name: set() for name in NEW_FAMILIES}
+    for spec in specs:
+        cfg, hp = spec.config, spec.config.hparams
+        fam = FAMILIES[cfg.family]
+        assert fam.epochs[0] <= cfg.max_epochs <= fam.epochs[1]
+        assert cfg.framework in fam.frameworks
+        if cfg.family == "text-hf-steps":
+            assert 1e-5 <= hp["learning_rate"] <= 1e-3 and hp["optimizer"] == "adamw"
+            assert hp["lr_schedule"] in ("linear", "cosine", "constant")
+            seen[cfg.family].add(hp["arch"])
+        elif cfg.family in ("keras-mlp", "lightning-sched"):
+            seen[cfg.family].add(hp["scheduler_kind"])
+            assert hp["warmup_fraction"] == 0.0 or hp["scheduler_kind"] in (
+                "onecycle", "cosine-warmup")
+        elif cfg.family == "tabular-large":
+            assert 10_000 <= cfg.data["n_samples"] <= 100_000
+            assert 10 <= cfg.data["n_classes"] <= 50
+        else:
+            seen[cfg.family].add(cfg.data["kind"])
+    assert seen["text-hf-steps"] == {"bert", "gpt2"}
+    assert seen["images-cnn"] == {"digits", "shapes", "textures"}
+    assert len(seen["keras-mlp"]) == 5 and len(seen["lightning-sched"]) == 6
+    # A pinned scheduler gets its own parameters and canonical schedule.
+    (pinned,) = plan(CollectOptions("unused", families=("lightning-sched",), runs=1,
+                                    pins={"scheduler_kind": "plateau"}))
+    hp = pinned.config.hparams
+    assert hp["lr_schedule"] == "other" and {"sched_factor", "sched_patience"} <= set(hp)
+    with pytest.raises(ConfigError):
+        plan(CollectOptions("unused", families=("keras-mlp",), runs=1,
+                            pins={"scheduler_kind": "sometimes"}))
+
+
+def test_new_data_is_learnable_in_shape():
+    from earlystop_predict.tools.collect import userdata
+
+    rng = np.random.default_rng(0)
+    base = {"vocab_size": 40, "seq_len": 12, "n_samples": 200, "n_classes": 3, "flip_y": 0.0}
+    x, y, k = userdata.texts({**base, "task": "order"}, rng)
+    first = np.argmax(x == 2, axis=1) < np.argmax(x == 3, axis=1)
+    assert k == 2 and (first == y.astype(bool)).all() and (x[:, 0] == 1).all()
+    x, y, k = userdata.texts({**base, "task": "pair"}, rng)
+    assert (((x == 2).any(1) ^ (x == 3).any(1)) == y.astype(bool)).all()
+    x, y, k = userdata.texts({**base, "task": "count"}, rng)
+    a, b = np.isin(x, [4, 5, 6]).sum(1), np.isin(x, [7, 8, 9]).sum(1)
+    assert ((a > b) == y.astype(bool)).all()
+    x, y, k = userdata.texts({**base, "task": "keywords"}, rng)
+    assert k == 3 and set(np.unique(y)) == {0, 1, 2}
+    for kind in ("digits", "shapes", "textures"):
+        x, y, k = userdata.images({"kind": kind, "side": 16, "n_samples": 60, "n_classes": 4,
+                                   "noise": 0.1}, rng)
+        assert x.shape[1:] == (16, 16) and x.dtype == np.float32 and y.max() < k
+    x, y, k = userdata.tabular({"n_samples": 10_000, "n_features": 20, "n_classes": 30,
+                                "informative_fraction": 0.5, "imbalance": 1.5, "flip_y": 0.0,
+                                "class_sep": 1.0}, rng)
+    counts = np.bincount(y, minlength=30)
+    assert k == 30 and x.shape == (10_000, 20) and counts[0] > 5 * counts[-1] > 0
+
+
+@pytest.mark.parametrize("model", ["bert", "gpt2"])
+def test_hf_steps_family_records_one_row_per_evaluation(tmp_path, model):
+    pytest.importorskip("transformers")
+    opts = small(tmp_path, families=("text-hf-steps",), runs=1, min_epochs=3, max_epochs=3,
+                 pins={"model": model, "eval_steps": 4, "n_samples": 300})
+    (rec,) = collect_twice(opts)
+    assert rec.hparams["arch"] == model and rec.meta["framework"] == "transformers"
+    assert rec.meta["eval_steps"] == 4 and rec.meta["max_epochs"] == 3 == rec.last_epoch
+    assert [r["step"] for r in rec.epochs] == [4, 8, 12]  # steps mode, not epochs
+    assert {"val_accuracy", "val_loss", "train_loss"} <= set(rec.epochs[-1])
+    assert rec.hparams["optimizer"] == "adamw" and 1e-5 <= rec.hparams["learning_rate"] <= 1e-3
+
+
+@pytest.mark.parametrize("framework", ["lightning", "keras"])
+def test_images_cnn_family(tmp_path, framework, lightning_ready):
+    pytest.importorskip(framework)
+    opts = small(tmp_path, families=("images-cnn",), runs=1, framework=framework,
+                 min_epochs=2, max_epochs=2,
+                 pins={"kind": "shapes", "side": 16, "n_samples": 200, "aug_shift": 2,
+                       "aug_flip": True, "aug_noise": 0.1})
+    (rec,) = collect_twice(opts)
+    assert rec.meta["image_side"] == 16 and rec.meta["num_features"] == 256
+    assert rec.hparams["arch"] == "convnet" and rec.meta["framework"] == framework
+    assert "train_accuracy" in rec.epochs[-1] and rec.extra["collect"]["data"]["aug_flip"]
+
+
+def test_torch_augmentation_acts_in_training_only():
+    torch = pytest.importorskip("torch")
+    from earlystop_predict.tools.collect.families import draw_config, load_data
+    from earlystop_predict.tools.collect.train_more import _torch_convnet
+
+    cfg = draw_config("images-cnn", np.random.default_rng(0), min_epochs=2, max_epochs=2,
+                      pins={"kind": "textures", "side": 16, "n_samples": 100, "aug_shift": 2,
+                            "aug_flip": False, "aug_noise": 0.1})
+    data = load_data(cfg)
+    augment = _torch_convnet(torch, cfg, data)[0]
+    x = torch.from_numpy(data.x_train[:8])
+    assert not torch.equal(augment.train()(x), x)
+    assert torch.equal(augment.eval()(x), x)
+
+
+@pytest.mark.parametrize("framework", ["lightning", "keras"])
+def test_tabular_large_family_subsamples_each_epoch(tmp_path, framework, lightning_ready):
+    pytest.importorskip(framework)
+    opts = small(tmp_path, families=("tabular-large",), runs=1, framework=framework,
+                 min_epochs=2, max_epochs=2,
+                 pins={"n_samples": 10_000, "n_features": 20, "rows_per_epoch": 2048,
+                       "batch_size": 1024})
+    (rec,) = collect_twice(opts)
+    assert rec.meta["train_size"] == 8000 and rec.meta["rows_per_epoch"] == 2048
+    assert 10 <= rec.meta["num_classes"] <= 50
+
+
+def test_keras_random_rows_draw_fresh_rows_each_epoch():
+    keras = pytest.importorskip("keras")
+    from earlystop_predict.tools.collect.families import Dataset
+    from earlystop_predict.tools.collect.train_more import random_rows
+
+    x = np.arange(100, dtype=np.float32)[:, None]
+    data = Dataset(x, np.arange(100), x[:5], np.arange(5), 100, 1)
+    rows = random_rows(keras, data, 30, 8, seed=0)
+    assert len(rows) == 4 and sum(len(rows[i][0]) for i in range(4)) == 30
+    first = np.concatenate([rows[i][1] for i in range(4)])
+    rows.on_epoch_end()
+    second = np.concatenate([rows[i][1] for i in range(4)])
+    assert len(set(first)) == 30 and set(first) != set(second)
+
+
+@pytest.mark.parametrize("kind", ["cosine-warmup", "exponential", "piecewise", "plateau"])
+def test_keras_mlp_family_schedules(tmp_path, kind):
+    pytest.importorskip("keras")
+    opts = small(tmp_path, families=("keras-mlp",), runs=1, min_epochs=3, max_epochs=3,
+                 pins={"scheduler_kind": kind, "n_samples": 1000, "batch_size": 256,
+                       "warmup_fraction": 0.2})
+    (rec,) = collect_twice(opts)
+    assert rec.hparams["scheduler_kind"] == kind and rec.meta["framework"] == "keras"
+    assert rec.hparams["lr_schedule"] == {"constant": "constant", "cosine-warmup": "cosine",
+                                          "plateau": "other"}.get(kind, "step")
+    assert (rec.hparams["warmup_fraction"] > 0) == (kind == "cosine-warmup")
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "plateau", "cosine-annealing",
+                                  "cosine-restarts", "exponential", "multistep"])
+def test_lightning_sched_family_schedulers(tmp_path, kind, lightning_ready):
+    opts = small(tmp_path, families=("lightning-sched",), runs=1, min_epochs=3, max_epochs=3,
+                 pins={"scheduler_kind": kind, "n_samples": 1000, "batch_size": 256,
+                       "optimizer": "adam", "learning_rate": 1e-3})
+    (rec,) = collect_twice(opts)
+    assert rec.hparams["scheduler_kind"] == kind and rec.meta["framework"] == "lightning"
+    assert rec.extra["collect"]["status"] == "completed"

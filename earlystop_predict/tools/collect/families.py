@@ -27,6 +27,8 @@ import numpy as np
 
 from earlystop_predict._imports import require
 from earlystop_predict.errors import ConfigError
+from earlystop_predict.tools.collect import userdata
+from earlystop_predict.tools.collect.userdata import IMAGE_KINDS, TEXT_TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "linear")
@@ -64,7 +66,8 @@ class Family:
     Args:
         name: the family's name on the command line (``digits-mlp``...).
         task: the record's ``task`` (data set name).
-        arch: ``"mlp"``, ``"cnn"``, ``"rnn"`` or ``"bert"``.
+        arch: ``"mlp"``, ``"cnn"``, ``"rnn"``, ``"bert"``, ``"transformer"`` (BERT or
+            GPT-2, drawn) or ``"convnet"`` (images of any side).
         frameworks: the frameworks that can train it, first is the default.
         description: one line for DATASHEET.md.
         num_layers: [low, high] hidden layers (conv layers, recurrent layers, blocks).
@@ -72,6 +75,15 @@ class Family:
         data_fraction: [low, high] fraction of the training split kept.
         batch_sizes: choices of batch size (those <= train_size / 2 are drawn from).
         draw_data: ``rng -> data parameters`` (sizes, noise...), JSON-able.
+        draw_hparams: ``(family, rng, train_size, data) -> hparams`` replacing the
+            generic draw of :data:`SPACE` (a family with its own space), or None.
+        epochs: the family's own [low, high] planned epochs (evaluations for a
+            steps-mode family), clipped to ``--min-epochs``/``--max-epochs`` (those
+            alone when the two ranges do not meet), or None: the command's range.
+        space: the family's own declared ranges for DATASHEET.md (keys that differ
+            from :data:`SPACE`).
+        settle: ``hparams -> hparams`` after ``--set`` pins (keeps values that depend
+            on a pinned one consistent), or None.
     """
 
     name: str
@@ -85,6 +97,10 @@ class Family:
     batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
     draw_data: Callable[[np.random.Generator], dict[str, Any]] = field(
         default=lambda rng: {}, repr=False)
+    draw_hparams: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
+    epochs: tuple[int, int] | None = None
+    space: Mapping[str, Any] = field(default_factory=dict)
+    settle: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False)
 
 
 def _synthetic_data(rng: np.random.Generator) -> dict[str, Any]:
@@ -109,6 +125,139 @@ def _text_data(rng: np.random.Generator) -> dict[str, Any]:
             "n_samples": int(rng.integers(400, 1201)), "n_classes": int(rng.integers(2, 5)),
             "keywords_per_class": int(rng.integers(2, 9)),
             "planted": int(rng.integers(1, 4)), "flip_y": float(rng.uniform(0.0, 0.15))}
+
+
+# -------------------------------------------------------------- families of what users train
+#: The Trainer's ``lr_scheduler_type`` choices of ``text-hf-steps`` ("constant" is
+#: ``constant_with_warmup``).
+HF_SCHEDULES = ("linear", "cosine", "constant")
+#: torch.optim.lr_scheduler choices of ``lightning-sched``.
+LIGHTNING_SCHEDULERS = ("onecycle", "plateau", "cosine-annealing", "cosine-restarts",
+                        "exponential", "multistep")
+#: Keras schedule choices of ``keras-mlp`` (``plateau``: the ReduceLROnPlateau callback).
+KERAS_SCHEDULES = ("constant", "cosine-warmup", "exponential", "piecewise", "plateau")
+#: A scheduler's canonical ``lr_schedule`` (RUN_RECORD.md); the name is ``scheduler_kind``.
+SCHEDULER_CANON = {"onecycle": "other", "plateau": "other", "cosine-annealing": "cosine",
+                   "cosine-restarts": "other", "exponential": "step", "multistep": "step",
+                   "constant": "constant", "cosine-warmup": "cosine", "piecewise": "step"}
+
+
+def _text_steps_data(rng: np.random.Generator) -> dict[str, Any]:
+    return {"model": str(rng.choice(["bert", "gpt2"])), "task": str(rng.choice(TEXT_TASKS)),
+            "vocab_size": int(rng.integers(24, 201)), "seq_len": int(rng.integers(12, 33)),
+            "n_samples": int(rng.integers(300, 901)), "n_classes": int(rng.integers(2, 5)),
+            "flip_y": _maybe(rng, 0.5, lambda: float(rng.uniform(0.0, 0.1))),
+            "eval_steps": int(rng.choice([4, 5, 8, 10]))}
+
+
+def _image_data(rng: np.random.Generator) -> dict[str, Any]:
+    kind = str(rng.choice(IMAGE_KINDS))
+    flip = bool(rng.uniform() < 0.5)
+    return {"kind": kind, "side": int(rng.choice([16, 16, 24])),
+            "n_samples": 1797 if kind == "digits" else int(rng.integers(500, 1501)),
+            "n_classes": 10 if kind == "digits" else int(rng.integers(3, 9)),
+            "noise": float(rng.uniform(0.0, 0.4)),
+            "flip_y": _maybe(rng, 0.6, lambda: float(rng.uniform(0.0, 0.1))),
+            "aug_shift": int(rng.integers(0, 3)), "aug_flip": kind == "shapes" and flip,
+            "aug_noise": _maybe(rng, 0.5, lambda: float(rng.uniform(0.02, 0.2)))}
+
+
+def _tabular_large_data(rng: np.random.Generator) -> dict[str, Any]:
+    return {"n_samples": int(round(_log_uniform(rng, 1e4, 1e5))),
+            "n_features": int(rng.integers(20, 101)),
+            "informative_fraction": float(rng.uniform(0.3, 0.8)),
+            "n_classes": int(rng.integers(10, 51)), "imbalance": float(rng.uniform(0.0, 1.5)),
+            "flip_y": float(rng.uniform(0.0, 0.2)), "class_sep": float(rng.uniform(0.5, 2.0)),
+            "rows_per_epoch": int(rng.choice([2048, 4096, 8192]))}
+
+
+def _tabular_mid_data(rng: np.random.Generator) -> dict[str, Any]:
+    return {"n_samples": int(rng.integers(1000, 6001)), "n_features": int(rng.integers(10, 61)),
+            "informative_fraction": float(rng.uniform(0.3, 0.8)),
+            "n_classes": int(rng.integers(2, 21)), "imbalance": float(rng.uniform(0.0, 1.5)),
+            "flip_y": float(rng.uniform(0.0, 0.25)), "class_sep": float(rng.uniform(0.5, 2.0))}
+
+
+def _batch_choice(fam: Family, rng: np.random.Generator, train_size: int) -> int:
+    choices = [b for b in fam.batch_sizes if b <= max(fam.batch_sizes[0], train_size // 2)]
+    return int(rng.choice(choices))
+
+
+def _hf_steps_hparams(fam: Family, rng: np.random.Generator, train_size: int,
+                      data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trainer's own AdamW, warm-up and decay, learning rate log-uniform 1e-5..1e-3."""
+    lo, hi = fam.num_layers
+    return {
+        "optimizer": "adamw", "learning_rate": _log_uniform(rng, 1e-5, 1e-3), "momentum": 0.9,
+        "weight_decay": _maybe(rng, 0.5, lambda: _log_uniform(rng, 1e-4, 0.1)),
+        "batch_size": _batch_choice(fam, rng, train_size),
+        "num_layers": int(rng.integers(lo, hi + 1)), "width": int(rng.choice(fam.widths)),
+        "dropout": _maybe(rng, 0.5, lambda: float(rng.uniform(0.0, 0.2))),
+        "lr_schedule": str(rng.choice(HF_SCHEDULES)),
+        "warmup_fraction": _maybe(rng, 0.25, lambda: float(rng.uniform(0.02, 0.2))),
+        "arch": str(data["model"]),
+    }
+
+
+def _scheduler_hparams(kinds: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """The generic draw of :data:`SPACE`, then a framework scheduler out of ``kinds``
+    with its own parameters (``sched_*``); ``warmup_fraction`` is OneCycle's
+    ``pct_start`` or the Keras cosine's warm-up, else 0."""
+    def draw(fam: Family, rng: np.random.Generator, train_size: int,
+             data: Mapping[str, Any]) -> dict[str, Any]:
+        hp = draw_hparams(fam, rng, train_size)
+        kind = str(rng.choice(kinds))
+        extra = {"onecycle": {"warmup_fraction": float(rng.uniform(0.1, 0.4))},
+                 "plateau": {"sched_factor": float(rng.uniform(0.1, 0.5)),
+                             "sched_patience": int(rng.integers(2, 7))},
+                 "cosine-restarts": {"sched_cycles": int(rng.integers(2, 5))},
+                 "exponential": {"sched_final_factor": _log_uniform(rng, 0.01, 0.3)},
+                 "multistep": {"sched_factor": float(rng.uniform(0.1, 0.5))}}.get(kind, {})
+        hp.update({"scheduler_kind": kind, "lr_schedule": SCHEDULER_CANON[kind],
+                   "warmup_fraction": hp["warmup_fraction"] if kind == "cosine-warmup" else 0.0})
+        hp.update(extra)
+        return hp
+    return draw
+
+
+#: What a pinned ``scheduler_kind`` gets for parameters its draw did not make.
+SCHED_DEFAULTS = {"onecycle": {"warmup_fraction": 0.3},
+                  "plateau": {"sched_factor": 0.3, "sched_patience": 3},
+                  "cosine-restarts": {"sched_cycles": 3},
+                  "exponential": {"sched_final_factor": 0.1}, "multistep": {"sched_factor": 0.3}}
+
+
+def settle_scheduler(hp: dict[str, Any]) -> dict[str, Any]:
+    """After pins: ``lr_schedule`` from ``scheduler_kind``, the kind's parameters filled
+    from :data:`SCHED_DEFAULTS` when missing, a warm-up only where the kind has one. A
+    drawn (unpinned) configuration is left as it is."""
+    kind = str(hp["scheduler_kind"])
+    if kind not in SCHEDULER_CANON:
+        raise ConfigError("scheduler_kind", " | ".join(SCHEDULER_CANON), kind)
+    hp = {**hp, "lr_schedule": SCHEDULER_CANON[kind]}
+    for key, value in SCHED_DEFAULTS.get(kind, {}).items():
+        if key not in hp or (key == "warmup_fraction" and not hp[key] > 0):
+            hp[key] = value
+    if kind not in ("onecycle", "cosine-warmup"):
+        hp["warmup_fraction"] = 0.0
+    return hp
+
+
+_HF_STEPS_SPACE = {
+    "optimizer": "adamw (the Trainer's adamw_torch)", "learning_rate": {"log_uniform": (1e-5, 1e-3)},
+    "weight_decay": {"p0": 0.5, "log_uniform": (1e-4, 0.1)},
+    "dropout": {"p0": 0.5, "uniform": (0.0, 0.2)},
+    "lr_schedule": {"choice": HF_SCHEDULES, "note": "lr_scheduler_type; constant = "
+                    "constant_with_warmup"},
+    "warmup_fraction": {"p0": 0.25, "uniform": (0.02, 0.2), "note": "warm-up steps / max_steps"},
+    "eval_steps": {"choice": (4, 5, 8, 10)}, "max_steps": "max_epochs (evaluations) x "
+    "eval_steps", "model": {"choice": ("bert", "gpt2")},
+    "task": {"choice": TEXT_TASKS}}
+_SCHED_NOTE = {"sched_factor": {"uniform": (0.1, 0.5), "note": "plateau factor / multistep "
+                                "gamma"},
+               "sched_patience": {"int_uniform": (2, 6)}, "sched_cycles": {"int_uniform": (2, 4)},
+               "sched_final_factor": {"log_uniform": (0.01, 0.3), "note": "exponential: lr "
+                                      "factor reached at the last epoch"}}
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -136,6 +285,47 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "random token sequences with planted class keywords, 2-4 classes; BERT built "
            "from BertConfig (random init) through the Hugging Face Trainer",
            (1, 2), (16, 32, 64), batch_sizes=(16, 32, 64, 128), draw_data=_text_data),
+    Family("text-hf-steps", "synthetic-text-steps", "transformer", ("transformers",),
+           "token tasks (majority of planted keywords against a distractor, order of two "
+           "markers, XOR of two markers, which token set is more frequent); tiny BERT or "
+           "GPT-2 from BertConfig/GPT2Config (random init) + classification head through "
+           "the HF Trainer: its AdamW, warm-up + linear/cosine/constant, evaluated every "
+           "eval_steps steps (one row per evaluation)",
+           (1, 2), (16, 32, 64), batch_sizes=(16, 32, 64), draw_data=_text_steps_data,
+           draw_hparams=_hf_steps_hparams, epochs=(10, 40), space=_HF_STEPS_SPACE),
+    Family("images-cnn", "synthetic-images", "convnet", TORCH_FRAMEWORKS,
+           "16x16 or 24x24 images made offline: load_digits upsampled, shapes (3-8 "
+           "classes, random position/size) or oriented gratings, pixel noise 0-0.4; "
+           "CNN (3x3 conv + max-pool blocks) with random shift / flip / noise augmentation",
+           (1, 3), (8, 16, 32), (0.3, 1.0), draw_data=_image_data, epochs=(10, 40),
+           space={"augmentation": "aug_shift 0-2 px per batch, aug_flip (shapes) p=0.5, "
+                  "aug_noise p0 0.5 else 0.02-0.2"}),
+    Family("tabular-large", "synthetic-tabular-large", "mlp", TORCH_FRAMEWORKS,
+           "make_classification: 10^4-10^5 rows (log-uniform), 20-100 features, 10-50 "
+           "classes, Zipf-like imbalance (shares ~ (1+i)^-a, a 0-1.5), flip_y 0-0.2; "
+           "MLP, each epoch a random subsample of 2048-8192 rows",
+           (1, 3), (64, 128, 256, 512), batch_sizes=(128, 256, 512, 1024),
+           draw_data=_tabular_large_data, epochs=(10, 30),
+           space={"rows_per_epoch": {"choice": (2048, 4096, 8192)}}),
+    Family("keras-mlp", "synthetic-tabular", "mlp", ("keras",),
+           "make_classification: 1000-6000 rows, 10-60 features, 2-20 classes, imbalance, "
+           "flip_y 0-0.25; Keras fit with Keras schedules (CosineDecay with warm-up, "
+           "ExponentialDecay, PiecewiseConstantDecay) or the ReduceLROnPlateau callback",
+           (1, 4), (16, 32, 64, 128, 256), batch_sizes=(32, 64, 128, 256),
+           draw_data=_tabular_mid_data,
+           draw_hparams=_scheduler_hparams(KERAS_SCHEDULES), epochs=(10, 50),
+           settle=settle_scheduler,
+           space={"scheduler_kind": {"choice": KERAS_SCHEDULES},
+                  **{k: v for k, v in _SCHED_NOTE.items() if k != "sched_cycles"}}),
+    Family("lightning-sched", "synthetic-tabular", "mlp", ("lightning",),
+           "make_classification as keras-mlp; Lightning with torch schedulers: OneCycleLR, "
+           "ReduceLROnPlateau (val_loss), CosineAnnealingLR, CosineAnnealingWarmRestarts, "
+           "ExponentialLR, MultiStepLR",
+           (1, 4), (16, 32, 64, 128, 256), batch_sizes=(32, 64, 128, 256),
+           draw_data=_tabular_mid_data,
+           draw_hparams=_scheduler_hparams(LIGHTNING_SCHEDULERS), epochs=(10, 50),
+           settle=settle_scheduler,
+           space={"scheduler_kind": {"choice": LIGHTNING_SCHEDULERS}, **_SCHED_NOTE}),
 )}
 
 
@@ -244,6 +434,16 @@ def _coerce(key: str, value: Any, like: Any) -> Any:
     return str(value)
 
 
+def _epoch_range(fam: Family, low: int, high: int) -> tuple[int, int]:
+    """``[low, high + 1)`` of the planned epochs: the family's range clipped to the
+    command's, or the command's when the two do not meet."""
+    if fam.epochs is not None:
+        lo, hi = max(low, fam.epochs[0]), min(high, fam.epochs[1])
+        if lo <= hi:
+            return lo, hi + 1
+    return low, high + 1
+
+
 def draw_config(name: str, rng: np.random.Generator, *, min_epochs: int = 20,
                 max_epochs: int = 100, framework: str | None = None, seed: int = 0,
                 pins: Mapping[str, Any] | None = None) -> RunConfig:
@@ -269,12 +469,13 @@ def draw_config(name: str, rng: np.random.Generator, *, min_epochs: int = 20,
         raise ConfigError("max_epochs", f"an integer >= min_epochs ({min_epochs})", max_epochs)
     data = dict(fam.draw_data(rng))
     data["data_fraction"] = float(rng.uniform(*fam.data_fraction))
-    epochs = int(rng.integers(min_epochs, max_epochs + 1))
+    epochs = int(rng.integers(*_epoch_range(fam, min_epochs, max_epochs)))
     pins = dict(pins or {})
     for key in [k for k in pins if k in data]:
         data[key] = _coerce(key, pins.pop(key), data[key])
     train_size, _ = split_sizes(fam.task, data, data["data_fraction"])
-    hp = draw_hparams(fam, rng, train_size)
+    hp = (fam.draw_hparams(fam, rng, train_size, data) if fam.draw_hparams is not None
+          else draw_hparams(fam, rng, train_size))
     if "max_epochs" in pins:
         epochs = _coerce("max_epochs", pins.pop("max_epochs"), epochs)
         if epochs < 2:
@@ -286,6 +487,8 @@ def draw_config(name: str, rng: np.random.Generator, *, min_epochs: int = 20,
                               + ", ".join(sorted(data)) + ") or max_epochs", key)
         hp[key] = _coerce(key, value, hp[key])
     hp["batch_size"] = max(1, min(int(hp["batch_size"]), train_size))
+    if fam.settle is not None:
+        hp = fam.settle(hp)
     fw = framework if framework is not None else fam.frameworks[0]
     if fw not in fam.frameworks:
         raise ConfigError("framework", f"one of {', '.join(fam.frameworks)} for {name}", fw)
@@ -380,6 +583,11 @@ def _raw(cfg: RunConfig, fam: Family, rng: np.random.Generator) -> tuple[np.ndar
         return _sequences(d, rng)
     if fam.task == "synthetic-text":
         return _texts(d, rng)
+    generate = {"synthetic-text-steps": userdata.texts, "synthetic-images": userdata.images,
+                "synthetic-tabular-large": userdata.tabular,
+                "synthetic-tabular": userdata.tabular}.get(fam.task)
+    if generate is not None:
+        return generate(d, rng)
     raise ConfigError("family task", "a known task", fam.task)  # pragma: no cover
 
 
@@ -430,10 +638,17 @@ def load_data(cfg: RunConfig) -> Dataset:
     if fam.arch == "cnn":
         xt, xv = xt.reshape(-1, 8, 8), xv.reshape(-1, 8, 8)
     extra: dict[str, Any] = {}
-    if fam.arch in ("rnn", "bert"):
+    if fam.arch in ("rnn", "bert", "transformer"):
         extra["seq_len"] = int(x.shape[1])
-    if fam.arch == "bert":
+    if fam.arch in ("bert", "transformer"):
         extra["vocab_size"] = int(cfg.data["vocab_size"])
+    if fam.arch == "transformer":
+        extra["eval_steps"] = int(cfg.data["eval_steps"])
+    if fam.arch == "convnet":
+        extra["image_side"] = int(x.shape[1])
+    if "rows_per_epoch" in cfg.data:
+        extra["rows_per_epoch"] = min(int(cfg.data["rows_per_epoch"]), len(yt))
     num_features = int(np.prod(x.shape[1:]))
-    f32 = (lambda a: a) if fam.arch == "bert" else (lambda a: a.astype(np.float32))
+    tokens = fam.arch in ("bert", "transformer")
+    f32 = (lambda a: a) if tokens else (lambda a: a.astype(np.float32))
     return Dataset(f32(xt), yt, f32(xv), yv, int(k), num_features, extra)

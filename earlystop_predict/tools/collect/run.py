@@ -214,8 +214,8 @@ def _streams(seed: int, index: int) -> list[np.random.SeedSequence]:
 def _framework_for(opts: CollectOptions, name: str, index: int,
                    available: Callable[[str], bool]) -> str:
     fam = family(name)
-    if fam.frameworks == ("transformers",):
-        return "transformers"
+    if len(fam.frameworks) == 1:  # text-hf(-steps), keras-mlp, lightning-sched
+        return fam.frameworks[0]
     if opts.framework != "auto":
         return opts.framework
     rng = np.random.default_rng(_streams(opts.seed, index)[2])
@@ -546,6 +546,26 @@ def _range(values: list[float], fmt: str = "{:.3g}") -> str:
     return f"{fmt.format(min(values))} .. {fmt.format(max(values))}"
 
 
+def _counts(records: Sequence[Mapping[str, Any]],
+            hp: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The datasheet's count tables (optimizer, schedule, warm-up, scheduler, framework,
+    status)."""
+    n = len(records)
+    lines = ["", "## Counts", ""]
+    lines += _count_table("runs per optimizer", Counter(str(h.get("optimizer")) for h in hp), n)
+    lines += _count_table("runs per lr_schedule",
+                          Counter(str(h.get("lr_schedule")) for h in hp), n)
+    lines += _count_table("runs per warm-up", Counter(
+        "warm-up" if (h.get("warmup_fraction") or 0) > 0 else "none" for h in hp), n)
+    lines += _count_table("runs per scheduler", Counter(
+        str(h["scheduler_kind"]) for h in hp if "scheduler_kind" in h), n)
+    lines += _count_table("runs per framework", Counter(
+        str(r.get("collect", {}).get("framework")) for r in records), n)
+    lines += _count_table("runs per status", Counter(
+        str(r.get("collect", {}).get("status")) for r in records), n)
+    return lines
+
+
 def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> str:
     """DATASHEET.md text for corpus records (dicts as stored) and the commands used."""
     n = len(records)
@@ -558,8 +578,11 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
              "with earlystop_predict's own callbacks (dry run, every run also in `ledger.db`). "
              f"Records: `{CORPUS_NAME}` (gzip JSON Lines, RUN_RECORD.md shape; read with "
              "`earlystop_predict.tools.collect.run.load_corpus`). Target metric: `val_accuracy` "
-             "(max); rows also hold `val_loss`, `train_loss` and, except for text-hf, "
-             "`train_accuracy`, plus `time` (s).", "",
+             "(max); rows also hold `val_loss`, `train_loss` and, except for the HF "
+             "families, `train_accuracy`, plus `time` (s). A `text-hf-steps` row is one "
+             "evaluation every `meta.eval_steps` optimizer steps (`eval_strategy=\"steps\"`): "
+             "`epoch` is the evaluation's index, `step` its step, `meta.max_epochs` the "
+             "planned evaluations.", "",
              "## Families", ""]
     fam_rows = []
     for name, fam in FAMILIES.items():
@@ -584,6 +607,7 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
                       ", ".join(map(str, f.widths)), ", ".join(map(str, f.batch_sizes)),
                       f"{f.data_fraction[0]:g}..{f.data_fraction[1]:g}")
                      for f in FAMILIES.values()])
+    lines += _family_spaces()
     hp = [r.get("hparams", {}) for r in records]
     meta = [r.get("meta", {}) for r in records]
 
@@ -604,16 +628,7 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
         ("train_size", _range(values(meta, "train_size"), "{:.0f}")),
         ("num_params", _range(values(meta, "num_params"), "{:.0f}")),
     ])
-    lines += ["", "## Counts", ""]
-    lines += _count_table("runs per optimizer", Counter(str(h.get("optimizer")) for h in hp), n)
-    lines += _count_table("runs per lr_schedule",
-                          Counter(str(h.get("lr_schedule")) for h in hp), n)
-    lines += _count_table("runs per warm-up", Counter(
-        "warm-up" if (h.get("warmup_fraction") or 0) > 0 else "none" for h in hp), n)
-    lines += _count_table("runs per framework", Counter(
-        str(r.get("collect", {}).get("framework")) for r in records), n)
-    lines += _count_table("runs per status", Counter(
-        str(r.get("collect", {}).get("status")) for r in records), n)
+    lines += _counts(records, hp)
     lines += ["Diverged runs (a NaN/inf loss or metric) are kept: trained up to that epoch, "
               "`stopped = {\"epoch\": k, \"reason\": \"diverged\"}`, NaN values as null.", "",
               "## How to regenerate", "",
@@ -622,8 +637,27 @@ def datasheet(records: Sequence[Mapping[str, Any]], commands: Sequence[str]) -> 
               "(results may differ in the last digits between CPU and GPU).", "", "```sh",
               *commands, "```", "",
               "Notes: Keras applies weight decay decoupled (as AdamW), torch's SGD/Adam/RMSprop "
-              "as L2; the HF Trainer clips gradients at norm 1.0 (its default).", ""]
+              "as L2; the HF Trainer clips gradients at norm 1.0 (its default). A family with "
+              "its own epoch range draws in it clipped to `--min-epochs`/`--max-epochs`. "
+              "`keras-mlp` and `lightning-sched` record the scheduler's canonical "
+              "`lr_schedule` (OneCycle, plateau and warm restarts: `other`; exponential and "
+              "multistep: `step`) and its name in `hparams.scheduler_kind`.", ""]
     return "\n".join(lines)
+
+
+def _family_spaces() -> list[str]:
+    """The table of the families' own declared ranges (epochs and ``Family.space``)."""
+    rows = []
+    for fam in FAMILIES.values():
+        if fam.epochs is not None:
+            rows.append((fam.name, "max_epochs", f"`{list(fam.epochs)}` (clipped to the "
+                         "command's range)"))
+        rows += [(fam.name, key, "`" + json.dumps(value, default=list) + "`")
+                 for key, value in fam.space.items()]
+    if not rows:
+        return []
+    return ["", "Families with ranges of their own (they replace or add to those above):",
+            "", *_table(("family", "key", "distribution"), rows)]
 
 
 def _regeneration_commands(commands: list[str], records: list[dict[str, Any]]) -> list[str]:

@@ -132,8 +132,10 @@ def train_run(cfg: RunConfig, *, run_id: str, ledger: str | None = None,
     t0 = time.perf_counter()
     data = load_data(cfg)
     kwargs = _callback_kwargs(cfg, data, run_id, ledger, forecaster)
-    trainer = {"lightning": _train_lightning, "keras": _train_keras,
-               "transformers": _train_hf}[cfg.framework]
+    from earlystop_predict.tools.collect.train_more import trainer_for
+
+    trainer = trainer_for(cfg) or {"lightning": _train_lightning, "keras": _train_keras,
+                                   "transformers": _train_hf}[cfg.framework]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         record, diverged, device = trainer(cfg, data, kwargs)
@@ -206,8 +208,19 @@ def _torch_net(torch: Any, cfg: RunConfig, data: Dataset) -> Any:
     raise ValueError(f"no torch model for arch {arch!r}")  # pragma: no cover
 
 
-def _train_lightning(cfg: RunConfig, data: Dataset,
-                     kwargs: dict[str, Any]) -> tuple[RunRecord, int | None, str]:
+def _train_lightning(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *,
+                     net: Any = None, rows_per_epoch: int | None = None,
+                     scheduler: Any = None) -> tuple[RunRecord, int | None, str]:
+    """Lightning ``fit`` of the run (the callback plus a divergence guard).
+
+    Args:
+        net: ``(torch) -> nn.Module``; None: the family's default net. Default None.
+        rows_per_epoch: an epoch is this many random training rows (a fresh draw each
+            epoch), or None: all of them. Default None.
+        scheduler: ``(torch, optimizer, total_steps, steps_per_epoch) -> the
+            lr_scheduler dict of configure_optimizers``; None: :func:`lr_factor`
+            per step. Default None.
+    """
     import logging
 
     torch = require("torch", extra="lightning")
@@ -218,9 +231,10 @@ def _train_lightning(cfg: RunConfig, data: Dataset,
     pl.seed_everything(cfg.seed, verbose=False)
     hp = cfg.hparams
     batch = int(hp["batch_size"])
-    steps_per_epoch = math.ceil(data.train_size / batch)
+    rows = min(rows_per_epoch or data.train_size, data.train_size)
+    steps_per_epoch = math.ceil(rows / batch)
     total = steps_per_epoch * cfg.max_epochs
-    net = _torch_net(torch, cfg, data)
+    net = net(torch) if net is not None else _torch_net(torch, cfg, data)
     f = torch.nn.functional
 
     class Module(pl.LightningModule):
@@ -266,6 +280,9 @@ def _train_lightning(cfg: RunConfig, data: Dataset,
 
         def configure_optimizers(self) -> Any:
             opt = _torch_optimizer(torch, self.parameters(), hp)
+            if scheduler is not None:
+                return {"optimizer": opt,
+                        "lr_scheduler": scheduler(torch, opt, total, steps_per_epoch)}
             return {"optimizer": opt, "lr_scheduler": {
                 "scheduler": _torch_scheduler(torch, opt, hp, total), "interval": "step"}}
 
@@ -281,7 +298,9 @@ def _train_lightning(cfg: RunConfig, data: Dataset,
     train = torch.utils.data.TensorDataset(tensors[0], tensors[1])
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = torch.utils.data.BatchSampler(
-        torch.utils.data.RandomSampler(train, generator=gen), batch, drop_last=False)
+        torch.utils.data.RandomSampler(train, generator=gen,
+                                       num_samples=rows if rows_per_epoch else None),
+        batch, drop_last=False)
     # Whole batches by index (no per-row collate): tiny models are otherwise loader-bound.
     train_loader = torch.utils.data.DataLoader(train, sampler=sampler, batch_size=None)
     val = torch.utils.data.TensorDataset(tensors[2], tensors[3])
@@ -367,8 +386,19 @@ def _keras_optimizer(keras: Any, hp: Mapping[str, Any], schedule: Any) -> Any:
     return keras.optimizers.Adam(schedule, beta_1=mom, weight_decay=wd)
 
 
-def _train_keras(cfg: RunConfig, data: Dataset,
-                 kwargs: dict[str, Any]) -> tuple[RunRecord, int | None, str]:
+def _train_keras(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *,
+                 model: Any = None, schedule: Any = None, callbacks: Any = None,
+                 rows_per_epoch: int | None = None) -> tuple[RunRecord, int | None, str]:
+    """Keras ``fit`` of the run (the callback plus a divergence guard).
+
+    Args:
+        model: ``(keras) -> uncompiled model``; None: the family's default. Default None.
+        schedule: ``(keras, lr, total_steps, steps_per_epoch) -> a learning rate or
+            schedule``; None: :func:`lr_factor` as a Keras schedule. Default None.
+        callbacks: ``(keras) -> extra callbacks`` (ReduceLROnPlateau...). Default None.
+        rows_per_epoch: an epoch is this many random training rows (a fresh draw each
+            epoch, a ``keras.utils.PyDataset``), or None: all of them. Default None.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from earlystop_predict.integrations.keras import KerasForecastCallback, keras
 
@@ -376,11 +406,16 @@ def _train_keras(cfg: RunConfig, data: Dataset,
     keras.utils.set_random_seed(cfg.seed % 2 ** 31)
     hp = cfg.hparams
     batch = int(hp["batch_size"])
-    total = math.ceil(data.train_size / batch) * cfg.max_epochs
-    schedule = _keras_schedule(keras, float(hp["learning_rate"]), total,
-                               str(hp["lr_schedule"]), float(hp["warmup_fraction"]))
-    model = _keras_model(keras, cfg, data)
-    model.compile(_keras_optimizer(keras, hp, schedule), "sparse_categorical_crossentropy",
+    rows = min(rows_per_epoch or data.train_size, data.train_size)
+    steps_per_epoch = math.ceil(rows / batch)
+    total = steps_per_epoch * cfg.max_epochs
+    if schedule is None:
+        lr = _keras_schedule(keras, float(hp["learning_rate"]), total,
+                             str(hp["lr_schedule"]), float(hp["warmup_fraction"]))
+    else:
+        lr = schedule(keras, float(hp["learning_rate"]), total, steps_per_epoch)
+    model = model(keras) if model is not None else _keras_model(keras, cfg, data)
+    model.compile(_keras_optimizer(keras, hp, lr), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     diverged: list[int] = []
 
@@ -390,9 +425,17 @@ def _train_keras(cfg: RunConfig, data: Dataset,
             model.stop_training = True
 
     cb = KerasForecastCallback(METRIC, **kwargs)
-    model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-              epochs=cfg.max_epochs, batch_size=batch, verbose=0, shuffle=True,
-              callbacks=[cb, keras.callbacks.LambdaCallback(on_epoch_end=guard)])
+    extra = list(callbacks(keras)) if callbacks is not None else []
+    fit_kw: dict[str, Any] = {"batch_size": batch, "shuffle": True}
+    train: Any = data.x_train
+    if rows_per_epoch:
+        from earlystop_predict.tools.collect.train_more import random_rows
+
+        train, fit_kw = random_rows(keras, data, rows, batch, cfg.seed), {}
+    model.fit(train, data.y_train if not rows_per_epoch else None,
+              validation_data=(data.x_val, data.y_val), epochs=cfg.max_epochs, verbose=0,
+              callbacks=[cb, *extra, keras.callbacks.LambdaCallback(on_epoch_end=guard)],
+              **fit_kw)
     record = cb.monitor.record
     keras.backend.clear_session()
     return record, (diverged[0] if diverged else None), "cpu"
