@@ -3,7 +3,9 @@
 Run: python benchmarks/study_context.py [--contexts 5,10,20,40] [--seeds 2]
 
 Each family of the real corpus (``models/corpus``) is scored with the fold model
-that never saw it (``models/folds/``, ``build_folds.py``). A run's final epoch is
+that never saw it (``models/folds/``, ``build_folds.py``); a family collected after
+the bundled model was trained (in no fold of its manifest) is scored by the bundled
+model itself, which never saw it either. A run's final epoch is
 forecast from its first 10, 20 and 40 % of epochs, alone ("no context") and as a
 member of a study whose other finished runs are K runs of the same family drawn at
 random (``StudyContext``: the guarded gain correction of
@@ -62,6 +64,9 @@ def main() -> None:
     runs = completed(load_corpus(args.corpus))
     fam = np.array([family_of(r) for r in runs])
     model_of = {f: load_model(path) for fams, path in plan for f in fams}
+    bundled = load_model("auto")
+    for f in sorted(set(fam.tolist()) - set(model_of)):  # collected after the bundle
+        model_of[f] = bundled
     keep = np.array([f in model_of for f in fam])
     runs = [r for r, k in zip(runs, keep, strict=True) if k]
     fam = fam[keep]
