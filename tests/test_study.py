@@ -261,3 +261,11 @@ def test_a_ray_trial_book_without_a_ledger_learns_from_its_completed_trials():
     again = TrialBook(make)
     again.load_state_dict(book.state_dict())
     assert again.completed == [f"t{i}" for i in range(7)]
+
+
+def test_a_corrected_forecast_stays_one_coherent_distribution():
+    base = over().forecast(flat("r", 0.5, 3), 10)          # mean 0.8 = median, spread 0.05
+    skewed = StudyCorrection(slope=1.5, shift=0.0, runs=9, error_ratio=0.5, width=0.5)
+    from dataclasses import replace
+    fc = skewed.apply(replace(base, mean=0.84), 0.5)        # a mean off the median
+    assert fc.quantiles["0.1"] <= fc.mean <= fc.quantiles["0.9"]

@@ -88,9 +88,11 @@ class StudyCorrection:
         note = (f"study: {self.runs} finished runs, gain x{self.slope:.2f} "
                 f"{self.shift:+.4f}, spread x{self.width:.2f} (error {self.error_ratio:.2f} "
                 "x the base's)")
-        return replace(forecast, mean=clip(last + self.shift + self.slope * (forecast.mean - last)),
-                       quantiles={k: clip(new_med + self.width * (v - med))
-                                  for k, v in forecast.quantiles.items()},
+        qs = {k: clip(new_med + self.width * (v - med)) for k, v in forecast.quantiles.items()}
+        mean = clip(last + self.shift + self.slope * (forecast.mean - last))
+        if qs:  # one coherent distribution: the mean within the outermost quantiles
+            mean = min(max(mean, min(qs.values())), max(qs.values()))
+        return replace(forecast, mean=mean, quantiles=qs,
                        model=f"{forecast.model}+study",
                        reason="; ".join(x for x in (forecast.reason, note) if x))
 
