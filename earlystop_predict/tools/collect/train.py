@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -134,7 +135,7 @@ def train_run(cfg: RunConfig, *, run_id: str, ledger: str | None = None,
     kwargs = _callback_kwargs(cfg, data, run_id, ledger, forecaster)
     from earlystop_predict.tools.collect.train_more import trainer_for
 
-    trainer = trainer_for(cfg) or {"lightning": _train_lightning, "keras": _train_keras,
+    trainer = trainer_for(cfg, sys.modules[__name__]) or {"lightning": _train_lightning, "keras": _train_keras,
                                    "transformers": _train_hf}[cfg.framework]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

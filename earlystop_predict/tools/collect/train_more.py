@@ -18,6 +18,7 @@ which of these trains a run (None: the original families' trainers).
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,15 +28,20 @@ import numpy as np
 
 from earlystop_predict._imports import require
 from earlystop_predict.records.record import RunRecord
-from earlystop_predict.tools.collect import train as base
 from earlystop_predict.tools.collect.families import Dataset, RunConfig
 
 Trained = tuple[RunRecord, "int | None", str]
 
 
-def trainer_for(cfg: RunConfig) -> Callable[[RunConfig, Dataset, dict[str, Any]], Any] | None:
-    """The trainer of ``cfg``'s family and framework, or None (an original family)."""
-    return {("text-hf-steps", "transformers"): train_hf_steps,
+def trainer_for(cfg: RunConfig, base: Any
+                ) -> Callable[[RunConfig, Dataset, dict[str, Any]], Any] | None:
+    """The trainer of ``cfg``'s family and framework, or None (an original family).
+
+    ``base`` is :mod:`~earlystop_predict.tools.collect.train`, handed in by its
+    ``train_run`` (whose Keras and Lightning loops these trainers reuse), so that
+    imports run one way: ``train`` -> ``train_more``.
+    """
+    fn = {("text-hf-steps", "transformers"): train_hf_steps,
             ("images-cnn", "lightning"): train_images_lightning,
             ("images-cnn", "keras"): train_images_keras,
             ("tabular-large", "lightning"): train_rows_lightning,
@@ -43,6 +49,7 @@ def trainer_for(cfg: RunConfig) -> Callable[[RunConfig, Dataset, dict[str, Any]]
             ("keras-mlp", "keras"): train_keras_scheduled,
             ("lightning-sched", "lightning"): train_lightning_scheduled,
             }.get((cfg.family, cfg.framework))
+    return None if fn is None else functools.partial(fn, base=base)
 
 
 # ----------------------------------------------------------------------------- HF steps
@@ -78,7 +85,7 @@ def _token_dataset(torch: Any, x: np.ndarray, y: np.ndarray) -> Any:
     return Tokens()
 
 
-def _hf_guard(transformers: Any) -> Any:
+def _hf_guard(transformers: Any, base: Any) -> Any:
     class StopOnDivergence(transformers.TrainerCallback):
         """Stops at the first evaluation whose metrics or latest loss are NaN/inf."""
 
@@ -102,7 +109,7 @@ def _accuracy(pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == pred.label_ids).mean())}
 
 
-def train_hf_steps(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_hf_steps(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """``Trainer.train()`` for ``cfg.max_epochs`` evaluations of ``eval_steps`` steps."""
     import logging
 
@@ -119,7 +126,7 @@ def train_hf_steps(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Tra
     sched = {"constant": "constant_with_warmup"}.get(str(hp["lr_schedule"]),
                                                     str(hp["lr_schedule"]))
     device = base._torch_device()
-    cb, guard = HFForecastCallback("eval_accuracy", **kwargs), _hf_guard(transformers)
+    cb, guard = HFForecastCallback("eval_accuracy", **kwargs), _hf_guard(transformers, base)
     with tempfile.TemporaryDirectory(prefix="esp-collect-") as out:
         args = transformers.TrainingArguments(
             output_dir=out, use_cpu=device != "cuda", report_to=[], eval_strategy="steps",
@@ -192,13 +199,13 @@ def _keras_convnet(keras: Any, cfg: RunConfig, data: Dataset) -> Any:
     return keras.Sequential(layers)
 
 
-def train_images_lightning(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_images_lightning(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Lightning ``fit`` of the augmented CNN."""
     return base._train_lightning(cfg, data, kwargs,
                                  net=lambda torch: _torch_convnet(torch, cfg, data))
 
 
-def train_images_keras(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_images_keras(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Keras ``fit`` of the augmented CNN."""
     return base._train_keras(cfg, data, kwargs,
                              model=lambda keras: _keras_convnet(keras, cfg, data))
@@ -227,13 +234,13 @@ def random_rows(keras: Any, data: Dataset, rows: int, batch: int, seed: int) -> 
     return RandomRows()
 
 
-def train_rows_lightning(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_rows_lightning(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Lightning ``fit``, each epoch ``rows_per_epoch`` random rows."""
     return base._train_lightning(cfg, data, kwargs,
                                  rows_per_epoch=int(data.extra_meta["rows_per_epoch"]))
 
 
-def train_rows_keras(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_rows_keras(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Keras ``fit``, each epoch ``rows_per_epoch`` random rows."""
     return base._train_keras(cfg, data, kwargs,
                              rows_per_epoch=int(data.extra_meta["rows_per_epoch"]))
@@ -270,7 +277,7 @@ def _torch_scheduler(hp: Mapping[str, Any], epochs: int) -> Callable[..., dict[s
 
 
 def train_lightning_scheduled(cfg: RunConfig, data: Dataset,
-                              kwargs: dict[str, Any]) -> Trained:
+                              kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Lightning ``fit`` with the drawn torch scheduler."""
     return base._train_lightning(cfg, data, kwargs,
                                  scheduler=_torch_scheduler(cfg.hparams, cfg.max_epochs))
@@ -299,7 +306,7 @@ def _keras_lr(hp: Mapping[str, Any]) -> Callable[..., Any]:
     return make
 
 
-def train_keras_scheduled(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any]) -> Trained:
+def train_keras_scheduled(cfg: RunConfig, data: Dataset, kwargs: dict[str, Any], *, base: Any) -> Trained:
     """Keras ``fit`` with the drawn Keras schedule or ReduceLROnPlateau."""
     hp = cfg.hparams
 
