@@ -37,7 +37,9 @@ def test_corpus_spans_families_optimizers_and_schedules(records) -> None:
     families = Counter(r.extra["collect"]["family"] for r in records)
     optimizers = Counter(r.hparams["optimizer"] for r in records)
     schedules = Counter(r.hparams.get("lr_schedule") for r in records)
-    assert len(families) == 7 and min(families.values()) >= 5
+    from earlystop_predict.tools.collect.families import FAMILIES
+
+    assert set(families) == set(FAMILIES) and min(families.values()) >= 5  # every family
     assert {"sgd", "adam", "adamw", "rmsprop"} <= set(optimizers)
     assert {"constant", "cosine", "step", "linear"} <= set(schedules)
     # Diverged runs are kept, marked, and stopped where they diverged.
