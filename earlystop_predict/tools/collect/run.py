@@ -436,11 +436,31 @@ def _run_pool(specs: Sequence[RunSpec], workers: int, ledger: str, forecaster: s
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): the runs in flight are redone on restart, so
         # stop their workers now rather than let them train on unobserved.
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: Any) -> None:
+    """Terminate (then kill) the pool's worker processes and let the interpreter exit
+    without joining the pool's manager thread: a ``ProcessPoolExecutor`` whose workers
+    were killed under it can leave that thread waiting forever, and Python joins it at
+    exit (``concurrent.futures.process._python_exit``), which hung a SIGTERM'd collect."""
+    import concurrent.futures.process as cfp
+
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    wakeups = getattr(cfp, "_threads_wakeups", None)
+    if manager is not None and isinstance(wakeups, dict):
+        wakeups.pop(manager, None)
 
 
 @contextlib.contextmanager
