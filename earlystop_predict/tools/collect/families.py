@@ -548,16 +548,6 @@ def _sklearn() -> Any:
     return require("sklearn.datasets", extra="collect")
 
 
-def _flip(y: np.ndarray, rate: float, n_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Labels with a ``rate`` share replaced by uniformly random classes."""
-    if rate <= 0:
-        return y
-    flip = rng.uniform(size=len(y)) < rate
-    y = y.copy()
-    y[flip] = rng.integers(0, n_classes, size=int(flip.sum()))
-    return y
-
-
 def _raw(cfg: RunConfig, fam: Family, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     d = cfg.data
     if fam.task == "sklearn-digits":
@@ -602,7 +592,7 @@ def _sequences(d: Mapping[str, Any], rng: np.random.Generator) -> tuple[Any, ...
     else:  # sum-sign
         x = (rng.normal(size=(n, t)) + rng.normal(0.0, 0.3, size=(n, 1))).astype(np.float32)
         y = (x.sum(1) > 0).astype(np.int64)
-    return x[:, :, None], _flip(y, float(d["flip_y"]), 2, rng), 2
+    return x[:, :, None], userdata.flip_labels(y, float(d["flip_y"]), 2, rng), 2
 
 
 def _texts(d: Mapping[str, Any], rng: np.random.Generator) -> tuple[Any, ...]:
@@ -615,7 +605,7 @@ def _texts(d: Mapping[str, Any], rng: np.random.Generator) -> tuple[Any, ...]:
     for i in range(n):
         pos = rng.choice(np.arange(1, t), size=min(int(d["planted"]), t - 1), replace=False)
         x[i, pos] = rng.choice(keywords[y[i]], size=len(pos))
-    return x.astype(np.int64), _flip(y.astype(np.int64), float(d["flip_y"]), k, rng), k
+    return x.astype(np.int64), userdata.flip_labels(y.astype(np.int64), float(d["flip_y"]), k, rng), k
 
 
 def load_data(cfg: RunConfig) -> Dataset:

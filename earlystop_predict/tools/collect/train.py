@@ -449,6 +449,7 @@ def _train_hf(cfg: RunConfig, data: Dataset,
 
     torch = require("torch", extra="transformers")
     from earlystop_predict.integrations.transformers import HFForecastCallback, transformers
+    from earlystop_predict.tools.collect.train_more import _token_dataset
 
     transformers.logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -462,17 +463,6 @@ def _train_hf(cfg: RunConfig, data: Dataset,
         num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=2 * width,
         max_position_embeddings=seq_len + 2, hidden_dropout_prob=p,
         attention_probs_dropout_prob=p, num_labels=data.num_classes))
-
-    class Tokens(torch.utils.data.Dataset):
-        def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-            self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-            self.mask = torch.ones(x.shape[1], dtype=torch.long)
-
-        def __len__(self) -> int:
-            return len(self.y)
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            return {"input_ids": self.x[i], "attention_mask": self.mask, "labels": self.y[i]}
 
     class StopOnDivergence(transformers.TrainerCallback):
         epoch: int | None = None
@@ -506,8 +496,8 @@ def _train_hf(cfg: RunConfig, data: Dataset,
             disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed % 2 ** 31,
             logging_nan_inf_filter=False, remove_unused_columns=False)
         trainer = transformers.Trainer(
-            model=model, args=args, train_dataset=Tokens(data.x_train, data.y_train),
-            eval_dataset=Tokens(data.x_val, data.y_val), compute_metrics=accuracy,
+            model=model, args=args, train_dataset=_token_dataset(torch, data.x_train, data.y_train),
+            eval_dataset=_token_dataset(torch, data.x_val, data.y_val), compute_metrics=accuracy,
             callbacks=[cb, guard], optimizers=(opt, sched))
         trainer.remove_callback(transformers.PrinterCallback)  # no log dicts on stdout
         trainer.train()

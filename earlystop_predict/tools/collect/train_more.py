@@ -71,6 +71,7 @@ def _hf_model(transformers: Any, cfg: RunConfig, data: Dataset) -> Any:
 
 
 def _token_dataset(torch: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    """Token ids and labels as the HF Trainer reads them (also the text-hf family's)."""
     class Tokens(torch.utils.data.Dataset):
         def __init__(self) -> None:
             self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
