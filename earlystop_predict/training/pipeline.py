@@ -52,8 +52,9 @@ FRACTIONS = (0.1, 0.2, 0.4)
 #: Cross-validation folds of the real corpus's families: a model is trained without
 #: each group and scored on it (families not listed are never held out).
 FAMILY_FOLDS: tuple[tuple[str, ...], ...] = (
-    ("sequence-gru", "wine"), ("text-hf", "digits-cnn", "breast-cancer"),
-    ("digits-mlp", "synthetic"))
+    ("sequence-gru", "wine", "text-hf-steps", "images-cnn"),
+    ("text-hf", "digits-cnn", "breast-cancer", "tabular-large"),
+    ("digits-mlp", "synthetic", "keras-mlp", "lightning-sched"))
 
 
 def bundled_corpus() -> Path:
