@@ -46,7 +46,7 @@ def test_bundled_manifest_lists_checksummed_artifacts() -> None:
     # Real families are cross-validated: every family held out by one fold.
     real = m["training_data"]["real"]
     held = sorted(f for fold in m["folds"] for f in fold["families"])
-    assert held == sorted(real["families"]) and len(real["families"]) == 7
+    assert held == sorted(real["families"]) and len(real["families"]) == 12
     assert set(m["held_out_families"]) == set(real["families"]) | {"all"}
 
 
