@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 import pytest
+from test_study import _study_run as _run
+from test_study import over
 
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast import study_model
@@ -24,14 +26,6 @@ from earlystop_predict.policy.monitor import ForecastMonitor
 from earlystop_predict.records.record import RunRecord
 
 
-def over() -> ScriptedForecaster:
-    """Forecasts 0.3 above the last value, spread 0.05 either side."""
-    def fn(rec, m):
-        v = rec.series(rec.metric)[-1] + 0.3
-        return v, {0.1: v - 0.05, 0.5: v, 0.9: v + 0.05}
-    return ScriptedForecaster(fn, name="over")
-
-
 class ConstantGain:
     """A stand-in booster: every forecast ``gain`` above the run's last value."""
 
@@ -40,14 +34,6 @@ class ConstantGain:
 
     def predict(self, x, num_threads=1):
         return np.full(len(x), self.gain)
-
-
-def _run(mon: ForecastMonitor, level: float, epochs: int = 8) -> list[dict]:
-    mon.begin()
-    for e in range(1, epochs + 1):
-        mon.update(e, {"val_accuracy": level})
-    mon.end()
-    return mon.record.forecasts
 
 
 def _models(forecasts: list[dict]) -> set[str]:
@@ -228,7 +214,6 @@ def test_a_real_keras_search_is_served_by_the_study_model_after_enough_finished_
     # the first 8 ran before any fit; the 9th started it (served once ready, or not)
     assert all(not any("study-model" in m for m in s) for s in served[:8])
     late = [s for s in served[9:] if any("study-model" in m for m in s)]
-    print(served)
     assert len(late) >= 15, served
     reasons = [f.get("model_reason", "") for r in records[9:] for f in r.forecasts
                if "study-model" in f.get("model", "")]
