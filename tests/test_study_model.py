@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 from test_study import _study_run as _run
-from test_study import over
+from test_study import flat, over
 
 from earlystop_predict.errors import ConfigError
 from earlystop_predict.forecast import study_model
@@ -119,6 +119,16 @@ def test_a_refused_fit_says_why_and_serves_what_served(tmp_path, held):
     assert _models(forecasts) == {"over+study"}
     assert "study model not served: 8 finished runs, held-out error 1.10" in \
         forecasts[0]["model_reason"]
+
+
+def test_a_search_without_a_ledger_grows_it_from_the_trials_handed_in(held):
+    held["release"].set()
+    mon = ForecastMonitor(target_epoch=8, study="no-ledger", model=over(), study_model_runs=8,
+                          use_incumbent=False, min_delta=None)
+    mon.begin()
+    assert mon.observe_study_runs([flat(f"t{i}", 0.3 + 0.01 * i, 8) for i in range(8)]) == 8
+    assert mon.study_model.wait(30) and held["calls"] == [8]
+    assert mon.update(1, {"val_accuracy": 0.3}).forecast.model == "over+study+study-model"
 
 
 def test_one_fit_at_a_time_and_a_new_one_only_with_enough_new_runs():

@@ -14,7 +14,7 @@ Example:
     >>> runs = [RunRecord(f"r{i}", epochs=[{"epoch": e, "val_accuracy": 0.5 + 0.01 * e}
     ...         for e in range(1, 11)]) for i in range(4)]
     >>> prefixes, ends, truth = blend_queries(runs, fractions=(0.2, 0.4))
-    >>> [p.n_epochs for p in prefixes[:4]], ends[0], round(truth[0], 2)
+    >>> [p.n_epochs for p in prefixes[:4]], ends[0], round(float(truth[0]), 2)
     ([2, 2, 2, 2], 10, 0.6)
 """
 
