@@ -74,13 +74,17 @@ class StudyCorrection:
     error_ratio: float
     width: float = 1.0
 
+    def map(self, value: float, last: float) -> float:
+        """A forecast ``value`` of a run whose value now is ``last``, its gain corrected."""
+        return last + self.shift + self.slope * (value - last)
+
     def apply(self, forecast: Forecast, last: float) -> Forecast:
         """``forecast`` with its gain over ``last`` corrected: the mean and the median
         move by the map, the other quantiles keep their distance from the median times
         :attr:`width` (bounds kept)."""
         lo, hi = forecast.bounds if forecast.bounds is not None else (-np.inf, np.inf)
         med = forecast.quantile(0.5)
-        new_med = last + self.shift + self.slope * (med - last)
+        new_med = self.map(med, last)
 
         def clip(v: float) -> float:
             return float(min(max(v, lo), hi))
@@ -89,7 +93,7 @@ class StudyCorrection:
                 f"{self.shift:+.4f}, spread x{self.width:.2f} (error {self.error_ratio:.2f} "
                 "x the base's)")
         qs = {k: clip(new_med + self.width * (v - med)) for k, v in forecast.quantiles.items()}
-        mean = clip(last + self.shift + self.slope * (forecast.mean - last))
+        mean = clip(self.map(forecast.mean, last))
         if qs:  # one coherent distribution: the mean within the outermost quantiles
             mean = min(max(mean, min(qs.values())), max(qs.values()))
         return replace(forecast, mean=mean, quantiles=qs,
@@ -155,7 +159,7 @@ def fit_correction(gain: Sequence[float], real: Sequence[float],
     return StudyCorrection(float(slope), float(shift), k, ratio, width)
 
 
-def _finished(records: Iterable[RunRecord | Mapping[str, Any]]) -> list[RunRecord]:
+def finished_runs(records: Iterable[RunRecord | Mapping[str, Any]]) -> list[RunRecord]:
     """The records that ran to their end: at least 3 epochs, not stopped, a finite last
     value, and (for a ledger's record) status ``completed``."""
     out = []
@@ -175,7 +179,7 @@ class StudyContext:
     Args:
         base: the model whose forecasts are corrected.
         runs: the study's runs (records or RUN_RECORD.md mappings); only finished ones
-            (see :func:`_finished`) are kept, the most recent :data:`MAX_STUDY_RUNS`.
+            (see :func:`finished_runs`) are kept, the most recent :data:`MAX_STUDY_RUNS`.
         min_runs: finished runs needed before a correction serves, >= 2.
             Default :data:`MIN_STUDY_RUNS`.
         exclude: a run id to leave out (the run being forecast).
@@ -194,7 +198,7 @@ class StudyContext:
         if isinstance(min_runs, bool) or not isinstance(min_runs, int) or min_runs < 2:
             raise ConfigError("min_runs", "an integer >= 2", min_runs)
         self.min_runs, self.guard = min_runs, guard
-        kept = [r for r in _finished(runs) if r.run_id != exclude]
+        kept = [r for r in finished_runs(runs) if r.run_id != exclude]
         kept = kept[-max_runs:] if max_runs is not None else kept
         self.run_ids = tuple(r.run_id for r in kept)
         # each finished run: its values, the base mean and half 0.1-0.9 width at each
@@ -279,6 +283,20 @@ class StudyContext:
             return forecast
         fix = self.correction(observed, target)
         return forecast if fix is None else fix.apply(forecast, last)
+
+    def at(self, index: int, observed: int) -> tuple[float, float]:
+        """The ``index``-th finished run's value after ``observed`` epochs (1 to its
+        length - 1) and the base model's mean forecast of its end from there."""
+        values, mean, _, _ = self._curves[index]
+        return float(values[observed - 1]), float(mean[observed - 1])
+
+    def corrected_mean(self, observed: int, target: int, last: float, mean: float) -> float:
+        """The mean ``mean`` of a base forecast (of a run at ``observed`` of ``target``
+        epochs, its value now ``last``) as :meth:`correct` would serve it."""
+        if len(self) < self.min_runs or not np.isfinite(last):
+            return mean
+        fix = self.correction(observed, target)
+        return mean if fix is None else fix.map(mean, last)
 
     def _fit(self, observed: int, target: int) -> StudyCorrection | None:
         gain, real, half = [], [], []

@@ -36,6 +36,11 @@ from earlystop_predict.errors import (
 )
 from earlystop_predict.forecast.base import Forecast, Forecaster
 from earlystop_predict.forecast.study import StudyContext
+from earlystop_predict.forecast.study_model import (
+    MIN_STUDY_MODEL_RUNS,
+    StudyModelGrower,
+    grower_for,
+)
 from earlystop_predict.policy.stop import Decision, StopPolicy, top_cutoff
 from earlystop_predict.records.features import (
     canonical_hparams,
@@ -123,6 +128,12 @@ class ForecastMonitor:
             read at :meth:`begin`; it serves once 5 runs have finished and only where
             it beat the model on them; forecasts then say ``model="<model>+study"``).
             Default True.
+        study_model_runs: with ``use_study``, from this many finished runs of the study
+            a study model is grown on them in a background thread and, where it beats
+            what serves on held-out ones, blended in (forecasts then say
+            ``model="<model>+study+study-model"``; see
+            :mod:`~earlystop_predict.forecast.study_model`), >= 8; None: off.
+            Default 40.
         ledger: where the ledger lives: an SQLite file path, a ``sqlite:///path.db`` or
             ``postgresql://user@host:port/database`` URL (one ledger for workers on many
             machines; the ``postgres`` extra), a :class:`~earlystop_predict.ledger.store.Ledger`,
@@ -150,7 +161,9 @@ class ForecastMonitor:
                  target_epoch: int | None = None, threshold: float | None = None,
                  confidence: float = 0.95, min_epochs: int = 3, patience: int = 1,
                  min_delta: float | str | None = StopPolicy.min_delta, use_incumbent: bool = True,
-                 study: str | None = None, use_study: bool = True, ledger: str | os.PathLike[str] | Ledger | None = None,
+                 study: str | None = None, use_study: bool = True,
+                 study_model_runs: int | None = MIN_STUDY_MODEL_RUNS,
+                 ledger: str | os.PathLike[str] | Ledger | None = None,
                  hparams: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                  model: str | os.PathLike[str] | Forecaster = "auto", dry_run: bool = False,
                  run_id: str | None = None, task: str | None = None,
@@ -174,6 +187,10 @@ class ForecastMonitor:
         self.study = study
         self.use_study = bool(use_study)
         self.study_context: StudyContext | None = None
+        if study_model_runs is not None:
+            StudyModelGrower(study_model_runs)  # a bad value fails here
+        self.study_model_runs = study_model_runs
+        self.study_model: StudyModelGrower | None = None  # the study's, once it is offered runs
         self.user_hparams = dict(hparams or {})
         self.user_meta = dict(meta or {})
         self.run_id_arg = run_id
@@ -276,8 +293,10 @@ class ForecastMonitor:
         """
         if not self.use_study or self.target_epoch is None:
             return 0
+        runs = list(runs)
         self.study_context = StudyContext(self.forecaster, runs, exclude=self.record.run_id
                                           ).prepare(self.target_epoch)
+        self._grow_study_model(runs)
         return len(self.study_context)
 
     def observe_study_curves(self, curves: Iterable[Iterable[Any]]) -> int:
@@ -331,13 +350,29 @@ class ForecastMonitor:
         self._started = True
 
     def _study_context(self) -> StudyContext | None:
-        """The study's finished runs in the ledger, forecast along their length; None
-        (forecasts uncorrected) where the ledger cannot be read or the model fails."""
+        """The study's finished runs in the ledger, forecast along their length (and
+        offered to the study model); None (forecasts uncorrected) where the ledger
+        cannot be read or the model fails."""
         try:
-            return StudyContext(self.forecaster, self.ledger.records(self.study),
-                                exclude=self.record.run_id).prepare(self.target_epoch)
+            runs = self.ledger.records(self.study)  # type: ignore[union-attr]
+            context = StudyContext(self.forecaster, runs, exclude=self.record.run_id
+                                   ).prepare(self.target_epoch)
         except EarlystopPredictError:  # LedgerError, RecordError, ForecastUnavailableError
             return None
+        self._grow_study_model(runs)
+        return context
+
+    def _grow_study_model(self, runs: list[Any]) -> None:
+        """Offer the study's runs to its study model (a fit starts in the background
+        when they warrant one; this never waits for it)."""
+        if self.study_model_runs is None:
+            return
+        ledger = self._ledger_arg
+        where = getattr(ledger, "url", None) or (os.fspath(ledger) if ledger is not None else None)
+        model = self._model_arg if not isinstance(self._model_arg, Forecaster) \
+            else getattr(self._model_arg, "name", type(self._model_arg).__name__)
+        self.study_model = grower_for((where, self.study, str(model)), self.study_model_runs)
+        self.study_model.offer(self.forecaster, runs)  # finished ones only: not this run
 
     def _read_peers(self) -> None:
         """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
@@ -529,10 +564,13 @@ class ForecastMonitor:
 
     def served(self, forecast: Forecast) -> Forecast:
         """The model's forecast of this run as it serves: corrected by the study's
-        finished runs where their correction serves (:attr:`study_context`)."""
-        if self.study_context is None:
-            return forecast
-        return self.study_context.apply(self.record, int(self.target_epoch), forecast)
+        finished runs where their correction serves (:attr:`study_context`), blended
+        with the study model where one serves (:attr:`study_model`)."""
+        if self.study_context is not None:
+            forecast = self.study_context.apply(self.record, int(self.target_epoch), forecast)
+        if self.study_model is not None:
+            forecast = self.study_model.serve(self.record, int(self.target_epoch), forecast)
+        return forecast
 
     def end(self, status: str | None = None) -> None:
         """Close the run: write its final values and stop reason to the ledger."""

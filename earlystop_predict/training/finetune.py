@@ -37,6 +37,12 @@ from earlystop_predict.forecast.artifacts import (
 )
 from earlystop_predict.forecast.base import Forecaster
 from earlystop_predict.forecast.compose import AutoForecaster, load_model
+from earlystop_predict.forecast.history import (  # noqa: F401 - BLEND_FRACTIONS: its old home
+    BLEND_FRACTIONS,
+    BLEND_WEIGHTS,
+    blend_queries,
+    weight_errors,
+)
 from earlystop_predict.forecast.lgbm import LGBMForecaster
 from earlystop_predict.forecast.lstm import LSTMForecaster, LSTMWeights
 from earlystop_predict.forecast.prior import PriorForecaster
@@ -46,8 +52,6 @@ from earlystop_predict.training.pipeline import FRACTIONS, family_report, write_
 from earlystop_predict.training.real import RealCurves, read_runs, usable
 
 MIN_RUNS = 20
-#: Observed fractions at which the blend is scored on the validation runs.
-BLEND_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: Completed validation runs from which the blend weight is fitted; with fewer, the
 #: two models are averaged with equal weights.
 MIN_FIT_RUNS = 100
@@ -73,18 +77,14 @@ def fit_blend_weight(primary: Forecaster, history: Forecaster, runs: Sequence[Ru
     done = completed(runs)
     if not done:
         return 1.0, {"rule": "primary alone: no completed validation run"}
-    prefixes, ends, truth = [], [], []
-    for frac in BLEND_FRACTIONS:
-        for r in done:
-            prefixes.append(r.truncated(max(1, int(round(frac * r.n_epochs)))))
-            ends.append(r.last_epoch)
-            truth.append(r.series(r.metric)[-1])
+    prefixes, ends, y = blend_queries(done, BLEND_FRACTIONS)
     shape = (len(BLEND_FRACTIONS), len(done))
     a = np.array([f.mean for f in primary.forecast_many(prefixes, ends)]).reshape(shape)
     b = np.array([f.mean for f in history.forecast_many(prefixes, ends)]).reshape(shape)
-    y = np.array(truth).reshape(shape)
-    maes = {f"{w:.1f}": float(100 * np.abs(w * a + (1 - w) * b - y).mean())
-            for w in np.linspace(0.0, 1.0, 11)}
+    y = y.reshape(shape)
+    maes = {f"{w:.1f}": float(100 * e)
+            for w, e in zip(BLEND_WEIGHTS, weight_errors(a.ravel(), b.ravel(), y.ravel()),
+                            strict=True)}
     info: dict[str, Any] = {"validation_runs": len(done), "validation_mae": maes}
     if len(done) >= MIN_FIT_RUNS:
         return float(min(maes, key=lambda k: (maes[k], -float(k)))), {**info, "rule": "fitted"}

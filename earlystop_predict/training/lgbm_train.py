@@ -10,15 +10,19 @@ import numpy as np
 
 from earlystop_predict.forecast import calibration
 from earlystop_predict.forecast.base import QUANTILES, qkey
+from earlystop_predict.forecast.history import (  # noqa: F401 - HISTORY_*: their old home
+    HISTORY_FRACTIONS,
+    HISTORY_PARAMS,
+    LAST_COL,
+    grow_history,
+    history_samples,
+)
 from earlystop_predict.forecast.lgbm import (
-    CURVE_NAMES,
     FEATURE_NAMES,
     HistoryForecaster,
     LGBMForecaster,
     aux_features,
     curve_features,
-    metric_kind,
-    record_matrix,
     to_space,
 )
 from earlystop_predict.records.record import RunRecord
@@ -30,8 +34,6 @@ from earlystop_predict.training.data import (
     fit_post,
     slice_batch,
 )
-
-LAST_COL = CURVE_NAMES.index("last")
 
 
 def batch_samples(batch: CurveBatch, rng: np.random.Generator | None, kind: int,
@@ -165,68 +167,15 @@ def fit_lgbm_calibration(model: LGBMForecaster, parts: Sequence[Part],
     return fit_post([lgbm_rows(model, s, r) for s, r in parts], shrink=shrink)
 
 
-#: Observed fractions of each run the history model learns from: where stopping
-#: decisions are made.
-HISTORY_FRACTIONS = tuple(np.round(np.linspace(0.05, 0.6, 12), 3))
-HISTORY_PARAMS = {"learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 20,
-                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                  "max_bin": 127, "verbose": -1}
-
-
-def history_samples(records: Sequence[RunRecord],
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(features, target delta in model space) of the history model: every run's
-    prefixes at :data:`HISTORY_FRACTIONS`, each aimed at its last epoch and at a
-    random later one. Built by the very code that serves (:func:`record_matrix`)."""
-    prefixes, targets, kinds, goals = [], [], [], []
-    for rec in records:
-        kind = metric_kind(rec)
-        y = rec.series(rec.metric)
-        n = rec.n_epochs
-        if kind is None or n < 2:
-            continue
-        for frac in HISTORY_FRACTIONS:
-            e = min(max(1, int(round(frac * n))), n - 1)
-            if not np.isfinite(y[:e]).any():
-                continue
-            prefix = rec.truncated(e)  # one copy serves both targets
-            for k in {n - 1, int(rng.integers(e, n))}:  # row index of the target epoch
-                if np.isfinite(y[k]):
-                    prefixes.append(prefix)
-                    targets.append(int(rec.epochs[k]["epoch"]))
-                    kinds.append(kind)
-                    goals.append(y[k])
-    if not prefixes:
-        return np.empty((0, len(HistoryForecaster.feature_names))), np.empty(0)
-    x = record_matrix(prefixes, targets, kinds, aux=True)
-    kind_arr = np.asarray(kinds)
-    return x, to_space(np.asarray(goals), kind_arr) - x[:, LAST_COL]
-
-
 def train_history(records: Sequence[RunRecord], val: Sequence[Part] | None = None, *,
                   seed: int = 0, rounds: int = 400,
                   threads: int | None = None) -> HistoryForecaster:
     """The history model of ``train --from``: boosters grown on a user's runs alone
-    (no augmentation, no masking: the runs are the population it will serve), with
-    the interval calibration fitted on ``val`` (none without it).
-
-    Its point forecast (the ``mean`` booster) is fitted with absolute loss, i.e. it is
-    the conditional median: on a few hundred runs, of which some jump late and some
-    never do, a squared-error booster follows those few jumps and its error on
-    the rest grows (on the collector's families: up to 20 % more absolute error).
-    """
-    import lightgbm as lgb
-
-    x, y = history_samples(records, np.random.default_rng(seed))
-    if not len(y):
-        raise ValueError("no run with two or more epochs of a usable target metric")
-    params = {**HISTORY_PARAMS, "seed": seed, "num_threads": threads or (os.cpu_count() or 2)}
-    objectives = [("mean", {"objective": "l1"})] + [
-        (qkey(q), {"objective": "quantile", "alpha": q}) for q in QUANTILES]
-    boosters = {}
-    for name, obj in objectives:
-        data = lgb.Dataset(x, y, feature_name=list(HistoryForecaster.feature_names))
-        boosters[name] = lgb.train({**params, **obj}, data, num_boost_round=rounds)
+    (:func:`~earlystop_predict.forecast.history.grow_history`: its point forecast is
+    the conditional median), with the interval calibration fitted on ``val`` (none
+    without it)."""
+    boosters = grow_history(records, seed=seed, rounds=rounds,
+                            threads=threads or (os.cpu_count() or 2))
     model = HistoryForecaster(boosters)
     if val:
         model.calibration, model.shrink = fit_lgbm_calibration(model, val, shrink=False)
