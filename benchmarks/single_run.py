@@ -30,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -147,7 +148,7 @@ def checks(result: dict[str, dict], label: str) -> None:
           f"{DEFAULT_GAIN_PATIENCE}) {d['epochs_saved_pct']:.1f} % "
           f"at {d['mean_regret']:.3f} vs patience 10 {p10['epochs_saved_pct']:.1f} % at "
           f"{p10['mean_regret']:.3f}: pooled {'PASS' if beats(d, p10) else 'FAIL'}; "
-          f"families {fams}/{len(per)} (need 5 of 7)")
+          f"families {fams}/{len(per)} (need {math.ceil(5 / 7 * len(per))}: 5 of 7)")
     gains = [n for n in pooled if n.startswith("gain-") or n == "default"]
     for n in [x for x in pooled if x.startswith("patience-")]:
         pat = pooled[n]

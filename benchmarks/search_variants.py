@@ -1,0 +1,208 @@
+"""Search rules tried against ASHA and not kept: why the default is what it is.
+
+Run: python benchmarks/search_variants.py [--orders 20] [--runs-per-order 100]
+     [--lcbench-limit 300]
+
+The same replayed random search as ``search_rules.py`` (each family of the real corpus
+with the fold model that never saw it, ``models/folds/``; the held-out LCBench tasks
+with the bundled model), but the rules are variants of the default decided here, on
+the replay's forecast tables (``precompute_forecasts``), not through ``StopPolicy``:
+the ``default`` row re-implements the callbacks' default (the incumbent rule at
+``confidence`` 0.95, the gain rule at ``min_delta`` 0.001 beside an incumbent and
+0.03 before one, best stood 3 epochs) and must agree with ``search_rules.py``'s
+(it does to the digit on the same orders; the orders here are drawn per task over
+all tasks, so the figures differ from that script's by the draw). ASHA is replay's
+own (``ASHAScheduler(grace_period=3, reduction_factor=4)``). Prints the mean over the
+real families and over the LCBench tasks of epochs saved and regret (points).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from statistics import NormalDist  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import print_table  # noqa: E402
+from single_run import lcbench_groups, real_groups  # noqa: E402
+
+from earlystop_predict.tools import replay as rp  # noqa: E402
+
+ASHA_RUNGS = (3, 12, 48)
+#: name: (what it is, the rule's settings). Keys: ``conf`` (the quantile compared),
+#: ``inc`` ("yield": the best value an earlier run yielded, as the callbacks; "last":
+#: its value at its last epoch), ``patience`` (poor forecasts in a row), ``at``
+#: (epochs where a stop may happen), ``keep_top``; ``rung``: ASHA's rungs, ranked by
+#: ``score`` ("value", as ASHA; "mean": the forecast's mean), ``veto``: a rung stop is
+#: vetoed while the forecast's ``veto`` quantile is above the incumbent.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "default": ("the callbacks' default (incumbent rule + gain rule)", {}),
+    "keep-top-0.25": ("default, a run in the study's top quarter at this epoch kept",
+                      {"keep_top": 0.25}),
+    "rung-mean": ("ASHA's rungs ranked by the forecast's mean, not the value",
+                  {"rung": True, "score": "mean"}),
+    "asha-veto": ("ASHA, a stop vetoed while the forecast's q0.95 is above the incumbent",
+                  {"rung": True, "score": "value", "veto": 0.95}),
+    "at-rungs": ("default, stops only at ASHA's rung epochs", {"at": ASHA_RUNGS}),
+    "at-rungs-top-0.1": ("default at ASHA's rung epochs, keep_top 0.1",
+                         {"at": ASHA_RUNGS, "keep_top": 0.1}),
+    "patience-2": ("default, two poor forecasts in a row", {"patience": 2}),
+    "patience-3": ("default, three poor forecasts in a row", {"patience": 3}),
+    "incumbent-last": ("default, the incumbent an earlier run's last value, not its best",
+                       {"inc": "last"}),
+    "confidence-0.9": ("default at confidence 0.9", {"conf": 0.9}),
+}
+
+
+def quantile_table(table: rp.ForecastTable, q: float) -> np.ndarray:
+    """(R, E) the ``q`` quantile of every stored forecast, as ``Forecast.quantile``
+    takes it (linear inside the stored levels, a normal tail beyond, within bounds)."""
+    levels = [float(k) for k in table.keys]
+    qs = table.quantiles
+    if q in levels:
+        return qs[:, :, levels.index(q)]
+    med = qs[:, :, levels.index(0.5)]
+    edge_q = levels[-1] if q > 0.5 else levels[0]
+    edge = qs[:, :, levels.index(edge_q)]
+    z = NormalDist()
+    out = med + (edge - med) * z.inv_cdf(q) / z.inv_cdf(edge_q)
+    if table.bounds is not None:
+        out = np.clip(out, table.bounds[0], table.bounds[1])
+    return out
+
+
+def _yielded(task: rp._Task, r: int, stop: int | None, kind: str) -> float:
+    if kind == "yield":
+        return task.value_at(r, stop or rp._NO_STOP)
+    return float(task.values[r, min(stop or int(task.ends[r]), int(task.ends[r])) - 1])
+
+
+def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
+                  ) -> rp._OrderResult:
+    """One order under a variant of the default (max mode)."""
+    bsf, since = task.best_so_far, task.since_best
+    at, patience, keep = rule.get("at"), rule.get("patience", 1), rule.get("keep_top")
+    stop: dict[int, int] = {}
+    incumbent: float | None = None
+    seen: list[np.ndarray] = []
+    for r in (int(x) for x in order):
+        end, s, streak = int(task.ends[r]), None, 0
+        for e in range(3, end):
+            if not math.isfinite(task.values[r, e - 1]):
+                s = e
+                break
+            v = q[r, e - 1]
+            if not math.isfinite(v):
+                continue
+            delta = 0.001 if incumbent is not None else 0.03
+            poor = (incumbent is not None and v < incumbent) or \
+                (since[r, e - 1] >= 3 and v < bsf[r, e - 1] + delta)
+            if poor and keep and seen:
+                peers = np.array([c[e - 1] for c in seen if len(c) >= e])
+                peers = peers[np.isfinite(peers)]
+                poor = not (peers.size and bsf[r, e - 1] >= np.quantile(peers, 1 - keep))
+            streak = streak + 1 if poor else 0
+            if streak >= patience and (at is None or e in at):
+                s = e
+                break
+        if s is not None:
+            stop[r] = s
+        seen.append(bsf[r, :min(s or end, end)])
+        value = _yielded(task, r, s, rule.get("inc", "yield"))
+        if math.isfinite(value) and (incumbent is None or value > incumbent):
+            incumbent = value
+    return rp._finish(task, order, stop)
+
+
+def rung_rule(task: rp._Task, table: rp.ForecastTable, q: np.ndarray, order: np.ndarray,
+              rule: dict) -> rp._OrderResult:
+    """ASHA's rungs (reduction factor 4), ranked by the value or the forecast's mean; a
+    stop optionally vetoed by the forecast."""
+    rungs = rp._asha_rungs(task, 3, rp.ASHA_REDUCTION_FACTOR)
+    score = task.values if rule["score"] == "value" else table.mean
+    recorded: dict[int, list[float]] = {m: [] for m in rungs}
+    stop: dict[int, int] = {}
+    incumbent: float | None = None
+    for r in (int(x) for x in order):
+        end, s = int(task.ends[r]), None
+        for m in rungs:
+            if m > end:
+                break
+            v = score[r, m - 1]
+            v = v if math.isfinite(v) else task.values[r, m - 1]
+            cut = np.nanpercentile(recorded[m], 75) if recorded[m] else None
+            recorded[m].append(v)
+            vetoed = rule.get("veto") and incumbent is not None and q[r, m - 1] >= incumbent
+            if cut is not None and v < cut and m < end and not vetoed:
+                s = m
+                break
+        if s is not None:
+            stop[r] = s
+        value = task.value_at(r, s or rp._NO_STOP)
+        if math.isfinite(value) and (incumbent is None or value > incumbent):
+            incumbent = value
+    return rp._finish(task, order, stop)
+
+
+def tables(groups: list) -> list[tuple[rp._Task, rp.ForecastTable]]:
+    out = []
+    for recs, model in groups:
+        tasks, _ = rp.build_tasks(recs)
+        out += list(zip(tasks, rp.precompute_forecasts(tasks, model, 3), strict=True))
+    return out
+
+
+def score(pairs: list, orders: int, rpo: int) -> dict[str, tuple[float, float]]:
+    """Per rule: mean over the tasks of (epochs saved %, mean regret)."""
+    cfg = rp._config(["none"], None, orders=orders, runs_per_order=rpo, seed=0,
+                     confidence=0.95, min_epochs=3, patience=1, threshold=None,
+                     n_startup_trials=5, batch_size=4096, target=None, min_delta=0.03,
+                     single_run=False)
+    per: dict[str, list[tuple[float, float]]] = {n: [] for n in ("asha", *VARIANTS)}
+    for ti, (task, table) in enumerate(pairs):
+        if task.mode != "max":
+            continue
+        ords = rp._task_orders(task, ti, cfg)
+        rows = {"asha": [rp._run_asha(task, o, 3) for o in ords]}
+        for name, (_, rule) in VARIANTS.items():
+            q = quantile_table(table, rule.get("conf", 0.95))
+            run = rung_rule if rule.get("rung") else None
+            rows[name] = [run(task, table, q, o, rule) if run else
+                          forecast_rule(task, q, o, rule) for o in ords]
+        for name, res in rows.items():
+            s = rp._summarise(res)
+            per[name].append((s["epochs_saved_pct"], s["mean_regret"]))
+    return {n: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v])))
+            for n, v in per.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--orders", type=int, default=20)
+    ap.add_argument("--runs-per-order", type=int, default=100)
+    ap.add_argument("--lcbench-limit", type=int, default=300)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    real = score(tables(real_groups("auto")), args.orders, args.runs_per_order)
+    lcb = score(tables(lcbench_groups("auto", args.lcbench_limit)), args.orders,
+                args.runs_per_order)
+    names = {"asha": "ASHA (Ray Tune)", **{k: f"{k}: {v[0]}" for k, v in VARIANTS.items()}}
+    print_table(f"Search variants ({args.orders} orders x {args.runs_per_order} runs; "
+                "mean over tasks, saved / regret in points)",
+                ["rule", "real families, out of fold", "held-out LCBench"],
+                [[names[n], f"{real[n][0]:.1f} % / {real[n][1]:.3f}",
+                  f"{lcb[n][0]:.1f} % / {lcb[n][1]:.3f}"] for n in names])
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
