@@ -4,15 +4,16 @@ The search adapters (Optuna, Ray Tune) see trials end; :class:`FinishedTrials` k
 per study, what each finished trial reached (for the incumbent,
 ``ForecastMonitor.observe_study``) and, for the completed ones, their reported curve
 as a :class:`~earlystop_predict.records.record.RunRecord` (for the study model,
-``ForecastMonitor.observe_study_runs``). A finished trial does not change: each is
-read once.
+``ForecastMonitor.observe_study_runs``), and every finished trial's curve for
+``keep_top`` without a ledger (``ForecastMonitor.observe_study_curves``). A finished
+trial does not change: each is read once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from earlystop_predict.policy.monitor import best_of
+from earlystop_predict.policy.monitor import ForecastMonitor, best_of
 from earlystop_predict.records.record import RunRecord
 
 
@@ -28,6 +29,8 @@ class FinishedTrials:
         self.metric, self.step_offset = metric, step_offset
         self._reached: dict[tuple[str, object], float | None] = {}
         self._runs: dict[str, list[RunRecord]] = {}
+        self._curves: dict[str, list[list[float | None]]] = {}
+        self._fed: dict[str, int] = {}  # run id -> finished curves it was handed
 
     def __contains__(self, key: tuple[str, object]) -> bool:
         return key in self._reached
@@ -39,6 +42,9 @@ class FinishedTrials:
         if (study, trial) in self._reached:
             return
         self._reached[(study, trial)] = value if completed else best_of(reported.values(), mode)
+        epochs = {int(s) + self.step_offset: v for s, v in reported.items()}
+        self._curves.setdefault(study, []).append(
+            [epochs.get(e) for e in range(1, max(epochs, default=0) + 1)])
         if completed and reported:
             self._runs.setdefault(study, []).append(RunRecord(
                 f"{study}-trial-{trial}", self.metric, mode,
@@ -52,3 +58,14 @@ class FinishedTrials:
     def runs(self, study: str) -> Iterable[RunRecord]:
         """The completed trials of ``study`` as records, in the order they finished."""
         return self._runs.get(study, [])
+
+    def feed_curves(self, mon: ForecastMonitor, study: str) -> None:
+        """``keep_top`` without a ledger: hand ``mon`` the curves of the study's finished
+        trials (each up to where it stopped), when more have finished since it was last
+        handed them."""
+        if mon.policy.keep_top is None or mon.ledger is not None:
+            return
+        curves = self._curves.get(study, [])
+        if self._fed.get(mon.record.run_id) != len(curves):
+            mon.observe_study_curves(curves)
+            self._fed[mon.record.run_id] = len(curves)

@@ -35,6 +35,7 @@ from earlystop_predict.policy.monitor import (
     _resolve_model,
     best_of,
     decide_many,
+    epoch_curve,
 )
 from earlystop_predict.policy.stop import Decision
 from earlystop_predict.records.features import canonical_metric
@@ -105,6 +106,7 @@ class TrialBook:
         self.finals: dict[str, float] = {}  # what each ended trial reached
         self.completed: list[str] = []  # trials that ran to their end, in order
         self.held: dict[str, list[Any]] = {}  # key -> [token, result or None]
+        self._fed: dict[str, int] = {}  # key -> ended trials whose curves it was handed
         self._since = 0.0  # when the first of the held epochs was held
 
     def monitor(self, key: str, hparams: Mapping[str, Any]) -> ForecastMonitor:
@@ -122,7 +124,7 @@ class TrialBook:
                metrics: Mapping[str, Any]) -> Decision:
         """Record and decide the trial's epoch now (one forecaster call for it)."""
         mon = self.monitor(key, hparams)
-        mon.observe_study(self.finals.values())
+        self._observe(key, mon)
         return mon.update(epoch, metrics)
 
     def hold(self, key: str, hparams: Mapping[str, Any], epoch: int,
@@ -131,11 +133,21 @@ class TrialBook:
         decision for :meth:`decide_held`; ``token`` comes back with it. A trial holds
         one epoch at a time (decide the held one first)."""
         mon = self.monitor(key, hparams)
-        mon.observe_study(self.finals.values())
+        self._observe(key, mon)
         mon.add_epoch(epoch, metrics)
         if not self.held:
             self._since = time.monotonic()
         self.held[key] = [token, None]
+
+    def _observe(self, key: str, mon: ForecastMonitor) -> None:
+        """What the ended trials tell the trial's monitor: the incumbent, and for
+        ``keep_top`` without a ledger their curves (when more have ended since)."""
+        mon.observe_study(self.finals.values())
+        if mon.policy.keep_top is not None and mon.ledger is None and \
+                self._fed.get(key) != len(self.finals):
+            mon.observe_study_curves(epoch_curve(self.monitors[k].record, mon.metric)
+                                     for k in self.finals)
+            self._fed[key] = len(self.finals)
 
     def due(self, wait_s: float, running: int | None = None) -> bool:
         """Whether the held epochs are to be decided now: some are held, and they have
@@ -221,7 +233,7 @@ class TrialBook:
         if state.get("version") != BOOK_VERSION:
             raise ConfigError("trial book state['version']", f"{BOOK_VERSION}",
                               state.get("version"))
-        self.monitors, self.held = {}, {}
+        self.monitors, self.held, self._fed = {}, {}, {}
         for key, saved in state["trials"].items():
             mon = self.make(key, saved["hparams"])
             mon.load_state_dict(saved["monitor"])

@@ -100,6 +100,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
             mon = self._monitors[key] = self._monitor(study.study_name, trial.number,
                                                       trial.params, mode)
         mon.observe_study(values)
+        self._finished.feed_curves(mon, study.study_name)
         last = self._fed.get(key, -1)
         for step in sorted(s for s in trial.intermediate_values if s > last):
             epoch = step + self.step_offset

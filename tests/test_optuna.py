@@ -246,3 +246,29 @@ def test_three_worker_processes_share_one_storage_one_ledger_and_one_bar(
         reason = runs[f"shared-trial-{t.number}"].stopped["reason"]
         assert f"incumbent {best.value:.4g}" in reason, reason
         assert t.datetime_start > best.datetime_complete
+
+
+def _last_value(rec, target):  # a forecaster that says: it stays where it is
+    return float(rec.series(rec.metric)[-1])
+
+
+def test_keep_top_without_a_ledger_judges_against_the_finished_trials() -> None:
+    # Regression: keep_top read the study's curves from the ledger only; with the
+    # pruner alone it was silently off. The third trial (top 0.85) is doomed by the
+    # forecast at epoch 3 (0.54 < the incumbent 0.85), but its best is above the median
+    # of the two finished trials' bests there (0.57 and 0.22): kept at epoch 3; at
+    # epoch 4 the only trial that reached it is the first, above it: pruned.
+    from earlystop_predict.forecast.base import ScriptedForecaster
+
+    tops = [0.9, 0.3, 0.85]
+    plain = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None,
+                           model=ScriptedForecaster(_last_value))
+    _study(plain, tops, "plain")
+    assert plain.records[2].stopped["epoch"] == 3
+    kept = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None, keep_top=0.5,
+                          model=ScriptedForecaster(_last_value))
+    study = _study(kept, tops, "kept")
+    assert [len(t.intermediate_values) for t in study.trials] == [EPOCHS, 3, 4]
+    third = kept.records[2]
+    assert "kept: best" in third.forecasts[2]["reason"] and not third.forecasts[2]["stop"]
+    assert third.stopped["epoch"] == 4 and "incumbent" in third.stopped["reason"]

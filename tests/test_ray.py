@@ -280,3 +280,24 @@ def test_scheduler_state_survives_tuner_restore(tmp_path) -> None:
     assert [int(r["epoch"]) for r in runs[0.3].epochs] == [1, 2, 3]  # no duplicate, none lost
     assert [int(f["at_epoch"]) for f in runs[0.3].forecasts] == [1, 2, 3]
     assert runs[0.3].stopped["epoch"] == 3
+
+
+def test_keep_top_without_a_ledger_judges_against_the_ended_trials(tmp_path) -> None:
+    # Regression: keep_top read the study's curves from the ledger only; with the
+    # scheduler alone it was silently off. As in test_optuna: the third trial is doomed
+    # by the forecast at epoch 3 but in the top half of the ended trials there: kept;
+    # at epoch 4 only the first trial reached that far, above it: stopped.
+    def last_value(rec, target):
+        return float(rec.series(rec.metric)[-1])
+
+    tops = [0.9, 0.3, 0.85]
+    for keep, stop_epoch in ((None, 3), (0.5, 4)):
+        sched = ForecastScheduler(EPOCHS, min_epochs=3, min_delta=None, keep_top=keep,
+                                  model=ScriptedForecaster(last_value))
+        grid = _search(sched, tops, tmp_path / str(keep), metric="val_accuracy",
+                       mode="max")
+        iters = {r.config["top"]: r.metrics["training_iteration"] for r in grid}
+        assert iters == {0.9: EPOCHS, 0.3: 3, 0.85: stop_epoch}
+        third = next(r for r in sched.records.values() if r.hparams["top"] == 0.85)
+        assert third.stopped["epoch"] == stop_epoch
+        assert ("kept: best" in third.forecasts[2]["reason"]) is (keep is not None)

@@ -76,6 +76,18 @@ def best_of(values: Iterable[float | None], mode: str) -> float | None:
     return max(kept) if mode == "max" else min(kept)
 
 
+def epoch_curve(record: RunRecord, metric: str) -> list[Any]:
+    """``record``'s ``metric`` at epochs 1, 2, ... (None where it has no row), as
+    :meth:`ForecastMonitor.observe_study_curves` takes a run."""
+    curve: list[Any] = []
+    for row in record.epochs:
+        e = row.get("epoch")
+        if isinstance(e, int) and e >= 1:
+            curve.extend([None] * (e - len(curve)))
+            curve[e - 1] = row.get(metric)
+    return curve
+
+
 def _best_curve(values: Iterable[Any], mode: str) -> list[float]:
     """The best value so far at each epoch of ``values`` (NaN before the first value)."""
     out: list[float] = []
@@ -150,8 +162,9 @@ class ForecastMonitor:
             epochs, >= 0 (0: the forecast alone decides). Default 3
             (:class:`~earlystop_predict.policy.stop.StopPolicy`'s).
         keep_top: never stop a run whose best so far is in this top fraction of what the
-            study's other runs (the ledger's, or :meth:`observe_study_curves`) had
-            reached by the same epoch, in (0, 1]; None: off. Default None.
+            study's other runs (the ledger's, or :meth:`observe_study_curves`: the Optuna
+            pruner and the Ray scheduler hand in their finished trials' curves without a
+            ledger) had reached by the same epoch, in (0, 1]; None: off. Default None.
 
     Raises:
         ConfigError: an argument is out of range (at construction).
@@ -377,18 +390,10 @@ class ForecastMonitor:
     def _read_peers(self) -> None:
         """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
         them (``keep_top``)."""
-        curves = []
-        for rec in self.ledger.records(self.study):  # type: ignore[union-attr]
-            if rec.run_id == self.record.run_id:
-                continue
-            curve: list[Any] = []
-            for row in rec.epochs:
-                e = row.get("epoch")
-                if isinstance(e, int) and e >= 1:
-                    curve.extend([None] * (e - len(curve)))
-                    curve[e - 1] = row.get(self.metric)
-            curves.append(curve)
-        self.observe_study_curves(curves)
+        self.observe_study_curves(
+            epoch_curve(rec, self.metric)
+            for rec in self.ledger.records(self.study)  # type: ignore[union-attr]
+            if rec.run_id != self.record.run_id)
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
