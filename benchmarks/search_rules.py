@@ -8,10 +8,12 @@ model that never saw the family, ``models/folds/``; see ``build_folds.py``) and 
 the held-out LCBench tasks (``replay(...)``, search mode): ``--orders`` shuffled
 orders of ``--runs-per-order`` runs; each run yields its best value up to its stop.
 
-Rules: ``default`` (what the callbacks do in a study with their defaults),
-``default-study`` (the same, with each run's forecasts corrected by the runs that
-finished before it, as the callbacks do with a ledger), ``keep-top-0.25`` (the default with ``keep_top=0.25``: a run in the top quarter of what
-the study's earlier runs had reached by the same epoch is never stopped), the
+Rules: ``default`` (what the callbacks do in a study with their defaults, ``keep_top``
+0.15: a run in the best 15 % of what the study's earlier runs had reached by the same
+epoch is not stopped), ``default-study`` (the same, with each run's forecasts corrected
+by the runs that finished before it, as the callbacks do with a ledger),
+``keep-top-0`` (the default without ``keep_top``, the previous release's),
+``keep-top-0.25`` (the default with ``keep_top=0.25``, what ASHA keeps), the
 incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 (re-implemented in replay and checked against the libraries in the tests), and,
 run through the real Optuna library on the first ``--optuna-orders`` orders of each
@@ -46,8 +48,10 @@ from single_run import lcbench_groups, real_groups  # noqa: E402
 
 from earlystop_predict.tools.replay import _finish, _summarise, build_tasks, replay  # noqa: E402
 
-RULES = ("default", "default-study", "keep-top-0.25", "incumbent", "median", "asha", "hyperband", "none")
-NAMES = {"default": "default (ours)", "default-study": "default, study-aware forecasts (ours)", "keep-top-0.25": "default + keep_top 0.25 (ours)",
+RULES = ("default", "default-study", "keep-top-0", "keep-top-0.25", "incumbent", "median",
+         "asha", "hyperband", "none")
+NAMES = {"default": "default (ours)", "default-study": "default, study-aware forecasts (ours)", "keep-top-0": "default without keep_top (ours, before)",
+         "keep-top-0.25": "default + keep_top 0.25 (ours)",
          "incumbent": "incumbent only",
          "median": "median (Optuna)", "asha": "ASHA (Ray Tune)",
          "hyperband": "async HyperBand (Ray Tune)",

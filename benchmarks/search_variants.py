@@ -7,11 +7,12 @@ The same replayed random search as ``search_rules.py`` (each family of the real 
 with the fold model that never saw it, ``models/folds/``; the held-out LCBench tasks
 with the bundled model), but the rules are variants of the default decided here, on
 the replay's forecast tables (``precompute_forecasts``), not through ``StopPolicy``:
-the ``default`` row re-implements the callbacks' default (the incumbent rule at
-``confidence`` 0.95, the gain rule at ``min_delta`` 0.001 beside an incumbent and
-0.03 before one, best stood 3 epochs) and must agree with ``search_rules.py``'s
-(it does to the digit on the same orders; the orders here are drawn per task over
-all tasks, so the figures differ from that script's by the draw). ASHA is replay's
+the ``before`` row re-implements the previous release's default (the incumbent rule
+at ``confidence`` 0.95, the gain rule at ``min_delta`` 0.001 beside an incumbent and
+0.03 before one, best stood 3 epochs), ``default`` adds ``keep_top`` 0.15 as the
+callbacks now do; they must agree with ``search_rules.py``'s ``keep-top-0`` and
+``default`` (they do to the digit on the same orders; the orders here are drawn per
+task over all tasks, so the figures differ from that script's by the draw). ASHA is replay's
 own (``ASHAScheduler(grace_period=3, reduction_factor=4)``). Prints the mean over the
 real families and over the LCBench tasks of epochs saved and regret (points).
 """
@@ -45,21 +46,24 @@ ASHA_RUNGS = (3, 12, 48)
 #: ``score`` ("value", as ASHA; "mean": the forecast's mean), ``veto``: a rung stop is
 #: vetoed while the forecast's ``veto`` quantile is above the incumbent.
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "default": ("the callbacks' default (incumbent rule + gain rule)", {}),
-    "keep-top-0.25": ("default, a run in the study's top quarter at this epoch kept",
+    "default": ("the callbacks' default (incumbent and gain rules, keep_top 0.15)",
+                {"keep_top": 0.15}),
+    "before": ("the previous default: the incumbent and gain rules alone (the variants "
+               "below change it)", {}),
+    "keep-top-0.25": ("before, a run in the study's top quarter at this epoch kept",
                       {"keep_top": 0.25}),
     "rung-mean": ("ASHA's rungs ranked by the forecast's mean, not the value",
                   {"rung": True, "score": "mean"}),
     "asha-veto": ("ASHA, a stop vetoed while the forecast's q0.95 is above the incumbent",
                   {"rung": True, "score": "value", "veto": 0.95}),
-    "at-rungs": ("default, stops only at ASHA's rung epochs", {"at": ASHA_RUNGS}),
-    "at-rungs-top-0.1": ("default at ASHA's rung epochs, keep_top 0.1",
+    "at-rungs": ("before, stops only at ASHA's rung epochs", {"at": ASHA_RUNGS}),
+    "at-rungs-top-0.1": ("before at ASHA's rung epochs, keep_top 0.1",
                          {"at": ASHA_RUNGS, "keep_top": 0.1}),
-    "patience-2": ("default, two poor forecasts in a row", {"patience": 2}),
-    "patience-3": ("default, three poor forecasts in a row", {"patience": 3}),
-    "incumbent-last": ("default, the incumbent an earlier run's last value, not its best",
+    "patience-2": ("before, two poor forecasts in a row", {"patience": 2}),
+    "patience-3": ("before, three poor forecasts in a row", {"patience": 3}),
+    "incumbent-last": ("before, the incumbent an earlier run's last value, not its best",
                        {"inc": "last"}),
-    "confidence-0.9": ("default at confidence 0.9", {"conf": 0.9}),
+    "confidence-0.9": ("before at confidence 0.9", {"conf": 0.9}),
 }
 
 

@@ -61,11 +61,12 @@ class FinishedTrials:
 
     def feed_curves(self, mon: ForecastMonitor, study: str) -> None:
         """``keep_top`` without a ledger: hand ``mon`` the curves of the study's finished
-        trials (each up to where it stopped), when more have finished since it was last
+        trials (each up to where it stopped): those that finished since it was last
         handed them."""
         if mon.policy.keep_top is None or mon.ledger is not None:
             return
         curves = self._curves.get(study, [])
-        if self._fed.get(mon.record.run_id) != len(curves):
-            mon.observe_study_curves(curves)
+        fed = self._fed.get(mon.record.run_id, 0)
+        if fed < len(curves):
+            mon.add_study_curves(curves[fed:])
             self._fed[mon.record.run_id] = len(curves)

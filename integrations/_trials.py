@@ -106,6 +106,7 @@ class TrialBook:
         self.finals: dict[str, float] = {}  # what each ended trial reached
         self.completed: list[str] = []  # trials that ran to their end, in order
         self.held: dict[str, list[Any]] = {}  # key -> [token, result or None]
+        self.ended: list[str] = []  # trials that ended, in order (keep_top's evidence)
         self._fed: dict[str, int] = {}  # key -> ended trials whose curves it was handed
         self._since = 0.0  # when the first of the held epochs was held
 
@@ -143,11 +144,11 @@ class TrialBook:
         """What the ended trials tell the trial's monitor: the incumbent, and for
         ``keep_top`` without a ledger their curves (when more have ended since)."""
         mon.observe_study(self.finals.values())
-        if mon.policy.keep_top is not None and mon.ledger is None and \
-                self._fed.get(key) != len(self.finals):
-            mon.observe_study_curves(epoch_curve(self.monitors[k].record, mon.metric)
-                                     for k in self.finals)
-            self._fed[key] = len(self.finals)
+        fed = self._fed.get(key, 0)
+        if mon.policy.keep_top is not None and mon.ledger is None and fed < len(self.ended):
+            mon.add_study_curves(epoch_curve(self.monitors[k].record, mon.metric)
+                                 for k in self.ended[fed:])
+            self._fed[key] = len(self.ended)
 
     def due(self, wait_s: float, running: int | None = None) -> bool:
         """Whether the held epochs are to be decided now: some are held, and they have
@@ -192,6 +193,8 @@ class TrialBook:
             best = best_of([v for v in mon.record.series(mon.metric).tolist() if v == v],
                            mon.mode)
             if best is not None:
+                if key not in self.finals:
+                    self.ended.append(key)
                 self.finals[key] = best
         if completed:
             self.completed.append(key)
@@ -240,6 +243,7 @@ class TrialBook:
             mon.diverged = bool(saved["diverged"])
             self.monitors[key] = mon
         self.finals = {k: float(v) for k, v in state["finals"].items()}
+        self.ended = [k for k in self.finals if k in self.monitors]
         self.completed = [k for k in state.get("completed", []) if k in self.monitors]
 
 

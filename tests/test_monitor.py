@@ -470,7 +470,7 @@ def test_a_stopped_run_counts_with_what_it_reached(tmp_path, monitor_factory):
     feed(stopped, CURVE)
     stopped.end()
     nxt = monitor_factory(ledger=path, study="s", threshold=None, run_id="b",
-                          model=constant(0.4), min_delta=None)
+                          model=constant(0.4), min_delta=None, keep_top=None)
     decisions = feed(nxt, CURVE)
     assert decisions[-1].stop and decisions[-1].epoch == 3
     assert decisions[-1].reason == "forecast q0.95 0.4 < incumbent 0.45"

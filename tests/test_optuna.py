@@ -261,7 +261,7 @@ def test_keep_top_without_a_ledger_judges_against_the_finished_trials() -> None:
     from earlystop_predict.forecast.base import ScriptedForecaster
 
     tops = [0.9, 0.3, 0.85]
-    plain = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None,
+    plain = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None, keep_top=None,
                            model=ScriptedForecaster(_last_value))
     _study(plain, tops, "plain")
     assert plain.records[2].stopped["epoch"] == 3

@@ -398,9 +398,11 @@ def test_keep_top_overrules_incumbent_and_gain_for_a_run_in_the_study_top():
     # Below the cutoff, or with no evidence yet, the rules stop as before.
     assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.7).stop
     assert pol.decide(POOR, epoch=5, incumbent=0.8, best=0.65).stop
-    # Off by default.
-    assert StopPolicy().keep_top is None
-    assert policy().decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.1).stop
+    # The best 15 % by default (it acts only where a study hands in its runs).
+    assert StopPolicy().keep_top == 0.15
+    assert not policy().decide(POOR, epoch=5, incumbent=0.8, best=0.65, peer_cutoff=0.1).stop
+    assert policy(keep_top=None).decide(POOR, epoch=5, incumbent=0.8, best=0.65,
+                                        peer_cutoff=0.1).stop  # off: the evidence unread
 
 
 def test_keep_top_never_overrules_the_threshold():

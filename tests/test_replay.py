@@ -281,20 +281,21 @@ def test_ledger_metric_alias_val_acc_is_followed(tmp_path):
 # ----------------------------------------------------------------------- keep_top
 def test_keep_top_keeps_a_run_that_is_where_the_study_best_was():
     # Two slow starters: the first trains to its end and becomes the incumbent (0.9);
-    # the forecast (last value + 0.05) dooms the second at epoch 3 under the default.
+    # the forecast (last value + 0.05) dooms the second at epoch 3 by the incumbent rule.
     runs = [_run("first", LATE), _run("second", LATE), _run("flat", [0.2] * 10)]
     fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"] + 0.05)
-    res = replay(runs, ["default", "keep-top-0.25", "keep-top-1"], fc,
+    res = replay(runs, ["incumbent", "default", "keep-top-0.25", "keep-top-1"], fc,
                  orders=[[0, 1, 2]], details=True)
     d = res.details["t"]
-    assert d["default"][0]["stops"] == {1: 3, 2: 3}
+    assert d["incumbent"][0]["stops"] == {1: 3, 2: 3}
     # keep_top: the second is never below the first at the same epoch: it trains on and
     # yields 0.9 too; the flat run is below the study's top quarter: stopped as before.
-    assert d["keep-top-0.25"][0]["stops"] == {2: 3}
+    # The default keeps the top 15 %: the same here.
+    assert d["keep-top-0.25"][0]["stops"] == d["default"][0]["stops"] == {2: 3}
     # keep_top 1: the flat run is below every earlier run at epoch 3: stopped too.
     assert d["keep-top-1"][0]["stops"] == {2: 3}
     assert res.summary["keep-top-0.25"]["epochs_saved_pct"] < \
-        res.summary["default"]["epochs_saved_pct"]
+        res.summary["incumbent"]["epochs_saved_pct"]
     pol = replay_mod._stop_policy(parse_policy("keep-top-0.25"),
                                   replay_mod.build_tasks(runs)[0][0],
                                   replay_mod._config(["default"], fc, orders=1,
@@ -317,9 +318,19 @@ def test_keep_top_cutoffs_match_top_cutoff():
     assert np.isnan(replay_mod._nan_quantile(np.full((2, 1), np.nan), 0.75)[0])
     with pytest.raises(ConfigError, match="single"):
         replay([_run("a", PLATEAU)], ["keep-top-0.25"], fc_dummy(), single_run=True)
-    for bad in ("keep-top-0", "keep-top-2", "keep-top-x"):
+    for bad in ("keep-top--0.1", "keep-top-2", "keep-top-x"):
         with pytest.raises(ConfigError, match="policy"):
             parse_policy(bad)
+
+
+def test_keep_top_0_replays_the_default_without_keep_top():
+    # The runs of test_keep_top_keeps_a_run_that_is_where_the_study_best_was: without
+    # keep_top the second slow starter is doomed at epoch 3, as by the incumbent rule.
+    runs = [_run("first", LATE), _run("second", LATE), _run("flat", [0.2] * 10)]
+    fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"] + 0.05)
+    res = replay(runs, ["default", "keep-top-0"], fc, orders=[[0, 1, 2]], details=True)
+    assert res.details["t"]["keep-top-0"][0]["stops"] == {1: 3, 2: 3}
+    assert res.details["t"]["default"][0]["stops"] == {2: 3}
 
 
 def fc_dummy() -> ScriptedForecaster:
@@ -398,7 +409,9 @@ def test_default_study_replays_a_study_of_monitors_with_a_ledger(tmp_path):
     plain = res.details["t"]["default"][0]["stops"]
     study = res.details["t"]["default-study"][0]["stops"]
     assert plain == {8: 3}  # the one run 0.3 + its spread below the incumbent (0.8)
-    assert set(study) == {5, 7, 8, 9}  # below the incumbent, once 5 runs have finished
+    # Below the incumbent, once 5 runs have finished; r9 (0.75) is in the best 15 % of
+    # what the earlier runs reached (the default keep_top): kept.
+    assert set(study) == {5, 7, 8}
     ledger = tmp_path / "l.db"
     for i, rec in enumerate(runs):
         mon = ForecastMonitor(target_epoch=10, study="t", ledger=ledger, model=fc,

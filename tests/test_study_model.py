@@ -228,3 +228,16 @@ def test_a_real_keras_search_is_served_by_the_study_model_after_enough_finished_
     reasons = [f.get("model_reason", "") for r in records[9:] for f in r.forecasts
                if "study-model" in f.get("model", "")]
     assert all("finished runs, weight" in why for why in reasons)
+
+
+def test_a_grower_is_shared_by_deep_copies_and_pickles_without_its_lock():
+    # Regression: Keras Tuner deep-copies each trial's callbacks; a monitor holding its
+    # study's grower could not be copied ("cannot pickle '_thread.lock' object").
+    import copy
+    import pickle
+
+    grower = StudyModelGrower(8)
+    assert copy.deepcopy(grower) is grower
+    back = pickle.loads(pickle.dumps(grower))
+    assert back is not grower and back.min_runs == 8 and not back.busy
+    assert back.offer(None, []) is False  # usable: too few runs, nothing starts

@@ -250,6 +250,22 @@ class StudyModelGrower:
         self._tried = 0  # finished runs the last fit started on
         self.fits = 0  #: fits started
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> StudyModelGrower:
+        """The same grower: one per study and process, shared by the study's runs (Keras
+        Tuner deep-copies each trial's callbacks, and with them their monitor)."""
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a monitor sent to another process): what it learnt, not its lock
+        or its fit in progress."""
+        state = self.__dict__.copy()
+        state["_lock"] = state["_thread"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def busy(self) -> bool:
         """Whether a fit is running now."""

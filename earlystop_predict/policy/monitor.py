@@ -164,7 +164,8 @@ class ForecastMonitor:
         keep_top: never stop a run whose best so far is in this top fraction of what the
             study's other runs (the ledger's, or :meth:`observe_study_curves`: the Optuna
             pruner and the Ray scheduler hand in their finished trials' curves without a
-            ledger) had reached by the same epoch, in (0, 1]; None: off. Default None.
+            ledger) had reached by the same epoch, in (0, 1]; None: off. Default
+            :data:`~earlystop_predict.policy.stop.DEFAULT_KEEP_TOP` (0.15).
 
     Raises:
         ConfigError: an argument is out of range (at construction).
@@ -319,6 +320,12 @@ class ForecastMonitor:
         self._peer_curves = [_best_curve(c, self.mode) for c in curves]
         return len(self._peer_curves)
 
+    def add_study_curves(self, curves: Iterable[Iterable[Any]]) -> int:
+        """Add runs to those :meth:`observe_study_curves` handed in (runs of the study
+        that ended since); returns how many are held."""
+        self._peer_curves.extend(_best_curve(c, self.mode) for c in curves)
+        return len(self._peer_curves)
+
     def _peer_cutoff(self, epoch: int) -> float | None:
         if self.policy.keep_top is None:
             return None
@@ -390,10 +397,12 @@ class ForecastMonitor:
     def _read_peers(self) -> None:
         """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
         them (``keep_top``)."""
-        self.observe_study_curves(
-            epoch_curve(rec, self.metric)
-            for rec in self.ledger.records(self.study)  # type: ignore[union-attr]
-            if rec.run_id != self.record.run_id)
+        try:
+            runs = self.ledger.records(self.study)  # type: ignore[union-attr]
+        except EarlystopPredictError:  # a damaged ledger: no evidence, the forecast decides
+            runs = []
+        self.observe_study_curves(epoch_curve(rec, self.metric) for rec in runs
+                                  if rec.run_id != self.record.run_id)
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:

@@ -37,6 +37,11 @@ STUDY_MIN_DELTA = 0.001
 #: improvement) before the gain rule may stop it. Chosen from ``benchmarks/single_run.py``
 #: on half the real families (README, "One run against patience").
 DEFAULT_GAIN_PATIENCE = 3
+#: ``keep_top`` in a study: a run in the best 15 % of what the study's earlier runs had
+#: reached by the same epoch is not stopped by the incumbent or the gain rule. Chosen
+#: from ``benchmarks/search_rules.py`` on the first seven real families as the most
+#: epochs saved at no more than ASHA's regret there (README, "Stopping: a search").
+DEFAULT_KEEP_TOP = 0.15
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,9 @@ class StopPolicy:
             or the gain rule) a run whose best so far is in the ``keep_top`` best fraction
             of what the study's earlier runs had reached by the same epoch
             (``peer_cutoff`` of :meth:`decide`, from :func:`top_cutoff`), in (0, 1];
-            0.25 keeps what ASHA would keep. The threshold rule is not overruled.
-            None: off. Default None.
+            0.25 keeps what ASHA would keep. The threshold rule is not overruled. It
+            acts only in a study (with no earlier runs there is nothing to compare
+            with). None: off. Default :data:`DEFAULT_KEEP_TOP` (0.15).
     """
 
     threshold: float | None = None
@@ -175,7 +181,7 @@ class StopPolicy:
     dry_run: bool = False
     min_delta: float | str | None = "auto"
     gain_patience: int = DEFAULT_GAIN_PATIENCE
-    keep_top: float | None = None
+    keep_top: float | None = DEFAULT_KEEP_TOP
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):

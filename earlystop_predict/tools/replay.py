@@ -37,10 +37,12 @@ Policies:
   threshold, no incumbent), with ``gain_patience`` k (default: StopPolicy's; ``-0``: the
   forecast alone decides).
 - ``default``: ``StopPolicy()`` with the callbacks' defaults: the incumbent rule in a
-  study, the gain rule at ``DEFAULT_MIN_DELTA`` always.
-- ``keep-top-<fraction>``: the default with ``StopPolicy(keep_top=fraction)``: a run
-  whose best so far is in that top fraction of what the order's earlier runs had
-  reached by the same epoch (each up to its stop) is not stopped (search only).
+  study, the gain rule (``min_delta="auto"``) always, and in a study ``keep_top``
+  (``DEFAULT_KEEP_TOP``): a run whose best so far is in that top fraction of what the
+  order's earlier runs had reached by the same epoch (each up to its stop) is not
+  stopped by the incumbent or the gain rule.
+- ``keep-top-<fraction>``: the default with ``StopPolicy(keep_top=fraction)`` (search
+  only); ``keep-top-0``: the default without ``keep_top`` (the previous release's).
 - ``patience-<N>``: Keras ``EarlyStopping(patience=N, restore_best_weights=True)``
   (:func:`patience_stop`); HF ``EarlyStoppingCallback`` and Lightning
   ``EarlyStopping`` count the same way.
@@ -575,30 +577,6 @@ def _run_stop_policy(task: _Task, order: np.ndarray, stops: _StopEpochs,
     return _finish(task, order, stop)
 
 
-def _run_keep_top(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderResult:
-    """One order under a StopPolicy with ``keep_top``: as the default (the incumbent is
-    the best any earlier run yielded), and a run is never stopped while its best so far
-    is in the top fraction of what the earlier runs had reached by the same epoch (each
-    seen up to where it stopped). Walked run by run: no cache across orders."""
-    keep = float(stops.policy.keep_top)  # type: ignore[arg-type]
-    q = 1.0 - keep if task.mode == "max" else keep
-    width = task.values.shape[1]
-    seen = np.full((len(order), width), np.nan)
-    stop: dict[int, int] = {}
-    incumbent: float | None = None
-    for i, r in enumerate(int(x) for x in order):
-        cutoffs = _nan_quantile(seen[:i], q) if i else None
-        s = stops._walk(r, incumbent, cutoffs)
-        if s != _NO_STOP:
-            stop[r] = s
-        trained = min(s, int(task.ends[r]))
-        seen[i, :trained] = task.best_so_far[r, :trained]
-        value = task.value_at(r, s)
-        if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
-            incumbent = value
-    return _finish(task, order, stop)
-
-
 def _study_curve(task: _Task, table: ForecastTable, r: int) -> tuple[Any, ...]:
     """A finished run as :meth:`StudyContext.from_curves` takes it, from the table."""
     n = int(task.ends[r]) - 1
@@ -607,24 +585,34 @@ def _study_curve(task: _Task, table: ForecastTable, r: int) -> tuple[Any, ...]:
     return task.values[r, :n], table.mean[r, :n], half, float(task.values[r, n])
 
 
-def _run_study(task: _Task, order: np.ndarray, stops: _StopEpochs) -> _OrderResult:
-    """One order as the callbacks run a study with a ledger: the default rule, the
-    incumbent the best any earlier run yielded, and each run's forecasts corrected by
-    the runs that finished before it (:class:`StudyContext`, the most recent
-    :data:`MAX_STUDY_RUNS`). Walked run by run: no cache across orders."""
+def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
+                study: bool = False) -> _OrderResult:
+    """One order as the callbacks run a study, walked run by run (no cache across
+    orders): the incumbent is the best any earlier run yielded; with the policy's
+    ``keep_top``, a run is never stopped while its best so far is in the top fraction
+    of what the earlier runs had reached by the same epoch (each seen up to where it
+    stopped); with ``study``, each run's forecasts are corrected by the runs that
+    finished before it (:class:`StudyContext`, the most recent :data:`MAX_STUDY_RUNS`),
+    as with a ledger."""
+    keep = stops.policy.keep_top
+    q = None if keep is None else (1.0 - keep if task.mode == "max" else keep)
+    seen = np.full((len(order), task.values.shape[1]), np.nan)
     stop: dict[int, int] = {}
     incumbent: float | None = None
     done: list[tuple[Any, ...]] = []
-    study: StudyContext | None = None
-    for r in (int(x) for x in order):
-        if study is None and len(done) >= MIN_STUDY_RUNS:
-            study = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
-        s = stops._walk(r, incumbent, study=study)
+    context: StudyContext | None = None
+    for i, r in enumerate(int(x) for x in order):
+        if study and context is None and len(done) >= MIN_STUDY_RUNS:
+            context = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
+        cutoffs = _nan_quantile(seen[:i], q) if q is not None and i else None
+        s = stops._walk(r, incumbent, cutoffs, study=context)
         if s != _NO_STOP:
             stop[r] = s
-        elif not task.censored[r]:
+        elif study and not task.censored[r]:
             done.append(_study_curve(task, stops.table, r))
-            study = None
+            context = None
+        trained = min(s, int(task.ends[r]))
+        seen[i, :trained] = task.best_so_far[r, :trained]
         value = task.value_at(r, s)
         if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
             incumbent = value
@@ -870,7 +858,7 @@ def parse_policy(name: str) -> _Rule:
         raise ConfigError("policy", POLICY_HELP, name)
     if name in POLICIES or name in (*EXTRA_POLICIES, "gain", "default"):
         return _Rule(name, name)
-    if name.startswith("keep-top-") and _is_float(name[9:]) and 0 < float(name[9:]) <= 1:
+    if name.startswith("keep-top-") and _is_float(name[9:]) and 0 <= float(name[9:]) <= 1:
         return _Rule(name, "keep-top", float(name[9:]))
     kind, _, arg = name.partition("-")
     k = ""
@@ -893,14 +881,16 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
               "patience": cfg.patience, "mode": task.mode}
     if rule.kind in ("default", "default-study"):
         return StopPolicy(**common)  # what the callbacks use: their defaults
-    if rule.kind == "keep-top":
-        return StopPolicy(keep_top=rule.param, **common)
+    if rule.kind == "keep-top":  # keep-top-0: the default without keep_top
+        return StopPolicy(keep_top=rule.param or None, **common)
     if rule.kind == "gain":
         delta = cfg.min_delta if rule.param is None else rule.param
         wait = {} if rule.gain_patience is None else {"gain_patience": rule.gain_patience}
-        return StopPolicy(use_incumbent=False, min_delta=delta, **wait, **common)
+        return StopPolicy(use_incumbent=False, min_delta=delta, keep_top=None, **wait,
+                          **common)
     return StopPolicy(threshold=task.threshold if rule.kind == "threshold" else None,
-                      use_incumbent=rule.kind == "incumbent", min_delta=None, **common)
+                      use_incumbent=rule.kind == "incumbent", min_delta=None, keep_top=None,
+                      **common)
 
 
 # ------------------------------------------------------------------------ replay
@@ -1010,12 +1000,11 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
         stops = fixed[rule.name]
         return _finish(task, order, {int(r): stops[int(r)] for r in order
                                      if stops[int(r)] != _NO_STOP})
-    if rule.kind == "keep-top":
-        return _run_keep_top(task, order, stoppers[rule.name])
-    if rule.kind == "default-study":
-        return _run_study(task, order, stoppers[rule.name])
-    return _run_stop_policy(task, order, stoppers[rule.name],
-                            rule.kind in ("incumbent", "default"))
+    stops = stoppers[rule.name]
+    if rule.kind == "default-study" or stops.policy.keep_top is not None:
+        return _run_walked(task, order, stops, study=rule.kind == "default-study")
+    return _run_stop_policy(task, order, stops,
+                            rule.kind in ("incumbent", "default", "keep-top"))
 
 
 def _order_details(orders: list[np.ndarray], results: list[_OrderResult]) -> list[dict]:
