@@ -362,22 +362,34 @@ class ForecastMonitor:
             if self.policy.use_incumbent and self.study is not None:
                 self._ledger_best = self.ledger.best_value(
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
-            if self.use_study and self.study is not None:
-                self.study_context = self._study_context()
-            if self.policy.keep_top is not None and self.study is not None:
-                self._read_peers()
+            if self.study is not None and (self.use_study or self.policy.keep_top is not None):
+                self._read_study()
         self._t_last = time.perf_counter()
         self._started = True
 
-    def _study_context(self) -> StudyContext | None:
-        """The study's finished runs in the ledger, forecast along their length (and
-        offered to the study model); None (forecasts uncorrected) where the ledger
-        cannot be read or the model fails."""
+    def _read_study(self) -> None:
+        """The ledger's runs of this study, read once at :meth:`begin`: the finished ones
+        correct the forecasts and grow the study model (``use_study``), the others' curves
+        are ``keep_top``'s evidence. A ledger that cannot be read leaves both without
+        evidence: the model's forecast decides alone."""
+        self.study_context = None
         try:
             runs = self.ledger.records(self.study)  # type: ignore[union-attr]
+        except EarlystopPredictError:  # LedgerError, RecordError
+            runs = None
+        if self.policy.keep_top is not None:
+            self.observe_study_curves(epoch_curve(rec, self.metric) for rec in runs or ()
+                                      if rec.run_id != self.record.run_id)
+        if self.use_study and runs is not None:
+            self.study_context = self._study_context(runs)
+
+    def _study_context(self, runs: list[RunRecord]) -> StudyContext | None:
+        """The study's finished runs, forecast along their length (and offered to the
+        study model); None (forecasts uncorrected) where the model fails on them."""
+        try:
             context = StudyContext(self.forecaster, runs, exclude=self.record.run_id
                                    ).prepare(self.target_epoch)
-        except EarlystopPredictError:  # LedgerError, RecordError, ForecastUnavailableError
+        except EarlystopPredictError:  # RecordError, ForecastUnavailableError
             return None
         self._grow_study_model(runs)
         return context
@@ -393,16 +405,6 @@ class ForecastMonitor:
             else getattr(self._model_arg, "name", type(self._model_arg).__name__)
         self.study_model = grower_for((where, self.study, str(model)), self.study_model_runs)
         self.study_model.offer(self.forecaster, runs)  # finished ones only: not this run
-
-    def _read_peers(self) -> None:
-        """The ledger's other runs of this study, as :meth:`observe_study_curves` takes
-        them (``keep_top``)."""
-        try:
-            runs = self.ledger.records(self.study)  # type: ignore[union-attr]
-        except EarlystopPredictError:  # a damaged ledger: no evidence, the forecast decides
-            runs = []
-        self.observe_study_curves(epoch_curve(rec, self.metric) for rec in runs
-                                  if rec.run_id != self.record.run_id)
 
     # ------------------------------------------------------------------ update
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> Decision:
