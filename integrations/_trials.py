@@ -106,7 +106,8 @@ class TrialBook:
         self.finals: dict[str, float] = {}  # what each ended trial reached
         self.completed: list[str] = []  # trials that ran to their end, in order
         self.held: dict[str, list[Any]] = {}  # key -> [token, result or None]
-        self.ended: list[str] = []  # trials that ended, in order (keep_top's evidence)
+        self.ended_curves: list[list[Any]] = []  # keep_top's evidence: each ended trial's
+        # metric by epoch, in the order they ended (read once, at its end)
         self._fed: dict[str, int] = {}  # key -> ended trials whose curves it was handed
         self._since = 0.0  # when the first of the held epochs was held
 
@@ -145,10 +146,10 @@ class TrialBook:
         ``keep_top`` without a ledger their curves (when more have ended since)."""
         mon.observe_study(self.finals.values())
         fed = self._fed.get(key, 0)
-        if mon.policy.keep_top is not None and mon.ledger is None and fed < len(self.ended):
-            mon.add_study_curves(epoch_curve(self.monitors[k].record, mon.metric)
-                                 for k in self.ended[fed:])
-            self._fed[key] = len(self.ended)
+        if mon.policy.keep_top is not None and mon.ledger is None and \
+                fed < len(self.ended_curves):
+            mon.add_study_curves(self.ended_curves[fed:])
+            self._fed[key] = len(self.ended_curves)
 
     def due(self, wait_s: float, running: int | None = None) -> bool:
         """Whether the held epochs are to be decided now: some are held, and they have
@@ -194,7 +195,7 @@ class TrialBook:
                            mon.mode)
             if best is not None:
                 if key not in self.finals:
-                    self.ended.append(key)
+                    self.ended_curves.append(epoch_curve(mon.record, mon.metric))
                 self.finals[key] = best
         if completed:
             self.completed.append(key)
@@ -243,7 +244,8 @@ class TrialBook:
             mon.diverged = bool(saved["diverged"])
             self.monitors[key] = mon
         self.finals = {k: float(v) for k, v in state["finals"].items()}
-        self.ended = [k for k in self.finals if k in self.monitors]
+        self.ended_curves = [epoch_curve(self.monitors[k].record, self.monitors[k].metric)
+                             for k in self.finals if k in self.monitors]
         self.completed = [k for k in state.get("completed", []) if k in self.monitors]
 
 
