@@ -1,7 +1,7 @@
 """Search rules tried against ASHA and not kept: why the default is what it is.
 
 Run: python benchmarks/search_variants.py [--orders 20] [--runs-per-order 100]
-     [--lcbench-limit 300]
+     [--lcbench-limit 300] [--only default,conformal]
 
 The same replayed random search as ``search_rules.py`` (each family of the real corpus
 with the fold model that never saw it, ``models/folds/``; the held-out LCBench tasks
@@ -64,6 +64,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "incumbent-last": ("before, the incumbent an earlier run's last value, not its best",
                        {"inc": "last"}),
     "confidence-0.9": ("before at confidence 0.9", {"conf": 0.9}),
+    "conformal": ("default, the q0.95 shifted by the study's own miss: by the 0.95 quantile "
+                  "of (final - q0.95) over the forecasts of its runs that trained to the "
+                  "end (from 5 such runs)", {"keep_top": 0.15, "conformal": "free"}),
+    "conformal-up": ("conformal, the shift never below 0 (only ever more cautious)",
+                     {"keep_top": 0.15, "conformal": "up"}),
+    "conformal-no-keep": ("conformal, no keep_top", {"conformal": "free"}),
+    "conformal-0.99": ("conformal, the shift the 0.99 quantile of the misses",
+                       {"keep_top": 0.15, "conformal": "free", "level": 0.99}),
+    "conformal-0.99-no-keep": ("conformal-0.99, no keep_top",
+                               {"conformal": "free", "level": 0.99}),
+    "conformal-max-no-keep": ("conformal, the shift the largest miss, no keep_top",
+                              {"conformal": "free", "level": 1.0}),
 }
 
 
@@ -98,13 +110,19 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
     stop: dict[int, int] = {}
     incumbent: float | None = None
     seen: list[np.ndarray] = []
+    misses: list[np.ndarray] = []  # final - q of the forecasts of runs trained to the end
+    conformal = rule.get("conformal")
     for r in (int(x) for x in order):
         end, s, streak = int(task.ends[r]), None, 0
+        shift = 0.0
+        if conformal and len(misses) >= 5:
+            shift = float(np.quantile(np.concatenate(misses), rule.get("level", 0.95)))
+            shift = max(shift, 0.0) if conformal == "up" else shift
         for e in range(3, end):
             if not math.isfinite(task.values[r, e - 1]):
                 s = e
                 break
-            v = q[r, e - 1]
+            v = q[r, e - 1] + shift
             if not math.isfinite(v):
                 continue
             delta = 0.001 if incumbent is not None else 0.03
@@ -120,6 +138,11 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
                 break
         if s is not None:
             stop[r] = s
+        elif conformal:
+            fq = q[r, 2:end - 1]
+            fq = fq[np.isfinite(fq)]
+            if fq.size:
+                misses.append(task.values[r, end - 1] - fq)
         seen.append(bsf[r, :min(s or end, end)])
         value = _yielded(task, r, s, rule.get("inc", "yield"))
         if math.isfinite(value) and (incumbent is None or value > incumbent):
@@ -194,7 +217,13 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=20)
     ap.add_argument("--runs-per-order", type=int, default=100)
     ap.add_argument("--lcbench-limit", type=int, default=300)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated variants to score (default: all)")
     args = ap.parse_args()
+    if args.only:
+        keep = set(args.only.split(","))
+        for name in [n for n in VARIANTS if n not in keep]:
+            del VARIANTS[name]
     t0 = time.perf_counter()
     real = score(tables(real_groups("auto")), args.orders, args.runs_per_order)
     lcb = score(tables(lcbench_groups("auto", args.lcbench_limit)), args.orders,
