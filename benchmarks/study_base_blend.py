@@ -1,0 +1,125 @@
+"""A study choosing its own base: the LSTM and LightGBM blended by the study's finished runs.
+
+Run: python benchmarks/study_base_blend.py [--contexts 5,10,20,40] [--draws 20] [--guard 0.95]
+
+Not served yet: this measures whether it should be. Out of fold on the real corpus
+(each family forecast by the fold model that never saw it, ``models/folds/``), the
+LSTM and the LightGBM fallback err in different families (LightGBM is the better of
+the two on images-cnn, lightning-sched, synthetic; the LSTM on the HF fine-tunes and
+on LCBench). Here a study of K finished runs of a family (drawn at random, ``--draws``
+times per family) chooses the weight ``w`` of ``w x LSTM + (1 - w) x LightGBM``
+(0, 0.1 ... 1) of least absolute error on its runs' finals from 10-50 % of each run,
+and serves it only where the weight, chosen again with each finished run left out,
+scores at most ``--guard`` times the LSTM's error on the left-out runs (else ``w``
+= 1: the LSTM as today). The family's other runs are scored at 20 % observed: MAE as
+a multiple of last value's, per family and pooled (every run of every draw). No
+study correction on top: the figure to compare is the LSTM's own row.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import folds, print_table  # noqa: E402
+from real_curves import CORPUS  # noqa: E402
+
+from earlystop_predict import load_model  # noqa: E402
+from earlystop_predict.forecast.artifacts import read_manifest  # noqa: E402
+from earlystop_predict.forecast.lgbm import LGBMForecaster  # noqa: E402
+from earlystop_predict.records.corpus import load_corpus  # noqa: E402
+from earlystop_predict.training.evaluate import completed  # noqa: E402
+from earlystop_predict.training.real import family_of  # noqa: E402
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
+SCORED = FRACTIONS.index(0.2)
+WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 1)
+
+
+def forecasts(runs: list, fam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(LSTM means, LightGBM means, last values), each (runs, FRACTIONS), out of fold."""
+    lstm_m = np.full((len(runs), len(FRACTIONS)), np.nan)
+    lgbm_m, last = lstm_m.copy(), lstm_m.copy()
+    plan = folds("auto")
+    if not plan:
+        raise SystemExit("no fold models in models/folds (python benchmarks/build_folds.py)")
+    for fams, path in plan:
+        lstm, lgbm = load_model(path), LGBMForecaster.from_dir(path, read_manifest(path))
+        idx = np.where(np.isin(fam, fams))[0]
+        ends = [runs[i].n_epochs for i in idx]
+        for j, frac in enumerate(FRACTIONS):
+            pre = [runs[i].truncated(max(1, round(frac * runs[i].n_epochs))) for i in idx]
+            lstm_m[idx, j] = [fc.mean for fc in lstm.forecast_many(pre, ends)]
+            lgbm_m[idx, j] = [fc.mean for fc in lgbm.forecast_many(pre, ends)]
+            last[idx, j] = [p.series(p.metric)[-1] for p in pre]
+    return lstm_m, lgbm_m, last
+
+
+def choose(err: np.ndarray, guard: float) -> float:
+    """The served weight from ``err`` (weights, context runs): the weight of least mean
+    error, where its leave-one-run-out error is at most ``guard`` x the LSTM's."""
+    k = err.shape[1]
+    held = []
+    for i in range(k):
+        rest = np.ones(k, bool)
+        rest[i] = False
+        held.append(err[int(np.argmin(err[:, rest].mean(axis=1))), i])
+    if np.mean(held) <= guard * err[-1].mean():
+        return float(WEIGHTS[int(np.argmin(err.mean(axis=1)))])
+    return 1.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contexts", default="5,10,20,40")
+    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--guard", type=float, default=0.95)
+    args = ap.parse_args()
+    runs = completed(load_corpus(CORPUS))
+    fam = np.array([family_of(r) for r in runs])
+    truth = np.array([r.series(r.metric)[-1] for r in runs])
+    lstm, lgbm, last = forecasts(runs, fam)
+    fams = sorted(set(fam.tolist()))
+    rows = []
+    for k in [int(x) for x in args.contexts.split(",")]:
+        rng = np.random.default_rng(0)
+        sums = {name: {f: [0.0, 0.0] for f in fams} for name in ("lstm", "lgbm", "blend")}
+        served = 0
+        for f in fams:
+            idx = np.where(fam == f)[0]
+            for _ in range(args.draws):
+                ctx = rng.choice(idx, size=min(k, len(idx) - 1), replace=False)
+                ev = np.setdiff1d(idx, ctx)
+                err = np.stack([np.nanmean(np.abs(w * lstm[ctx] + (1 - w) * lgbm[ctx]
+                                                  - truth[ctx, None]), axis=1)
+                                for w in WEIGHTS])
+                w = choose(err, args.guard)
+                served += w < 1.0
+                base = np.abs(last[ev, SCORED] - truth[ev]).sum()
+                for name, point in (("lstm", lstm[ev, SCORED]), ("lgbm", lgbm[ev, SCORED]),
+                                    ("blend", w * lstm[ev, SCORED]
+                                     + (1 - w) * lgbm[ev, SCORED])):
+                    sums[name][f][0] += np.abs(point - truth[ev]).sum()
+                    sums[name][f][1] += base
+        for name, label in (("lstm", "LSTM alone (today's base)"),
+                            ("lgbm", "LightGBM alone"),
+                            ("blend", f"study's weight, guard {args.guard:g} "
+                                      f"(served in {served} of {len(fams) * args.draws})")):
+            per = [sums[name][f][0] / sums[name][f][1] for f in fams]
+            pooled = sum(v[0] for v in sums[name].values()) / \
+                sum(v[1] for v in sums[name].values())
+            rows.append([f"{k} runs: {label}", *per, pooled])
+    print_table("20 % observed, families out of fold: MAE / last value's MAE",
+                ["context", *fams, "pooled"], rows)
+
+
+if __name__ == "__main__":
+    main()
