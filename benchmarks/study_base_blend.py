@@ -1,6 +1,6 @@
 """A study choosing its own base: the LSTM and LightGBM blended by the study's finished runs.
 
-Run: python benchmarks/study_base_blend.py [--contexts 5,10,20,40] [--draws 20] [--guard 0.95]
+Run: python benchmarks/study_base_blend.py [--contexts 5,10,20,40] [--draws 5] [--guard 0.95]
 
 Not served yet: this measures whether it should be. Out of fold on the real corpus
 (each family forecast by the fold model that never saw it, ``models/folds/``), the
@@ -12,8 +12,10 @@ times per family) chooses the weight ``w`` of ``w x LSTM + (1 - w) x LightGBM``
 and serves it only where the weight, chosen again with each finished run left out,
 scores at most ``--guard`` times the LSTM's error on the left-out runs (else ``w``
 = 1: the LSTM as today). The family's other runs are scored at 20 % observed: MAE as
-a multiple of last value's, per family and pooled (every run of every draw). No
-study correction on top: the figure to compare is the LSTM's own row.
+a multiple of last value's, per family and pooled (every run of every draw), without
+and with the study correction (``StudyContext``'s guarded gain correction, fitted on
+the context runs' forecasts of the base served: the LSTM as the callbacks do today,
+or the study's blend), all on the same draws.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from real_curves import CORPUS  # noqa: E402
 from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.forecast.artifacts import read_manifest  # noqa: E402
 from earlystop_predict.forecast.lgbm import LGBMForecaster  # noqa: E402
+from earlystop_predict.forecast.study import StudyContext  # noqa: E402
 from earlystop_predict.records.corpus import load_corpus  # noqa: E402
 from earlystop_predict.training.evaluate import completed  # noqa: E402
 from earlystop_predict.training.real import family_of  # noqa: E402
@@ -63,6 +66,49 @@ def forecasts(runs: list, fam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return lstm_m, lgbm_m, last
 
 
+def prefix_curves(runs: list, fam: np.ndarray) -> dict[str, list]:
+    """Per run, per model: (mean, half 0.1-0.9 width) of the forecast of its end after
+    each of its epochs 1 ... n-1 (what ``StudyContext`` fits its correction on)."""
+    out: dict[str, list] = {"lstm": [None] * len(runs), "lgbm": [None] * len(runs)}
+    for fams, path in folds("auto"):
+        models = {"lstm": load_model(path),
+                  "lgbm": LGBMForecaster.from_dir(path, read_manifest(path))}
+        idx = [i for i in range(len(runs)) if fam[i] in fams]
+        pre = [runs[i].truncated(e) for i in idx for e in range(1, runs[i].n_epochs)]
+        ends = [runs[i].n_epochs for i in idx for _ in range(1, runs[i].n_epochs)]
+        for name, model in models.items():
+            fcs = model.forecast_many(pre, ends)
+            at = 0
+            for i in idx:
+                n = runs[i].n_epochs - 1
+                chunk = fcs[at:at + n]
+                out[name][i] = (np.array([f.mean for f in chunk]),
+                                np.array([(f.quantile(0.9) - f.quantile(0.1)) / 2
+                                          for f in chunk]))
+                at += n
+    return out
+
+
+def corrected(runs: list, ctx: np.ndarray, ev: np.ndarray, curves: dict, w: float,
+              truth: np.ndarray) -> np.ndarray:
+    """The eval runs' 20 % forecasts of the base ``w x LSTM + (1 - w) x LightGBM``,
+    corrected by a ``StudyContext`` of the context runs' forecasts of that base."""
+    def base(i: int) -> tuple[np.ndarray, np.ndarray]:
+        (lm, lh), (gm, gh) = curves["lstm"][i], curves["lgbm"][i]
+        return w * lm + (1 - w) * gm, w * lh + (1 - w) * gh
+
+    study = StudyContext.from_curves(
+        [(runs[i].series(runs[i].metric)[:-1], *base(i), truth[i]) for i in ctx])
+    out = np.empty(len(ev))
+    for j, i in enumerate(ev):
+        n = runs[i].n_epochs
+        e = min(max(1, round(0.2 * n)), n - 1)
+        mean = base(i)[0][e - 1]
+        out[j] = study.corrected_mean(e, n, float(runs[i].series(runs[i].metric)[e - 1]),
+                                      float(mean))
+    return out
+
+
 def choose(err: np.ndarray, guard: float) -> float:
     """The served weight from ``err`` (weights, context runs): the weight of least mean
     error, where its leave-one-run-out error is at most ``guard`` x the LSTM's."""
@@ -80,18 +126,20 @@ def choose(err: np.ndarray, guard: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--contexts", default="5,10,20,40")
-    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--guard", type=float, default=0.95)
     args = ap.parse_args()
     runs = completed(load_corpus(CORPUS))
     fam = np.array([family_of(r) for r in runs])
     truth = np.array([r.series(r.metric)[-1] for r in runs])
     lstm, lgbm, last = forecasts(runs, fam)
+    curves = prefix_curves(runs, fam)
     fams = sorted(set(fam.tolist()))
     rows = []
     for k in [int(x) for x in args.contexts.split(",")]:
         rng = np.random.default_rng(0)
-        sums = {name: {f: [0.0, 0.0] for f in fams} for name in ("lstm", "lgbm", "blend")}
+        names = ("lstm", "lgbm", "blend", "lstm+study", "blend+study")
+        sums = {name: {f: [0.0, 0.0] for f in fams} for name in names}
         served = 0
         for f in fams:
             idx = np.where(fam == f)[0]
@@ -106,13 +154,17 @@ def main() -> None:
                 base = np.abs(last[ev, SCORED] - truth[ev]).sum()
                 for name, point in (("lstm", lstm[ev, SCORED]), ("lgbm", lgbm[ev, SCORED]),
                                     ("blend", w * lstm[ev, SCORED]
-                                     + (1 - w) * lgbm[ev, SCORED])):
+                                     + (1 - w) * lgbm[ev, SCORED]),
+                                    ("lstm+study", corrected(runs, ctx, ev, curves, 1.0, truth)),
+                                    ("blend+study", corrected(runs, ctx, ev, curves, w, truth))):
                     sums[name][f][0] += np.abs(point - truth[ev]).sum()
                     sums[name][f][1] += base
         for name, label in (("lstm", "LSTM alone (today's base)"),
                             ("lgbm", "LightGBM alone"),
                             ("blend", f"study's weight, guard {args.guard:g} "
-                                      f"(served in {served} of {len(fams) * args.draws})")):
+                                      f"(served in {served} of {len(fams) * args.draws})"),
+                            ("lstm+study", "LSTM + the study correction (today's)"),
+                            ("blend+study", "study's weight + the study correction")):
             per = [sums[name][f][0] / sums[name][f][1] for f in fams]
             pooled = sum(v[0] for v in sums[name].values()) / \
                 sum(v[1] for v in sums[name].values())
