@@ -234,6 +234,14 @@ def _one_row(rec: RunRecord, target: float, kind: int, planned: float,
     return np.concatenate(parts)[None, :]
 
 
+def _planned(rec: RunRecord, target: float) -> float:
+    """The run's planned epochs: ``meta.max_epochs``, else the target epoch."""
+    try:
+        return float(rec.meta.get("max_epochs") or target)
+    except (TypeError, ValueError):
+        return float(target)
+
+
 def record_matrix(records: Sequence[RunRecord], targets: Sequence[int],
                   kinds: Sequence[int], aux: bool = False) -> np.ndarray:
     """:func:`curve_features` for records (padded to the longest), followed by
@@ -241,10 +249,7 @@ def record_matrix(records: Sequence[RunRecord], targets: Sequence[int],
     n = len(records)
     if n == 1 and records[0].n_epochs:  # one run's forecast: the hot path
         rec, m = records[0], targets[0]
-        try:
-            planned = float(rec.meta.get("max_epochs") or m)
-        except (TypeError, ValueError):
-            planned = float(m)
+        planned = _planned(rec, m)
         if planned != 0:  # (0: the batch path's inf/NaN ratios)
             return _one_row(rec, float(m), int(np.asarray(kinds).reshape(-1)[0]), planned,
                             aux)
@@ -261,10 +266,7 @@ def record_matrix(records: Sequence[RunRecord], targets: Sequence[int],
             y[i, :rec.n_epochs] = both[:, 0]
             others[:, i, :rec.n_epochs] = both[:, 1:].T
         static[i] = record_static(rec)
-        try:
-            planned[i] = float(rec.meta.get("max_epochs") or m)
-        except (TypeError, ValueError):
-            planned[i] = float(m)
+        planned[i] = _planned(rec, m)
     kind = np.asarray(kinds)
     n_obs = np.array([r.n_epochs for r in records])
     x = curve_features(to_space(y, kind), n_obs, np.array([r.last_epoch for r in records]),
