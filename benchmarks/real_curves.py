@@ -7,8 +7,8 @@ without it (``OUTPUT/folds/`` written by ``earlystop-predict train``): whole
 families held out, never runs. Each completed run's final epoch is forecast from
 the first 10, 20 and 40 % of its epochs; ours beside LightGBM, last value and a
 pow3 fit. The LSTM is scored by its mean (the figures the README quotes) and by its
-median (q0.5: the point an absolute error is least for). ``--in-sample`` scores the bundled model itself on every family (which
-it was trained on) instead.
+median (q0.5: the point an absolute error is least for). ``--in-sample`` scores the
+bundled model itself on every family (which it was trained on) instead.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def main() -> None:
                          np.abs(pow3 - truth)[sel].mean() / base, 100 * base,
                          100 * inside[sel].mean()])
         print_table(f"{int(frac * 100)} % observed", ["family", "runs", "LSTM MAE (pts)",
-                    "LSTM / last value", "LSTM median / last value", "LightGBM / last value", "pow3 / last value",
+                    "LSTM / last value", "LSTM median / last value",
+                    "LightGBM / last value", "pow3 / last value",
                     "last value MAE (pts)", "LSTM cov80 (%)"], rows)
 
 

@@ -47,22 +47,19 @@ SCORED = FRACTIONS.index(0.2)
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 1)
 
 
-def forecasts(runs: list, fam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(LSTM means, LightGBM means, last values), each (runs, FRACTIONS), out of fold."""
+def at_fractions(runs: list, curves: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(LSTM means, LightGBM means, last values), each (runs, FRACTIONS): the forecasts
+    of :func:`prefix_curves` after ``max(1, round(frac x n))`` epochs (every run of the
+    corpus has 10 or more, so that prefix is always among its n - 1)."""
     lstm_m = np.full((len(runs), len(FRACTIONS)), np.nan)
     lgbm_m, last = lstm_m.copy(), lstm_m.copy()
-    plan = folds("auto")
-    if not plan:
-        raise SystemExit("no fold models in models/folds (python benchmarks/build_folds.py)")
-    for fams, path in plan:
-        lstm, lgbm = load_model(path), LGBMForecaster.from_dir(path, read_manifest(path))
-        idx = np.where(np.isin(fam, fams))[0]
-        ends = [runs[i].n_epochs for i in idx]
+    for i, r in enumerate(runs):
+        values = r.series(r.metric)
         for j, frac in enumerate(FRACTIONS):
-            pre = [runs[i].truncated(max(1, round(frac * runs[i].n_epochs))) for i in idx]
-            lstm_m[idx, j] = [fc.mean for fc in lstm.forecast_many(pre, ends)]
-            lgbm_m[idx, j] = [fc.mean for fc in lgbm.forecast_many(pre, ends)]
-            last[idx, j] = [p.series(p.metric)[-1] for p in pre]
+            e = max(1, round(frac * r.n_epochs))
+            lstm_m[i, j] = curves["lstm"][i][0][e - 1]
+            lgbm_m[i, j] = curves["lgbm"][i][0][e - 1]
+            last[i, j] = values[e - 1]
     return lstm_m, lgbm_m, last
 
 
@@ -70,7 +67,10 @@ def prefix_curves(runs: list, fam: np.ndarray) -> dict[str, list]:
     """Per run, per model: (mean, half 0.1-0.9 width) of the forecast of its end after
     each of its epochs 1 ... n-1 (what ``StudyContext`` fits its correction on)."""
     out: dict[str, list] = {"lstm": [None] * len(runs), "lgbm": [None] * len(runs)}
-    for fams, path in folds("auto"):
+    plan = folds("auto")
+    if not plan:
+        raise SystemExit("no fold models in models/folds (python benchmarks/build_folds.py)")
+    for fams, path in plan:
         models = {"lstm": load_model(path),
                   "lgbm": LGBMForecaster.from_dir(path, read_manifest(path))}
         idx = [i for i in range(len(runs)) if fam[i] in fams]
@@ -132,8 +132,8 @@ def main() -> None:
     runs = completed(load_corpus(CORPUS))
     fam = np.array([family_of(r) for r in runs])
     truth = np.array([r.series(r.metric)[-1] for r in runs])
-    lstm, lgbm, last = forecasts(runs, fam)
     curves = prefix_curves(runs, fam)
+    lstm, lgbm, last = at_fractions(runs, curves)
     fams = sorted(set(fam.tolist()))
     rows = []
     for k in [int(x) for x in args.contexts.split(",")]:
