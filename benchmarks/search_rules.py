@@ -8,11 +8,13 @@ model that never saw the family, ``models/folds/``; see ``build_folds.py``) and 
 the held-out LCBench tasks (``replay(...)``, search mode): ``--orders`` shuffled
 orders of ``--runs-per-order`` runs; each run yields its best value up to its stop.
 
-Rules: ``default`` (what the callbacks do in a study with their defaults, ``keep_top``
-0.15: a run in the best 15 % of what the study's earlier runs had reached by the same
-epoch is not stopped), ``default-study`` (the same, with each run's forecasts corrected
-by the runs that finished before it, as the callbacks do with a ledger),
-``keep-top-0`` (the default without ``keep_top``, the previous release's),
+Rules: ``default`` (what the callbacks do in a study with their defaults: ``keep_top``
+0.15, a run in the best 15 % of what the study's earlier runs had reached by the same
+epoch is not stopped; ``flat_delta`` 0.05, a run within 5 points of its first value is
+judged by ASHA's rungs, not its forecast; ``climb_credit`` 0.05), ``default-study``
+(the same, with each run's forecasts corrected by the runs that finished before it, as
+the callbacks do with a ledger), ``previous`` (the previous release's default: no
+``flat_delta``, no ``climb_credit``), ``keep-top-0`` (the default without ``keep_top``),
 ``keep-top-0.25`` (the default with ``keep_top=0.25``, what ASHA keeps), the
 incumbent rule alone, Optuna's ``MedianPruner`` and Ray Tune's ``ASHAScheduler``
 (re-implemented in replay and checked against the libraries in the tests), and,
@@ -48,9 +50,13 @@ from single_run import lcbench_groups, real_groups  # noqa: E402
 
 from earlystop_predict.tools.replay import _finish, _summarise, build_tasks, replay  # noqa: E402
 
-RULES = ("default", "default-study", "keep-top-0", "keep-top-0.25", "incumbent", "median",
+RULES = ("default", "default-study", "previous", "keep-top-0", "keep-top-0.25", "incumbent",
+         "median",
          "asha", "hyperband", "none")
-NAMES = {"default": "default (ours)", "default-study": "default, study-aware forecasts (ours)", "keep-top-0": "default without keep_top (ours, before)",
+NAMES = {"default": "default (ours)",
+         "default-study": "default, study-aware forecasts (ours)",
+         "previous": "previous default (ours)",
+         "keep-top-0": "default without keep_top (ours)",
          "keep-top-0.25": "default + keep_top 0.25 (ours)",
          "incumbent": "incumbent only",
          "median": "median (Optuna)", "asha": "ASHA (Ray Tune)",

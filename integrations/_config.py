@@ -34,8 +34,8 @@ _C = TypeVar("_C", bound=type)
 
 #: The shared arguments that mean something for a whole search (Optuna, Ray Tune).
 SEARCH_OPTIONS = ("threshold", "confidence", "min_epochs", "patience", "min_delta",
-                  "gain_patience", "keep_top", "use_incumbent", "use_study", "study_model_runs",
-                  "model", "ledger", "meta", "dry_run")
+                  "gain_patience", "keep_top", "flat_delta", "climb_credit", "use_incumbent",
+                  "use_study", "study_model_runs", "model", "ledger", "meta", "dry_run")
 
 
 def _monitor_parameters() -> dict[str, inspect.Parameter]:

@@ -63,7 +63,7 @@ class FinishedTrials:
         """``keep_top`` without a ledger: hand ``mon`` the curves of the study's finished
         trials (each up to where it stopped): those that finished since it was last
         handed them."""
-        if mon.policy.keep_top is None or mon.ledger is not None:
+        if not mon.policy.uses_peers or mon.ledger is not None:
             return
         curves = self._curves.get(study, [])
         fed = self._fed.get(mon.record.run_id, 0)

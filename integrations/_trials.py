@@ -146,7 +146,7 @@ class TrialBook:
         ``keep_top`` without a ledger their curves (when more have ended since)."""
         mon.observe_study(self.finals.values())
         fed = self._fed.get(key, 0)
-        if mon.policy.keep_top is not None and mon.ledger is None and \
+        if mon.policy.uses_peers and mon.ledger is None and \
                 fed < len(self.ended_curves):
             mon.add_study_curves(self.ended_curves[fed:])
             self._fed[key] = len(self.ended_curves)

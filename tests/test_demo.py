@@ -44,7 +44,7 @@ def best_so_far():
 
 
 @pytest.mark.parametrize("framework", ["keras", "lightning"])
-def test_demo_stops_the_hopeless_run_by_the_incumbent_rule(framework, tmp_path):
+def test_demo_stops_the_hopeless_run_at_the_first_rung(framework, tmp_path):
     pytest.importorskip("keras" if framework == "keras" else "lightning")
     out = io.StringIO()
     report = run_demo(framework, configs=CONFIGS, epochs=6, min_epochs=3, seed=0,
@@ -53,8 +53,9 @@ def test_demo_stops_the_hopeless_run_by_the_incumbent_rule(framework, tmp_path):
     good, hopeless, good2 = report.runs
     assert good.stopped is None and good.epochs_run == 6
     assert good.final_value == pytest.approx(good.last_value) and good.last_value > 0.8
+    # It sits at chance (flat): ASHA's rung rule against the first run stops it at 3.
     assert hopeless.stopped["epoch"] == 3
-    assert "incumbent" in hopeless.stopped["reason"]
+    assert "rung 3: below the study's top quarter" in hopeless.stopped["reason"]
     assert hopeless.final_value is None                       # no audit
     assert hopeless.forecast is not None and hopeless.forecast_epoch == 3
     assert hopeless.forecast.mean == pytest.approx(max(hopeless.values))
@@ -62,7 +63,7 @@ def test_demo_stops_the_hopeless_run_by_the_incumbent_rule(framework, tmp_path):
     assert report.epochs_saved == 3 and report.epochs_budget == 18
 
     text = out.getvalue()
-    assert "[2/3] tiny-lr" in text and "STOPPED: forecast q0.95" in text
+    assert "[2/3] tiny-lr" in text and "STOPPED: flat: best" in text
     table = text[text.index("#  run"):]
     assert "tiny-lr" in table and "ep 3" in table
     assert "epochs trained 15 of 18: 3 saved" in table

@@ -74,8 +74,10 @@ def incumbent_in(reason: str) -> float | None:
 
 def test_each_trial_is_a_run_of_one_study_and_hopeless_ones_stop(tmp_path: Path) -> None:
     ledger = tmp_path / "l.db"
+    # flat_delta=None: the script and Optuna's pruner decide, not the rung rule on the
+    # tiny model's flat curves.
     cb = HFForecastCallback(threshold=0.9, min_epochs=2, model=hopeless_trial_1(),
-                            ledger=ledger)
+                            ledger=ledger, flat_delta=None)
     study = search(tmp_path, cb, pruner=PruneTrial(2))
     trials = {t.number: t for t in study.trials}
     with Ledger(ledger) as led:
@@ -147,7 +149,8 @@ def test_ray_backend_each_trial_a_run_held_against_the_ledger(tmp_path: Path) ->
     ledger = str(tmp_path / "l.db")
     forecaster = ScriptedForecaster(lambda rec, t: 0.2 if rec.hparams["learning_rate"] > 5e-4
                                     else 0.95)
-    cb = HFForecastCallback(threshold=0.9, min_epochs=2, model=forecaster, ledger=ledger)
+    cb = HFForecastCallback(threshold=0.9, min_epochs=2, model=forecaster, ledger=ledger,
+                            flat_delta=None)  # the script decides, not the rung rule
     trainer = Trainer(model_init=tiny_bert, args=train_args(tmp_path, num_train_epochs=EPOCHS),
                       train_dataset=TinyDataset(64, 0), eval_dataset=TinyDataset(32, 1),
                       compute_metrics=accuracy, callbacks=[cb])

@@ -72,10 +72,11 @@ def best_reached(rec) -> float:
 def test_random_search_stops_hopeless_trials_and_tells_the_oracle(tmp_path):
     keras.utils.set_random_seed(0)
     model = hopeless("0", "1", "4")
-    # keep_top=None: which trials stop follows from the script alone, not from how the
-    # trials' accuracies compare (keep_top would keep one as good as the trials before).
+    # keep_top=None, flat_delta=None: which trials stop follows from the script alone, not
+    # from how the trials' accuracies compare (keep_top would keep one as good as the
+    # trials before; the rung rule would judge these tiny, flat curves by their rank).
     cb = KerasForecastCallback("val_accuracy", min_epochs=2, min_delta=None, model=model,
-                               keep_top=None, ledger=tmp_path / "runs.db")
+                               keep_top=None, flat_delta=None, ledger=tmp_path / "runs.db")
     tuner = search(ForecastRandomSearch(build, objective="val_accuracy", max_trials=6, seed=1,
                                         directory=tmp_path, project_name="mlp"), cb, epochs=3)
     trials = tuner.oracle.trials
@@ -155,8 +156,10 @@ def test_a_stopped_trial_shows_completed_to_the_gaussian_process_only_within_the
 def test_bayesian_optimization_fits_its_process_after_a_stopped_trial(tmp_path):
     keras.utils.set_random_seed(0)
     with Ledger(tmp_path / "runs.db") as led:   # a Ledger object: shared by the copies
+        # flat_delta=None: the script alone decides (not the rung rule on flat curves).
         cb = KerasForecastCallback("val_accuracy", threshold=0.5, min_epochs=2, min_delta=None,
-                                   model=hopeless("0", low=0.1), ledger=led, study="bo")
+                                   model=hopeless("0", low=0.1), ledger=led, study="bo",
+                                   flat_delta=None)
         tuner = search(ForecastBayesianOptimization(
             build, objective="val_accuracy", max_trials=3, num_initial_points=1, seed=1,
             directory=tmp_path, project_name="bo"), cb, epochs=3)

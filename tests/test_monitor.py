@@ -709,6 +709,52 @@ def test_keep_top_reads_the_study_from_the_ledger(tmp_path):
                                        "in the study's top 1 at this epoch (cutoff 0.4)")
 
 
+def test_a_flat_run_waits_for_the_rung_and_a_climbing_one_gets_credit(tmp_path):
+    """A ledger study: a run that sits at its start is judged at ASHA's rungs (3, 12)
+    against the study's runs, not by a forecast that cannot see it jump; a climbing run
+    is credited part of its slope against the incumbent. The ledger says why."""
+    path = tmp_path / "l.db"
+    for run_id, values in (("a", [0.5, 0.5, 0.5, 0.6, 0.9] + [0.9] * 15),
+                           ("b", [0.4] * 20)):
+        m = ForecastMonitor(target_epoch=20, study="s", ledger=path, run_id=run_id,
+                            model=constant(1.0))
+        feed(m, values)
+        m.end()
+    kw = {"target_epoch": 20, "study": "s", "ledger": path, "min_delta": None,
+          "model": constant(0.6)}  # q0.95 0.6 against the incumbent 0.9: doomed
+    # At epoch 3 the study's runs are at 0.5 and 0.4: the top quarter from 0.475.
+    flat = ForecastMonitor(run_id="flat", **kw)
+    decisions = feed(flat, [0.45, 0.45, 0.45])
+    assert [d.stop for d in decisions] == [False, False, True]
+    assert flat.stopped["reason"] == (
+        "flat: best 0.45 within flat_delta 0.05 of its first value 0.45; rung 3: below "
+        "the study's top quarter at this epoch (cutoff 0.475)")
+    # Flat at 0.55, in the top quarter at rung 3: not stopped until it leaves its start.
+    late = ForecastMonitor(run_id="late", **kw)
+    decisions = feed(late, [0.55, 0.55, 0.55, 0.55, 0.55, 0.62])
+    assert [d.stop for d in decisions] == [False] * 5 + [True]
+    assert decisions[2].reason.endswith("rung 3: in the study's top quarter (cutoff 0.475)")
+    assert decisions[4].reason.startswith("flat: best 0.55 within flat_delta 0.05")
+    # 0.05 x (0.62 - 0.55) / 3 an epoch x 14 epochs left: 0.0163 of credit.
+    assert late.stopped["reason"] == "forecast q0.95 0.6 + climb credit 0.0163 < incumbent 0.9"
+    # Without flat_delta (and keep_top, which would keep it too) the forecast stops it
+    # at epoch 3.
+    plain = ForecastMonitor(run_id="plain", flat_delta=None, keep_top=None, **kw)
+    assert len(feed(plain, [0.55, 0.55, 0.55, 0.55])) == 3 and plain.stopped
+    # A run climbing 0.1 an epoch: 0.05 x 0.1 x 16 epochs left = 0.08 of credit at
+    # epoch 4; 0.6 + 0.08 still short of 0.9: stopped, and the reason shows the credit.
+    climb = ForecastMonitor(run_id="climb", min_epochs=4, **kw)
+    feed(climb, [0.1, 0.2, 0.3, 0.4])
+    assert climb.stopped["reason"] == "forecast q0.95 0.6 + climb credit 0.08 < incumbent 0.9"
+    kw["model"] = constant(0.83)  # 0.83 + 0.08 >= 0.9: kept while it climbs
+    climb = ForecastMonitor(run_id="climb2", min_epochs=4, **kw)
+    assert not any(d.stop for d in feed(climb, [0.1, 0.2, 0.3, 0.4]))
+    with Ledger(path) as led:
+        rows = {r.run_id: r for r in led.records("s")}
+    assert rows["late"].stopped["epoch"] == 6 and rows["flat"].stopped["epoch"] == 3
+    assert "rung 3: in the study's top quarter" in rows["late"].forecasts[2]["reason"]
+
+
 def test_observe_study_curves_hands_in_the_evidence():
     curves = [[0.3, None, 0.5], [0.1, 0.2, float("nan")], [0.9]]
     for last, stops in ((0.45, False), (0.40, True)):

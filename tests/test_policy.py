@@ -9,6 +9,8 @@ import pytest
 from earlystop_predict.errors import ConfigError, EarlystopPredictError
 from earlystop_predict.forecast.base import Forecast
 from earlystop_predict.policy.stop import (
+    DEFAULT_CLIMB_CREDIT,
+    DEFAULT_FLAT_DELTA,
     DEFAULT_GAIN_PATIENCE,
     DEFAULT_MIN_DELTA,
     LOG_KEYS,
@@ -423,3 +425,69 @@ def test_keep_top_in_min_mode():
 def test_keep_top_is_checked(bad):
     with pytest.raises(ConfigError, match="keep_top"):
         StopPolicy(keep_top=bad)
+
+
+# ------------------------------------------------------- flat_delta, climb_credit
+def test_a_flat_run_in_a_study_is_judged_at_the_rungs_not_by_its_forecast():
+    pol = policy(min_delta=None)  # the incumbent rule alone; rungs at 3, 12, 48
+    assert pol.flat_delta == DEFAULT_FLAT_DELTA == 0.05
+    assert [e for e in range(1, 60) if pol.is_rung(e)] == [3, 12, 48]
+    flat = {"first": 0.50, "best": 0.52, "incumbent": 0.9}
+    # Off its rungs a flat run is not stopped, however poor its forecast.
+    d = pol.decide(POOR, epoch=5, rung_cutoff=0.6, **flat)
+    assert not d.stop and not d.poor
+    assert d.reason == ("flat: best 0.52 within flat_delta 0.05 of its first value 0.5; "
+                        "judged at the rung epochs (min_epochs x 4**k) against the study's runs")
+    # At a rung: kept in the study's top quarter, stopped below it.
+    d = pol.decide(POOR, epoch=12, rung_cutoff=0.52, **flat)
+    assert not d.stop and d.reason.endswith("rung 12: in the study's top quarter (cutoff 0.52)")
+    d = pol.decide(GOOD, epoch=12, rung_cutoff=0.6, **flat)  # whatever the forecast says
+    assert d.stop and d.poor and d.reason.endswith(
+        "rung 12: below the study's top quarter at this epoch (cutoff 0.6)")
+    # With no study runs at this epoch (a single run, a study's first), the forecast
+    # rules decide as before; a run that left its start (0.56) too.
+    assert pol.decide(POOR, epoch=5, **flat).stop
+    assert pol.decide(POOR, epoch=5, rung_cutoff=0.6, first=0.5, best=0.56,
+                      incumbent=0.9).stop
+    # Off: the forecast decides.
+    assert policy(min_delta=None, flat_delta=None).decide(POOR, epoch=5, rung_cutoff=0.6,
+                                                          **flat).stop
+    # The threshold is the user's bar: never overruled.
+    d = policy(threshold=0.9).decide(POOR, epoch=5, rung_cutoff=0.6, **flat)
+    assert d.stop and d.reason.startswith("forecast q0.9 0.66 < threshold")
+
+
+def test_the_rung_rule_in_min_mode_and_with_min_epochs():
+    loss = Forecast(mean=0.40, quantiles={"0.1": 0.35, "0.5": 0.40, "0.9": 0.46},
+                    model="scripted", observed_epochs=5, target_epoch=50)
+    pol = policy(mode="min", min_delta=None, min_epochs=2)
+    assert [e for e in range(1, 40) if pol.is_rung(e)] == [2, 8, 32]
+    flat = {"first": 0.70, "best": 0.68, "incumbent": 0.3}
+    assert pol.decide(loss, epoch=8, rung_cutoff=0.6, **flat).stop  # 0.68 > 0.6: worse
+    assert not pol.decide(loss, epoch=8, rung_cutoff=0.7, **flat).stop
+    assert not pol.decide(loss, epoch=5, rung_cutoff=0.6, **flat).stop
+
+
+def test_the_incumbent_rule_credits_a_climbing_run():
+    pol = policy(min_delta=None)
+    assert pol.climb_credit == DEFAULT_CLIMB_CREDIT == 0.05
+    # q0.9 0.66 against 0.7: 0.05 x 0.02 an epoch x 45 epochs left = 0.045 of credit.
+    d = pol.decide(POOR, epoch=5, incumbent=0.7, climb=0.02)
+    assert not d.stop and d.reason == "forecast q0.9 0.66 + climb credit 0.045 >= incumbent 0.7"
+    d = pol.decide(POOR, epoch=5, incumbent=0.72, climb=0.02)
+    assert d.stop and d.reason == "forecast q0.9 0.66 + climb credit 0.045 < incumbent 0.72"
+    # No climb, a falling best, unknown, or the credit off: the forecast alone.
+    for kw in ({"climb": 0.0}, {"climb": -0.01}, {"climb": None}, {"climb": float("nan")}):
+        assert pol.decide(POOR, epoch=5, incumbent=0.7, **kw).stop
+    assert policy(min_delta=None, climb_credit=None).decide(POOR, epoch=5, incumbent=0.7,
+                                                            climb=0.02).stop
+    assert pol.credit(0.02, 50, 50) == 0.0  # nothing left to climb
+    # The threshold rule takes no credit.
+    assert policy(threshold=0.7, min_delta=None).decide(POOR, epoch=5, climb=0.02).stop
+
+
+@pytest.mark.parametrize("name", ["flat_delta", "climb_credit"])
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.05", True])
+def test_flat_delta_and_climb_credit_are_checked(name, bad):
+    with pytest.raises(ConfigError, match=name):
+        StopPolicy(**{name: bad})

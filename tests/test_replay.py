@@ -325,12 +325,16 @@ def test_keep_top_cutoffs_match_top_cutoff():
 
 def test_keep_top_0_replays_the_default_without_keep_top():
     # The runs of test_keep_top_keeps_a_run_that_is_where_the_study_best_was: without
-    # keep_top the second slow starter is doomed at epoch 3, as by the incumbent rule.
+    # keep_top the second slow starter is still flat at epoch 3, level with the first
+    # there, so the rung rule keeps it; once it leaves its start (epoch 6) its forecast
+    # is short of the incumbent. The flat run is below the first at rung 3.
     runs = [_run("first", LATE), _run("second", LATE), _run("flat", [0.2] * 10)]
     fc = ScriptedForecaster(lambda rec, m: rec.epochs[-1]["val_accuracy"] + 0.05)
-    res = replay(runs, ["default", "keep-top-0"], fc, orders=[[0, 1, 2]], details=True)
-    assert res.details["t"]["keep-top-0"][0]["stops"] == {1: 3, 2: 3}
+    res = replay(runs, ["default", "keep-top-0", "previous"], fc, orders=[[0, 1, 2]],
+                 details=True)
+    assert res.details["t"]["keep-top-0"][0]["stops"] == {1: 6, 2: 3}
     assert res.details["t"]["default"][0]["stops"] == {2: 3}
+    assert res.details["t"]["previous"][0]["stops"] == {2: 3}
 
 
 def fc_dummy() -> ScriptedForecaster:
@@ -402,7 +406,8 @@ def test_default_study_replays_a_study_of_monitors_with_a_ledger(tmp_path):
         return v, {0.1: v - 0.05, 0.5: v, 0.9: v + 0.05}
 
     levels = [0.6, 0.5, 0.55, 0.7, 0.65, 0.4, 0.8, 0.45, 0.3, 0.75]
-    runs = [_run(f"r{i}", [lv] * 10) for i, lv in enumerate(levels)]
+    # Each run climbs to its level at epoch 2 (it has left its start: no rung rule).
+    runs = [_run(f"r{i}", [lv - 0.1] + [lv] * 9) for i, lv in enumerate(levels)]
     fc = ScriptedForecaster(over)
     res = replay(runs, ["default", "default-study"], fc, orders=[list(range(10))],
                  details=True)

@@ -41,7 +41,13 @@ from earlystop_predict.forecast.study_model import (
     StudyModelGrower,
     grower_for,
 )
-from earlystop_predict.policy.stop import Decision, StopPolicy, top_cutoff
+from earlystop_predict.policy.stop import (
+    CLIMB_WINDOW,
+    RUNG_FACTOR,
+    Decision,
+    StopPolicy,
+    top_cutoff,
+)
 from earlystop_predict.records.features import (
     canonical_hparams,
     canonical_meta,
@@ -166,6 +172,13 @@ class ForecastMonitor:
             pruner and the Ray scheduler hand in their finished trials' curves without a
             ledger) had reached by the same epoch, in (0, 1]; None: off. Default
             :data:`~earlystop_predict.policy.stop.DEFAULT_KEEP_TOP` (0.15).
+        flat_delta: in a study, a run whose best is within this of its first value (it
+            has not started to learn) is judged by ASHA's rung rule against the study's
+            other runs, not by its forecast; None: off. Default
+            :data:`~earlystop_predict.policy.stop.DEFAULT_FLAT_DELTA` (0.05).
+        climb_credit: the incumbent rule adds this share of a climbing run's recent
+            slope, carried on to the target epoch, to its forecast; None or 0: off.
+            Default :data:`~earlystop_predict.policy.stop.DEFAULT_CLIMB_CREDIT` (0.05).
 
     Raises:
         ConfigError: an argument is out of range (at construction).
@@ -183,7 +196,9 @@ class ForecastMonitor:
                  run_id: str | None = None, task: str | None = None,
                  stop_on_divergence: bool = True,
                  gain_patience: int = StopPolicy.gain_patience,
-                 keep_top: float | None = StopPolicy.keep_top) -> None:
+                 keep_top: float | None = StopPolicy.keep_top,
+                 flat_delta: float | None = StopPolicy.flat_delta,
+                 climb_credit: float | None = StopPolicy.climb_credit) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError("monitor", "a non-empty metric name", monitor)
         self.monitor = monitor
@@ -193,7 +208,8 @@ class ForecastMonitor:
                                  min_epochs=min_epochs, patience=patience, mode=mode,
                                  use_incumbent=use_incumbent, min_delta=min_delta,
                                  stop_on_divergence=stop_on_divergence, dry_run=dry_run,
-                                 gain_patience=gain_patience, keep_top=keep_top)
+                                 gain_patience=gain_patience, keep_top=keep_top,
+                                 flat_delta=flat_delta, climb_credit=climb_credit)
         self.mode = mode
         if target_epoch is not None:
             self._check_target(target_epoch)
@@ -261,6 +277,8 @@ class ForecastMonitor:
         self.diverged = False
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.first: float | None = None  # the metric's first value (``flat_delta``)
+        self._best_trail: list[tuple[int, float]] = []  # (epoch, best after it)
         self._streaks: list[tuple[int, int]] = []  # (epoch, poor_streak after it)
         self._ledger_best: float | None = None
         self._t_last: float | None = None
@@ -362,7 +380,7 @@ class ForecastMonitor:
             if self.policy.use_incumbent and self.study is not None:
                 self._ledger_best = self.ledger.best_value(
                     self.study, self.metric, self.mode, exclude_run=self.record.run_id)
-            if self.study is not None and (self.use_study or self.policy.keep_top is not None):
+            if self.study is not None and (self.use_study or self.policy.uses_peers):
                 self._read_study()
         self._t_last = time.perf_counter()
         self._started = True
@@ -377,7 +395,7 @@ class ForecastMonitor:
             runs = self.ledger.records(self.study)  # type: ignore[union-attr]
         except EarlystopPredictError:  # LedgerError, RecordError
             runs = None
-        if self.policy.keep_top is not None:
+        if self.policy.uses_peers:
             self.observe_study_curves(epoch_curve(rec, self.metric) for rec in runs or ()
                                       if rec.run_id != self.record.run_id)
         if self.use_study and runs is not None:
@@ -459,7 +477,9 @@ class ForecastMonitor:
         decision = self.policy.decide(forecast, epoch=epoch, poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
                                       best=self.best, since_best=self._since_best(epoch),
-                                      peer_cutoff=self._peer_cutoff(int(epoch)))
+                                      peer_cutoff=self._peer_cutoff(int(epoch)),
+                                      first=self.first, climb=self._climb(int(epoch)),
+                                      rung_cutoff=self._rung_cutoff(int(epoch)))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
@@ -512,7 +532,12 @@ class ForecastMonitor:
         self.poor_streak = self._streaks[-1][1] if self._streaks else 0
         if self.stopped is not None and int(self.stopped["epoch"]) >= epoch:
             self.stopped = self.record.stopped = None
-        self.best = self.best_epoch = None
+        self._replay_best()
+
+    def _replay_best(self) -> None:
+        """The best, its epoch, the first value and the best's trail from the rows held."""
+        self.best = self.best_epoch = self.first = None
+        self._best_trail = []
         for row in self.record.epochs:
             self._track_best(row)
 
@@ -521,6 +546,30 @@ class ForecastMonitor:
         if value is not None and (self.best is None or
                                   (value > self.best if self.mode == "max" else value < self.best)):
             self.best, self.best_epoch = float(value), int(row["epoch"])
+        if value is not None and self.first is None and math.isfinite(value):
+            self.first = float(value)
+        if self.best is not None:
+            self._best_trail.append((int(row["epoch"]), self.best))
+            del self._best_trail[:-CLIMB_WINDOW - 1]
+
+    def _climb(self, epoch: int) -> float | None:
+        """The best's gain per epoch over the last :data:`CLIMB_WINDOW` epochs (in the
+        metric's better direction), None before that many epochs have a best."""
+        trail = self._best_trail
+        if len(trail) <= CLIMB_WINDOW or trail[-1][0] != epoch:
+            return None
+        (e0, b0), (e1, b1) = trail[0], trail[-1]
+        if e1 - e0 != CLIMB_WINDOW:
+            return None
+        gain = b1 - b0 if self.mode == "max" else b0 - b1
+        return gain / CLIMB_WINDOW
+
+    def _rung_cutoff(self, epoch: int) -> float | None:
+        """For a flat run: the top quarter's cutoff of the study's runs at this epoch."""
+        if not self.policy.is_flat(self.first, self.best):
+            return None
+        at = [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
+        return top_cutoff(at, 1.0 / RUNG_FACTOR, self.mode)
 
     def _since_best(self, epoch: int) -> int | None:
         """Epochs since the run's best value (the gain rule's ``gain_patience``)."""
@@ -635,9 +684,7 @@ class ForecastMonitor:
         self.poor_streak = int(state.get("poor_streak", 0))
         # Older states lack the per-epoch counts: a trim then restarts patience at 0.
         self._streaks = [(int(e), int(n)) for e, n in state.get("streaks", [])]
-        self.best = self.best_epoch = None
-        for row in self.record.epochs:
-            self._track_best(row)
+        self._replay_best()
         self.stopped = state.get("stopped")
         self.record.stopped = self.stopped
         self.finished = False

@@ -42,6 +42,21 @@ DEFAULT_GAIN_PATIENCE = 3
 #: from ``benchmarks/search_rules.py`` on the first seven real families as the most
 #: epochs saved at no more than ASHA's regret there (README, "Stopping: a search").
 DEFAULT_KEEP_TOP = 0.15
+#: ``flat_delta`` in a study: a run whose best is still within 5 points of its first
+#: value has not started to learn, and a forecast of a flat curve cannot see the jump a
+#: run that sits at chance may still make; ASHA's rung comparison with the study's runs
+#: judges it instead. Chosen from ``benchmarks/search_rules.py`` (README, "Stopping: a
+#: search").
+DEFAULT_FLAT_DELTA = 0.05
+#: ``climb_credit``: the share of a climbing run's recent slope, carried on to the
+#: target epoch, that the incumbent rule adds to its forecast (a forecast of a family it
+#: never saw under-reads a slow grower). Chosen with ``DEFAULT_FLAT_DELTA``.
+DEFAULT_CLIMB_CREDIT = 0.05
+#: Epochs over which ``climb`` (the best's gain per epoch) is measured.
+CLIMB_WINDOW = 3
+#: ASHA's reduction factor for the rung rule (Ray Tune's default): rungs at
+#: ``min_epochs x 4**k``, a flat run below the study's top quarter there stops.
+RUNG_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,8 @@ class StopPolicy:
     min_delta: float | str | None = "auto"
     gain_patience: int = DEFAULT_GAIN_PATIENCE
     keep_top: float | None = DEFAULT_KEEP_TOP
+    flat_delta: float | None = DEFAULT_FLAT_DELTA
+    climb_credit: float | None = DEFAULT_CLIMB_CREDIT
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -201,10 +218,42 @@ class StopPolicy:
             raise ConfigError("gain_patience", "an integer >= 0", self.gain_patience)
         if self.keep_top is not None:
             _check_range("keep_top", self.keep_top, 0.0, 1.0, open_lo=True)
+        for name in ("flat_delta", "climb_credit"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 <= value < math.inf):
+                raise ConfigError(name, "a finite number >= 0 or None", value)
         if self.min_delta is not None and self.min_delta != "auto" and not (
                 _is_number(self.min_delta) and 0 <= self.min_delta < math.inf):
             raise ConfigError("min_delta", "a finite number >= 0, 'auto' or None",
                               self.min_delta)
+
+    @property
+    def uses_peers(self) -> bool:
+        """Whether the decisions use the study's other runs' curves (``keep_top``, the
+        rung rule of ``flat_delta``)."""
+        return self.keep_top is not None or self.flat_delta is not None
+
+    def is_rung(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one of ASHA's rungs, ``min_epochs x 4**k``."""
+        e, m = int(epoch), self.min_epochs
+        while m < e:
+            m *= RUNG_FACTOR
+        return m == e
+
+    def is_flat(self, first: float | None, best: float | None) -> bool:
+        """Whether the run's best is still within ``flat_delta`` of its first value."""
+        if self.flat_delta is None or first is None or best is None or \
+                not (_is_number(first) and _is_number(best)) or \
+                not (math.isfinite(first) and math.isfinite(best)):
+            return False
+        return abs(float(best) - float(first)) < self.flat_delta
+
+    def credit(self, climb: float | None, epoch: int, target_epoch: int) -> float:
+        """What the incumbent rule adds to the forecast of a climbing run (>= 0)."""
+        if not self.climb_credit or climb is None or not _is_number(climb) or \
+                not math.isfinite(climb) or climb <= 0:
+            return 0.0
+        return float(self.climb_credit) * float(climb) * max(int(target_epoch) - int(epoch), 0)
 
     # The quantile that must clear the bar: optimistic side of the forecast.
     @property
@@ -212,12 +261,18 @@ class StopPolicy:
         """The forecast quantile compared with the bar (``confidence`` for max mode)."""
         return self.confidence if self.mode == "max" else 1.0 - self.confidence
 
-    def _short_of(self, forecast: Forecast, bar: float) -> tuple[bool, str]:
+    def _short_of(self, forecast: Forecast, bar: float, credit: float = 0.0
+                  ) -> tuple[bool, str]:
+        """The forecast's optimistic quantile, moved ``credit`` towards better, against
+        ``bar``; the text has a ``{name}`` slot for the bar's name."""
         q = self.quantile
         v = forecast.quantile(q)
-        if self.mode == "max":
-            return v < bar, f"q{q:g} {v:.4g} {'<' if v < bar else '>='} {{name}} {bar:.4g}"
-        return v > bar, f"q{q:g} {v:.4g} {'>' if v > bar else '<='} {{name}} {bar:.4g}"
+        up = self.mode == "max"
+        moved = v + credit if up else v - credit
+        short = moved < bar if up else moved > bar
+        c = f" {'+' if up else '-'} climb credit {credit:.3g}" if credit else ""
+        op = ("<" if short else ">=") if up else (">" if short else "<=")
+        return short, f"q{q:g} {v:.4g}{c} {op} {{name}} {bar:.4g}"
 
     def gain_delta(self, incumbent: float | None = None) -> float | None:
         """The ``min_delta`` the gain rule uses this epoch (None: the rule is off)."""
@@ -249,8 +304,8 @@ class StopPolicy:
         return poor, text
 
     def is_poor(self, forecast: Forecast, incumbent: float | None = None,
-                best: float | None = None, since_best: int | None = None
-                ) -> tuple[bool, str]:
+                best: float | None = None, since_best: int | None = None,
+                credit: float = 0.0) -> tuple[bool, str]:
         """Whether this forecast alone is poor, and the comparison made.
 
         Args:
@@ -259,6 +314,7 @@ class StopPolicy:
             best: the run's best value so far (the gain rule), None if none.
             since_best: epochs since the run's best value (the gain rule's
                 ``gain_patience``), >= 0; None: unknown (not required).
+            credit: added to the forecast by the incumbent rule (:meth:`credit`).
         """
         parts = []
         if self.threshold is not None:
@@ -267,7 +323,7 @@ class StopPolicy:
                 return True, "forecast " + text.format(name="threshold")
             parts.append(text.format(name="threshold"))
         if self.use_incumbent and incumbent is not None and math.isfinite(incumbent):
-            poor, text = self._short_of(forecast, float(incumbent))
+            poor, text = self._short_of(forecast, float(incumbent), credit)
             if poor:
                 return True, "forecast " + text.format(name="incumbent")
             parts.append(text.format(name="incumbent"))
@@ -282,7 +338,8 @@ class StopPolicy:
     def decide(self, forecast: Forecast | None, *, epoch: int, poor_streak: int = 0,
                incumbent: float | None = None, diverged: bool = False,
                best: float | None = None, since_best: int | None = None,
-               peer_cutoff: float | None = None) -> Decision:
+               peer_cutoff: float | None = None, first: float | None = None,
+               climb: float | None = None, rung_cutoff: float | None = None) -> Decision:
         """Decide for one epoch; pure (the caller keeps ``poor_streak``).
 
         Args:
@@ -298,13 +355,24 @@ class StopPolicy:
             peer_cutoff: with ``keep_top``, the value ``best`` must reach to be in the
                 study's top fraction at this epoch (:func:`top_cutoff`); None: no
                 evidence yet.
+            first: the run's first value of the metric (``flat_delta``), None if none.
+            climb: the best's gain per epoch over the last :data:`CLIMB_WINDOW` epochs
+                (``climb_credit``), None if unknown.
+            rung_cutoff: the top quarter's cutoff of what the study's earlier runs had
+                reached by this epoch (``top_cutoff(peers, 0.25)``), for a flat run;
+                None: no earlier run reached it.
         """
         if diverged:
             fire = self.stop_on_divergence
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        poor, text = self.is_poor(forecast, incumbent, best, since_best)
+        if rung_cutoff is not None and self.is_flat(first, best) and not (
+                self.threshold is not None
+                and self._short_of(forecast, float(self.threshold))[0]):
+            return self._rung(forecast, epoch, float(first), float(best), rung_cutoff)
+        credit = self.credit(climb, epoch, forecast.target_epoch)
+        poor, text = self.is_poor(forecast, incumbent, best, since_best, credit)
         if poor and self._kept_by_study(forecast, best, peer_cutoff):
             return Decision(False, f"{text}; kept: best {best:.4g} in the study's top "
                             f"{self.keep_top:g} at this epoch (cutoff {peer_cutoff:.4g})",
@@ -319,6 +387,22 @@ class StopPolicy:
             return Decision(False, f"{text}; patience {streak}/{self.patience}", forecast,
                             epoch, poor=True)
         return self._finish(True, text, forecast, epoch, poor=True)
+
+    def _rung(self, forecast: Forecast, epoch: int, first: float, best: float,
+              cutoff: float) -> Decision:
+        """A flat run in a study: ASHA's rule at the rung epochs, nothing in between."""
+        flat = f"flat: best {best:.4g} within flat_delta {self.flat_delta:g} of its first " \
+               f"value {first:.4g}"
+        if not self.is_rung(epoch) or epoch < self.min_epochs:
+            return Decision(False, f"{flat}; judged at the rung epochs (min_epochs x "
+                            f"{RUNG_FACTOR}**k) against the study's runs", forecast, epoch)
+        below = best < cutoff if self.mode == "max" else best > cutoff
+        if not below:
+            return Decision(False, f"{flat}; rung {epoch}: in the study's top quarter "
+                            f"(cutoff {cutoff:.4g})", forecast, epoch)
+        return self._finish(True, f"{flat}; rung {epoch}: below the study's top quarter "
+                            f"at this epoch (cutoff {cutoff:.4g})", forecast, epoch,
+                            poor=True)
 
     def _kept_by_study(self, forecast: Forecast, best: float | None,
                        cutoff: float | None) -> bool:

@@ -40,9 +40,14 @@ Policies:
   study, the gain rule (``min_delta="auto"``) always, and in a study ``keep_top``
   (``DEFAULT_KEEP_TOP``): a run whose best so far is in that top fraction of what the
   order's earlier runs had reached by the same epoch (each up to its stop) is not
-  stopped by the incumbent or the gain rule.
+  stopped by the incumbent or the gain rule; a run still within ``flat_delta`` of its
+  first value is judged by ASHA's rung rule against the order's earlier runs (each up
+  to its stop), not by its forecast, and the incumbent rule credits a climbing run
+  (``climb_credit``).
 - ``keep-top-<fraction>``: the default with ``StopPolicy(keep_top=fraction)`` (search
-  only); ``keep-top-0``: the default without ``keep_top`` (the previous release's).
+  only); ``keep-top-0``: the default without ``keep_top``.
+- ``previous``: the previous release's default (search only): ``keep_top``, no
+  ``flat_delta``, no ``climb_credit``.
 - ``patience-<N>``: Keras ``EarlyStopping(patience=N, restore_best_weights=True)``
   (:func:`patience_stop`); HF ``EarlyStoppingCallback`` and Lightning
   ``EarlyStopping`` count the same way.
@@ -91,7 +96,12 @@ import numpy as np
 from earlystop_predict.errors import ConfigError, ForecastUnavailableError
 from earlystop_predict.forecast.base import QUANTILES, Forecast, Forecaster, qkey
 from earlystop_predict.forecast.study import MAX_STUDY_RUNS, MIN_STUDY_RUNS, StudyContext
-from earlystop_predict.policy.stop import DEFAULT_MIN_DELTA, StopPolicy
+from earlystop_predict.policy.stop import (
+    CLIMB_WINDOW,
+    DEFAULT_MIN_DELTA,
+    RUNG_FACTOR,
+    StopPolicy,
+)
 from earlystop_predict.records.features import canonical_metric
 from earlystop_predict.records.record import RunRecord, default_mode, is_accuracy_like
 
@@ -99,13 +109,13 @@ from earlystop_predict.records.record import RunRecord, default_mode, is_accurac
 #: ``default`` are accepted too).
 POLICIES: tuple[str, ...] = ("incumbent", "threshold", "median", "asha", "none")
 #: Also accepted (not replayed unless named).
-EXTRA_POLICIES = ("hyperband", "default-study")
+EXTRA_POLICIES = ("hyperband", "default-study", "previous")
 FORECAST_POLICIES = frozenset({"incumbent", "threshold", "gain", "default", "keep-top",
-                               "default-study"})
+                               "default-study", "previous"})
 STUDY_POLICIES = frozenset({"incumbent", "threshold", "median", "asha", "keep-top",
-                            "hyperband"})
+                            "hyperband", "previous"})
 POLICY_HELP = ("incumbent | threshold | median | asha | hyperband | none | gain | "
-               "default-study | "
+               "default-study | previous | "
                "gain-<min_delta> | "
                "gain-<min_delta>-<gain_patience> | patience-<N> | default | keep-top-<fraction>")
 #: A target epoch beyond this is refused (a record's ``meta.max_epochs`` of 1e9...).
@@ -170,6 +180,25 @@ class _Task:
     def kept(self) -> np.ndarray:
         """(R,) what a run trained to its end yields: its best value (best weights kept)."""
         return self.best_so_far[np.arange(len(self.records)), self.ends - 1]
+
+    @functools.cached_property
+    def firsts(self) -> np.ndarray:
+        """(R,) each run's first finite value (NaN for none): ``flat_delta``'s start."""
+        ok = np.isfinite(self.values)
+        idx = ok.argmax(axis=1)
+        out = self.values[np.arange(len(self.records)), idx]
+        return np.where(ok.any(axis=1), out, np.nan)
+
+    @functools.cached_property
+    def climbs(self) -> np.ndarray:
+        """(R, Emax) the best's gain per epoch over the last ``CLIMB_WINDOW`` epochs, in
+        the better direction (NaN where unknown): ``climb_credit``'s ``climb``."""
+        b, k = self.best_so_far, CLIMB_WINDOW
+        out = np.full(b.shape, np.nan)
+        if b.shape[1] > k:
+            gain = b[:, k:] - b[:, :-k]
+            out[:, k:] = (gain if self.mode == "max" else -gain) / k
+        return out
 
     @functools.cached_property
     def censored(self) -> np.ndarray:
@@ -458,12 +487,15 @@ class _StopEpochs:
         return s
 
     def _walk(self, r: int, incumbent: float | None, cutoffs: np.ndarray | None = None,
-              study: StudyContext | None = None) -> int:
+              study: StudyContext | None = None, rungs: np.ndarray | None = None) -> int:
         """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff;
-        ``study``: the finished runs that correct its forecasts."""
+        ``study``: the finished runs that correct its forecasts; ``rungs[e - 1]``: the
+        top quarter's cutoff of the earlier runs (``flat_delta``)."""
         streak = 0
         best = self.task.best_so_far[r]
         since = self.task.since_best[r]
+        first, climb = self.task.firsts[r], self.task.climbs[r]
+        pol = self.policy
         for e in range(self.first_epoch, int(self.task.ends[r])):
             v = self.task.values[r, e - 1]
             diverged = not math.isfinite(v)
@@ -474,7 +506,11 @@ class _StopEpochs:
             d = self.policy.decide(fc, epoch=e, poor_streak=streak, incumbent=incumbent,
                                    diverged=diverged, best=float(best[e - 1]),
                                    since_best=int(since[e - 1]) if since[e - 1] >= 0 else None,
-                                   peer_cutoff=_cutoff_at(cutoffs, e))
+                                   peer_cutoff=_cutoff_at(cutoffs, e),
+                                   first=None if math.isnan(first) else float(first),
+                                   climb=None if math.isnan(climb[e - 1]) else float(climb[e - 1]),
+                                   rung_cutoff=_cutoff_at(rungs, e) if pol.flat_delta is not None
+                                   else None)
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
@@ -596,6 +632,9 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
     as with a ledger."""
     keep = stops.policy.keep_top
     q = None if keep is None else (1.0 - keep if task.mode == "max" else keep)
+    quarter = 1.0 / RUNG_FACTOR
+    rq = None if stops.policy.flat_delta is None else (
+        1.0 - quarter if task.mode == "max" else quarter)
     seen = np.full((len(order), task.values.shape[1]), np.nan)
     stop: dict[int, int] = {}
     incumbent: float | None = None
@@ -605,7 +644,8 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
         if study and context is None and len(done) >= MIN_STUDY_RUNS:
             context = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
         cutoffs = _nan_quantile(seen[:i], q) if q is not None and i else None
-        s = stops._walk(r, incumbent, cutoffs, study=context)
+        rungs = _nan_quantile(seen[:i], rq) if rq is not None and i else None
+        s = stops._walk(r, incumbent, cutoffs, study=context, rungs=rungs)
         if s != _NO_STOP:
             stop[r] = s
         elif study and not task.censored[r]:
@@ -883,13 +923,15 @@ def _stop_policy(rule: _Rule, task: _Task, cfg: _Config) -> StopPolicy:
         return StopPolicy(**common)  # what the callbacks use: their defaults
     if rule.kind == "keep-top":  # keep-top-0: the default without keep_top
         return StopPolicy(keep_top=rule.param or None, **common)
+    if rule.kind == "previous":
+        return StopPolicy(flat_delta=None, climb_credit=None, **common)
+    alone = {"keep_top": None, "flat_delta": None, "climb_credit": None}
     if rule.kind == "gain":
         delta = cfg.min_delta if rule.param is None else rule.param
         wait = {} if rule.gain_patience is None else {"gain_patience": rule.gain_patience}
-        return StopPolicy(use_incumbent=False, min_delta=delta, keep_top=None, **wait,
-                          **common)
+        return StopPolicy(use_incumbent=False, min_delta=delta, **alone, **wait, **common)
     return StopPolicy(threshold=task.threshold if rule.kind == "threshold" else None,
-                      use_incumbent=rule.kind == "incumbent", min_delta=None, keep_top=None,
+                      use_incumbent=rule.kind == "incumbent", min_delta=None, **alone,
                       **common)
 
 
@@ -1001,7 +1043,7 @@ def _search_one(rule: _Rule, task: _Task, order: np.ndarray, cfg: _Config,
         return _finish(task, order, {int(r): stops[int(r)] for r in order
                                      if stops[int(r)] != _NO_STOP})
     stops = stoppers[rule.name]
-    if rule.kind == "default-study" or stops.policy.keep_top is not None:
+    if rule.kind == "default-study" or stops.policy.uses_peers:
         return _run_walked(task, order, stops, study=rule.kind == "default-study")
     return _run_stop_policy(task, order, stops,
                             rule.kind in ("incumbent", "default", "keep-top"))
