@@ -452,6 +452,11 @@ def test_a_flat_run_in_a_study_is_judged_at_the_rungs_not_by_its_forecast():
     # Off: the forecast decides.
     assert policy(min_delta=None, flat_delta=None).decide(POOR, epoch=5, rung_cutoff=0.6,
                                                           **flat).stop
+    # use_incumbent=False never stops against the study: no rung rule either.
+    alone = policy(min_delta=0.02, gain_patience=0, use_incumbent=False)
+    d = alone.decide(fc(0.50, 0.52, 0.53), epoch=12, rung_cutoff=0.6, **flat)
+    assert d.stop and d.reason.startswith("gain: ")
+    assert not alone.decide(GOOD, epoch=12, rung_cutoff=0.6, **flat).stop
     # The threshold is the user's bar: never overruled.
     d = policy(threshold=0.9).decide(POOR, epoch=5, rung_cutoff=0.6, **flat)
     assert d.stop and d.reason.startswith("forecast q0.9 0.66 < threshold")

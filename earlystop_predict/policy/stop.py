@@ -184,6 +184,20 @@ class StopPolicy:
             0.25 keeps what ASHA would keep. The threshold rule is not overruled. It
             acts only in a study (with no earlier runs there is nothing to compare
             with). None: off. Default :data:`DEFAULT_KEEP_TOP` (0.15).
+        flat_delta: a run whose best so far is within ``flat_delta`` of its first value
+            (``first`` of :meth:`decide`; metric units) has not left its start: where the
+            study has earlier runs to compare with (``rung_cutoff``), no forecast rule
+            stops it; ASHA's rule does (at the rung epochs ``min_epochs x 4**k``,
+            :meth:`is_rung`, a best below the top quarter of what the study's earlier
+            runs had reached by then stops it). The threshold rule still applies. A
+            single run (no study), or one with ``use_incumbent=False`` (never stopped
+            against the study), is decided as before. None: off. Default
+            :data:`DEFAULT_FLAT_DELTA` (0.05).
+        climb_credit: the incumbent rule credits a run that is still climbing: the
+            forecast's quantile plus ``climb_credit x climb x (target - epoch)``
+            (``climb``: the best's gain per epoch over the last :data:`CLIMB_WINDOW`
+            epochs) must fall short of the incumbent, >= 0. None or 0: off. Default
+            :data:`DEFAULT_CLIMB_CREDIT` (0.05).
     """
 
     threshold: float | None = None
@@ -367,9 +381,10 @@ class StopPolicy:
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        if rung_cutoff is not None and self.is_flat(first, best) and not (
-                self.threshold is not None
-                and self._short_of(forecast, float(self.threshold))[0]):
+        short_of_threshold = self.threshold is not None and \
+            self._short_of(forecast, float(self.threshold))[0]
+        if self.use_incumbent and rung_cutoff is not None and not short_of_threshold \
+                and self.is_flat(first, best):
             return self._rung(forecast, epoch, float(first), float(best), rung_cutoff)
         credit = self.credit(climb, epoch, forecast.target_epoch)
         poor, text = self.is_poor(forecast, incumbent, best, since_best, credit)
