@@ -272,3 +272,37 @@ def test_keep_top_without_a_ledger_judges_against_the_finished_trials() -> None:
     third = kept.records[2]
     assert "kept: best" in third.forecasts[2]["reason"] and not third.forecasts[2]["stop"]
     assert third.stopped["epoch"] == 4 and "incumbent" in third.stopped["reason"]
+
+
+def test_a_flat_trial_is_judged_at_the_rung_against_the_finished_trials() -> None:
+    """Without a ledger the pruner hands its finished trials' curves to the rung rule: a
+    trial that sits at its start is pruned at rung 3 when below the top quarter there,
+    whatever its (here optimistic) forecast says; with ``flat_delta=None`` it is not."""
+    from earlystop_predict.forecast.base import ScriptedForecaster
+
+    curves = {0: [min(0.5 + 0.1 * e, 0.9) for e in range(EPOCHS)], 1: [0.5] * EPOCHS}
+
+    def flat_objective(trial: optuna.Trial) -> float:
+        curve = curves[trial.number]
+        for epoch, acc in enumerate(curve):
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return curve[-1]
+
+    got = {}
+    for flat_delta in (0.05, None):
+        # keep_top=None: the curves are handed in for the rung rule alone.
+        pruner = ForecastPruner(EPOCHS, min_epochs=3, min_delta=None, flat_delta=flat_delta,
+                                keep_top=None, model=ScriptedForecaster(lambda rec, t: 0.95))
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        study.optimize(flat_objective, n_trials=2, callbacks=[pruner])
+        got[flat_delta] = [t.state for t in study.trials], pruner.records[1]
+    P = optuna.trial.TrialState
+    states, rec = got[0.05]
+    assert states == [P.COMPLETE, P.PRUNED] and rec.stopped["epoch"] == 3
+    assert rec.stopped["reason"] == ("flat: best 0.5 within flat_delta 0.05 of its first "
+                                     "value 0.5; rung 3: below the study's top quarter at "
+                                     "this epoch (cutoff 0.7)")
+    states, rec = got[None]
+    assert states == [P.COMPLETE, P.COMPLETE] and rec.stopped is None
