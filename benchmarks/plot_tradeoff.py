@@ -82,15 +82,16 @@ def search(data: dict, out: Path) -> None:
         panels.append(("LCBench held out, mean", data["lcbench"]["mean"]))
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
-    marks = {"default": "r*", "keep-top-0": "ro", "keep-top-0.25": "yX", "incumbent": "m^",
-             "median": "bs",
+    marks = {"default": "r*", "previous": "ro", "keep-top-0": "rs", "keep-top-0.25": "yX",
+             "incumbent": "m^", "median": "bs",
              "asha": "gD", "hyperband": "g>", "patient": "cv", "wilcoxon": "kP"}
+    hollow = {"previous": "previous default", "keep-top-0": "default without keep_top"}
     for ax, (title, rows) in zip(axes.flat, panels, strict=False):
         for rule, mark in marks.items():
             if rule in rows:
                 ax.plot([rows[rule]["mean_regret"]], [rows[rule]["epochs_saved_pct"]], mark,
-                        ms=9 if rule == "default" else 6, mfc="none" if rule == "keep-top-0"
-                        else None, label="before (keep-top-0)" if rule == "keep-top-0" else rule)
+                        ms=9 if rule == "default" else 6,
+                        mfc="none" if rule in hollow else None, label=hollow.get(rule, rule))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mean regret (points)", fontsize=8)
         ax.set_ylabel("epochs saved %", fontsize=8)

@@ -70,6 +70,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                  "climb_credit (the variants from conformal on change it)", PREVIOUS),
     "flat-only": ("previous + flat_delta 0.05", {**PREVIOUS, "flat": 0.05}),
     "climb-only": ("previous + climb_credit 0.05", {**PREVIOUS, "climb": 0.05}),
+    "flat-and-poor": ("default, a flat run stopped at a rung only where its forecast is "
+                      "poor too", {**DEFAULT, "flat_and_poor": True}),
     "before": ("two releases ago: the incumbent and gain rules alone (the variants "
                "below up to confidence-0.9 change it)", {}),
     "keep-top-0.25": ("before, a run in the study's top quarter at this epoch kept",
@@ -128,7 +130,8 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
                   ) -> rp._OrderResult:
     """One order under a variant of the default (max mode). ``flat``: a run within that
     of its first value is judged by ASHA's rungs against the earlier runs' best so far
-    (``flat_delta``); ``climb``: the incumbent rule's ``climb_credit``."""
+    (``flat_delta``; ``flat_and_poor``: and its forecast must be poor too); ``climb``:
+    the incumbent rule's ``climb_credit``."""
     bsf, since = task.best_so_far, task.since_best
     at, patience, keep = rule.get("at"), rule.get("patience", 1), rule.get("keep_top")
     flat_delta, credit = rule.get("flat"), rule.get("climb") or 0.0
@@ -151,8 +154,9 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
             if not math.isfinite(task.values[r, e - 1]):
                 s = e
                 break
-            if rung_cut is not None and math.isfinite(rung_cut[e - 1]) and \
-                    bsf[r, e - 1] - firsts[r] < flat_delta:
+            flat = rung_cut is not None and math.isfinite(rung_cut[e - 1]) and \
+                bsf[r, e - 1] - firsts[r] < flat_delta
+            if flat and not rule.get("flat_and_poor"):
                 if e in rungs and bsf[r, e - 1] < rung_cut[e - 1]:
                     s = e
                     break
@@ -167,6 +171,11 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
                 (since[r, e - 1] >= 3 and v < bsf[r, e - 1] + delta)
             if poor and keep_cut is not None and math.isfinite(keep_cut[e - 1]):
                 poor = not bsf[r, e - 1] >= keep_cut[e - 1]
+            if flat:  # flat_and_poor: at a rung, below its cutoff and a poor forecast
+                if poor and e in rungs and bsf[r, e - 1] < rung_cut[e - 1]:
+                    s = e
+                    break
+                continue
             streak = streak + 1 if poor else 0
             if streak >= patience and (at is None or e in at):
                 s = e
