@@ -495,7 +495,7 @@ class _StopEpochs:
         best = self.task.best_so_far[r]
         since = self.task.since_best[r]
         first, climb = self.task.firsts[r], self.task.climbs[r]
-        pol = self.policy
+        flat = self.policy.flat_delta is not None
         for e in range(self.first_epoch, int(self.task.ends[r])):
             v = self.task.values[r, e - 1]
             diverged = not math.isfinite(v)
@@ -509,8 +509,7 @@ class _StopEpochs:
                                    peer_cutoff=_cutoff_at(cutoffs, e),
                                    first=None if math.isnan(first) else float(first),
                                    climb=None if math.isnan(climb[e - 1]) else float(climb[e - 1]),
-                                   rung_cutoff=_cutoff_at(rungs, e) if pol.flat_delta is not None
-                                   else None)
+                                   rung_cutoff=_cutoff_at(rungs, e) if flat else None)
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
