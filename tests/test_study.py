@@ -184,8 +184,7 @@ def test_a_real_keras_search_is_served_by_the_study_model_once_five_runs_finishe
         model.compile(keras.optimizers.SGD(learning_rate=0.0), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         cb = KerasForecastCallback(study="flat", ledger=tmp_path / "l.db", model=over(),
-                                   run_id=f"cfg{i}", min_delta=None, use_incumbent=False,
-                                   flat_delta=None)  # flat curves, none stopped by rungs
+                                   run_id=f"cfg{i}", min_delta=None, use_incumbent=False)
         hist = model.fit(x, y, epochs=5, validation_split=0.25, batch_size=12, verbose=0,
                          callbacks=[cb])
         gap = np.array(hist.history["esp/forecast_mean"][:-1]) - \
