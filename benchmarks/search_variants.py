@@ -148,8 +148,12 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
         if conformal and len(misses) >= 5:
             shift = float(np.quantile(np.concatenate(misses), rule.get("level", 0.95)))
             shift = max(shift, 0.0) if conformal == "up" else shift
-        keep_cut = rp._nan_quantile(seen[:i], 1 - keep) if keep and i else None
-        rung_cut = rp._nan_quantile(seen[:i], 0.75) if flat_delta is not None and i else None
+        keep_cut = rung_cut = None
+        if i and (keep or flat_delta is not None):  # one sort of the earlier runs
+            got = iter(rp._nan_quantiles(seen[:i], [1 - keep] * bool(keep)
+                                         + [0.75] * (flat_delta is not None)))
+            keep_cut = next(got) if keep else None
+            rung_cut = next(got) if flat_delta is not None else None
         for e in range(3, end):
             if not math.isfinite(task.values[r, e - 1]):
                 s = e
@@ -235,26 +239,8 @@ def tables(groups: list) -> list[tuple[rp._Task, rp.ForecastTable]]:
 
 def score(pairs: list, orders: int, rpo: int) -> dict[str, tuple[float, float]]:
     """Per rule: mean over the tasks of (epochs saved %, mean regret)."""
-    cfg = rp._config(["none"], None, orders=orders, runs_per_order=rpo, seed=0,
-                     confidence=0.95, min_epochs=3, patience=1, threshold=None,
-                     n_startup_trials=5, batch_size=4096, target=None, min_delta=0.03,
-                     single_run=False)
-    per: dict[str, list[tuple[float, float]]] = {n: [] for n in ("asha", *VARIANTS)}
-    for ti, (task, table) in enumerate(pairs):
-        if task.mode != "max":
-            continue
-        ords = rp._task_orders(task, ti, cfg)
-        rows = {"asha": [rp._run_asha(task, o, 3) for o in ords]}
-        for name, (_, rule) in VARIANTS.items():
-            q = quantile_table(table, rule.get("conf", 0.95))
-            run = rung_rule if rule.get("rung") else None
-            rows[name] = [run(task, table, q, o, rule) if run else
-                          forecast_rule(task, q, o, rule) for o in ords]
-        for name, res in rows.items():
-            s = rp._summarise(res)
-            per[name].append((s["epochs_saved_pct"], s["mean_regret"]))
-    return {n: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v])))
-            for n, v in per.items()}
+    res = per_task(pairs, {n: rule for n, (_, rule) in VARIANTS.items()}, orders, rpo)
+    return {n: _mean(rows, sorted(rows)) for n, rows in res.items()}
 
 
 #: The grid ``--grid`` scores: flat_delta (None: off), climb_credit, keep_top, confidence.
@@ -288,7 +274,8 @@ def per_task(pairs: list, rules: dict[str, dict], orders: int, rpo: int
         for name, rule in rules.items():
             conf = rule.get("conf", 0.95)
             q = qs.setdefault(conf, quantile_table(table, conf))
-            s = rp._summarise([forecast_rule(task, q, o, rule) for o in ords])
+            s = rp._summarise([rung_rule(task, table, q, o, rule) if rule.get("rung")
+                               else forecast_rule(task, q, o, rule) for o in ords])
             out[name][task.name] = (s["epochs_saved_pct"], s["mean_regret"])
     return out
 

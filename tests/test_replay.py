@@ -316,6 +316,8 @@ def test_keep_top_cutoffs_match_top_cutoff():
     for col in range(3):
         assert got[col] == pytest.approx(top_cutoff(x[:, col].tolist(), 0.25))
     assert np.isnan(replay_mod._nan_quantile(np.full((2, 1), np.nan), 0.75)[0])
+    for got, q in zip(replay_mod._nan_quantiles(x, [0.75, 0.85]), (0.75, 0.85), strict=True):
+        np.testing.assert_array_equal(got, replay_mod._nan_quantile(x, q))  # one sort
     with pytest.raises(ConfigError, match="single"):
         replay([_run("a", PLATEAU)], ["keep-top-0.25"], fc_dummy(), single_run=True)
     for bad in ("keep-top--0.1", "keep-top-2", "keep-top-x"):

@@ -344,10 +344,14 @@ class ForecastMonitor:
         self._peer_curves.extend(_best_curve(c, self.mode) for c in curves)
         return len(self._peer_curves)
 
-    def _peer_cutoff(self, epoch: int) -> float | None:
+    def _peers_at(self, epoch: int) -> list[float]:
+        """The study's other runs' best so far at ``epoch`` (those that reached it)."""
+        return [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
+
+    def _peer_cutoff(self, at: list[float]) -> float | None:
+        """``keep_top``'s cutoff of the peers' values ``at`` this epoch."""
         if self.policy.keep_top is None:
             return None
-        at = [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
         return top_cutoff(at, self.policy.keep_top, self.mode)
 
     def begin(self, hparams: Mapping[str, Any] | None = None,
@@ -474,12 +478,13 @@ class ForecastMonitor:
         and why there is none); record the decision and write the ledger."""
         epoch, diverged = self._pending
         row = self.record.epochs[-1]
+        at = self._peers_at(int(epoch))
         decision = self.policy.decide(forecast, epoch=epoch, poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
                                       best=self.best, since_best=self._since_best(epoch),
-                                      peer_cutoff=self._peer_cutoff(int(epoch)),
+                                      peer_cutoff=self._peer_cutoff(at),
                                       first=self.first, climb=self._climb(int(epoch)),
-                                      rung_cutoff=self._rung_cutoff(int(epoch)))
+                                      rung_cutoff=self._rung_cutoff(at))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
@@ -564,11 +569,11 @@ class ForecastMonitor:
         gain = b1 - b0 if self.mode == "max" else b0 - b1
         return gain / CLIMB_WINDOW
 
-    def _rung_cutoff(self, epoch: int) -> float | None:
-        """For a flat run: the top quarter's cutoff of the study's runs at this epoch."""
-        if not self.policy.is_flat(self.first, self.best):
+    def _rung_cutoff(self, at: list[float]) -> float | None:
+        """For a flat run: the top quarter's cutoff of the peers' values ``at`` this
+        epoch."""
+        if not at or not self.policy.is_flat(self.first, self.best):
             return None
-        at = [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
         return top_cutoff(at, 1.0 / RUNG_FACTOR, self.mode)
 
     def _since_best(self, epoch: int) -> int | None:

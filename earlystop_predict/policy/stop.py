@@ -381,10 +381,9 @@ class StopPolicy:
             return self._finish(fire, "diverged", forecast, epoch, poor=True)
         if forecast is None:
             return Decision(False, "no forecast", None, epoch)
-        short_of_threshold = self.threshold is not None and \
-            self._short_of(forecast, float(self.threshold))[0]
-        if self.use_incumbent and rung_cutoff is not None and not short_of_threshold \
-                and self.is_flat(first, best):
+        if self.use_incumbent and rung_cutoff is not None and self.is_flat(first, best) \
+                and not (self.threshold is not None
+                         and self._short_of(forecast, float(self.threshold))[0]):
             return self._rung(forecast, epoch, float(first), float(best), rung_cutoff)
         credit = self.credit(climb, epoch, forecast.target_epoch)
         poor, text = self.is_poor(forecast, incumbent, best, since_best, credit)

@@ -526,14 +526,23 @@ def _nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     """Column ``q`` quantiles ignoring NaN, linearly interpolated (``np.nanquantile``,
     as :func:`~earlystop_predict.policy.stop.top_cutoff` takes them); NaN where a column
     has none."""
+    return _nan_quantiles(x, [q])[0]
+
+
+def _nan_quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """:func:`_nan_quantile` for each of ``qs``, from one sort of ``x``."""
     valid = (~np.isnan(x)).sum(axis=0)
     s = np.sort(x, axis=0)  # NaN sorts last
     cols = np.arange(x.shape[1])
-    pos = q * np.maximum(valid - 1, 0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
-    out = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
-    return np.where(valid > 0, out, np.nan)
+    top = np.maximum(valid - 1, 0)
+    out = []
+    for q in qs:
+        pos = q * top
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, top)
+        got = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
+        out.append(np.where(valid > 0, got, np.nan))
+    return out
 
 
 def patience_stop(values: np.ndarray, end: int, patience: int, mode: str = "max") -> int:
@@ -642,8 +651,11 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
     for i, r in enumerate(int(x) for x in order):
         if study and context is None and len(done) >= MIN_STUDY_RUNS:
             context = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
-        cutoffs = _nan_quantile(seen[:i], q) if q is not None and i else None
-        rungs = _nan_quantile(seen[:i], rq) if rq is not None and i else None
+        cutoffs = rungs = None
+        if i and (q is not None or rq is not None):  # one sort of the earlier runs
+            got = iter(_nan_quantiles(seen[:i], [x for x in (q, rq) if x is not None]))
+            cutoffs = next(got) if q is not None else None
+            rungs = next(got) if rq is not None else None
         s = stops._walk(r, incumbent, cutoffs, study=context, rungs=rungs)
         if s != _NO_STOP:
             stop[r] = s
