@@ -139,7 +139,8 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
     rungs = set(rp._asha_rungs(task, 3, rp.ASHA_REDUCTION_FACTOR))
     stop: dict[int, int] = {}
     incumbent: float | None = None
-    seen = np.full((len(order), task.values.shape[1]), np.nan)
+    seen = np.full((len(order), task.values.shape[1]), np.nan)  # best so far
+    raw = np.full_like(seen, np.nan)  # the values, for the rungs
     misses: list[np.ndarray] = []  # final - q of the forecasts of runs trained to the end
     conformal = rule.get("conformal")
     for i, r in enumerate(int(x) for x in order):
@@ -149,11 +150,10 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
             shift = float(np.quantile(np.concatenate(misses), rule.get("level", 0.95)))
             shift = max(shift, 0.0) if conformal == "up" else shift
         keep_cut = rung_cut = None
-        if i and (keep or flat_delta is not None):  # one sort of the earlier runs
-            got = iter(rp._nan_quantiles(seen[:i], [1 - keep] * bool(keep)
-                                         + [0.75] * (flat_delta is not None)))
-            keep_cut = next(got) if keep else None
-            rung_cut = next(got) if flat_delta is not None else None
+        if i and keep:
+            keep_cut = rp._nan_quantile(seen[:i], 1 - keep)
+        if i and flat_delta is not None:
+            rung_cut = rp._nan_quantile(raw[:i], 0.75)
         for e in range(3, end):
             if not math.isfinite(task.values[r, e - 1]):
                 s = e
@@ -161,7 +161,7 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
             flat = rung_cut is not None and math.isfinite(rung_cut[e - 1]) and \
                 bsf[r, e - 1] - firsts[r] < flat_delta
             if flat and not rule.get("flat_and_poor"):
-                if e in rungs and bsf[r, e - 1] < rung_cut[e - 1]:
+                if e in rungs and task.values[r, e - 1] < rung_cut[e - 1]:
                     s = e
                     break
                 continue
@@ -176,7 +176,7 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
             if poor and keep_cut is not None and math.isfinite(keep_cut[e - 1]):
                 poor = not bsf[r, e - 1] >= keep_cut[e - 1]
             if flat:  # flat_and_poor: at a rung, below its cutoff and a poor forecast
-                if poor and e in rungs and bsf[r, e - 1] < rung_cut[e - 1]:
+                if poor and e in rungs and task.values[r, e - 1] < rung_cut[e - 1]:
                     s = e
                     break
                 continue
@@ -193,6 +193,7 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
                 misses.append(task.values[r, end - 1] - fq)
         trained = min(s or end, end)
         seen[i, :trained] = bsf[r, :trained]
+        raw[i, :trained] = task.values[r, :trained]
         value = _yielded(task, r, s, rule.get("inc", "yield"))
         if math.isfinite(value) and (incumbent is None or value > incumbent):
             incumbent = value

@@ -55,7 +55,8 @@ def test_demo_stops_the_hopeless_run_at_the_first_rung(framework, tmp_path):
     assert good.final_value == pytest.approx(good.last_value) and good.last_value > 0.8
     # It sits at chance (flat): ASHA's rung rule against the first run stops it at 3.
     assert hopeless.stopped["epoch"] == 3
-    assert "rung 3: below the study's top quarter" in hopeless.stopped["reason"]
+    v = hopeless.values[-1]  # its value at the rung (epoch 3) against the good run's there
+    assert f"rung 3: {v:.4g} below the study's top quarter" in hopeless.stopped["reason"]
     assert hopeless.final_value is None                       # no audit
     assert hopeless.forecast is not None and hopeless.forecast_epoch == 3
     assert hopeless.forecast.mean == pytest.approx(max(hopeless.values))

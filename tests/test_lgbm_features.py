@@ -59,3 +59,72 @@ def test_a_run_with_no_finite_value_of_its_metric():
     one = lgbm.record_matrix([rec], [10], [0], aux=True)
     batch = lgbm.record_matrix([rec, rec], [10, 10], [0, 0], aux=True)[:1]
     np.testing.assert_allclose(one, batch, equal_nan=True)
+
+
+def _booster(rng: np.random.Generator):
+    import lightgbm as lgb
+
+    x = rng.normal(size=(400, 6))
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values are routed, as in the features
+    y = np.nan_to_num(x[:, 0]) * 2 + np.sin(np.nan_to_num(x[:, 1]))
+    return lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1,
+                      "min_data_in_leaf": 5}, lgb.Dataset(x, y), 40), x
+
+
+def test_the_fast_single_row_path_predicts_what_booster_predict_does():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(1)
+    booster, x = _booster(rng)
+    rows = lgbm.RowPredictor(booster)
+    assert rows._config is not None  # the fast path is in use
+    want = booster.predict(x, num_threads=1)
+    got = np.array([rows(x[i:i + 1])[0] for i in range(len(x))])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(rows(x[:7]), want[:7])  # several rows: Booster.predict
+    for other in (pickle.loads(pickle.dumps(rows)), copy.deepcopy(rows)):
+        assert other._config is not None and other._config.value != rows._config.value
+        np.testing.assert_array_equal(other(x[3:4]), want[3:4])
+
+
+def test_the_fast_path_serves_threads_one_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+
+    booster, x = _booster(np.random.default_rng(2))
+    rows = lgbm.RowPredictor(booster)
+    want = booster.predict(x, num_threads=1)
+
+    def work(k: int) -> bool:
+        idx = np.random.default_rng(k).integers(0, len(x), 300)
+        return all(rows(x[i:i + 1])[0] == want[i] for i in idx)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(8)))
+
+
+def test_a_booster_without_the_fast_api_is_asked_through_predict():
+    class Gain:  # a stand-in booster (no LightGBM handle)
+        def predict(self, x, num_threads=1):
+            return np.full(len(x), 0.25)
+
+    rows = lgbm.RowPredictor(Gain())
+    assert rows._config is None
+    np.testing.assert_array_equal(rows(np.zeros((1, 3))), [0.25])
+
+
+def test_the_fallback_forecasts_one_run_as_it_does_in_a_batch():
+    """The bundled LightGBM fallback's forecast of one run (the fast path) is the one it
+    makes of the same run in a batch (Booster.predict), quantile for quantile."""
+    from earlystop_predict import load_model
+
+    model = load_model("lightgbm")
+    rng = np.random.default_rng(3)
+    recs = [RunRecord(f"r{i}", epochs=[{"epoch": e, "val_accuracy": float(v)}
+                                       for e, v in enumerate(np.sort(rng.random(n)), 1)],
+                      hparams={"learning_rate": 1e-3}, meta={"max_epochs": 50})
+            for i, n in enumerate((3, 8, 20))]
+    batch = model.forecast_many(recs, [50] * len(recs))
+    for rec, b in zip(recs, batch, strict=True):
+        one = model.forecast(rec, 50)
+        assert one.quantiles == b.quantiles and one.mean == b.mean

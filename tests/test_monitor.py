@@ -727,13 +727,14 @@ def test_a_flat_run_waits_for_the_rung_and_a_climbing_one_gets_credit(tmp_path):
     decisions = feed(flat, [0.45, 0.45, 0.45])
     assert [d.stop for d in decisions] == [False, False, True]
     assert flat.stopped["reason"] == (
-        "flat: best 0.45 within flat_delta 0.05 of its first value 0.45; rung 3: below "
-        "the study's top quarter at this epoch (cutoff 0.475)")
+        "flat: best 0.45 within flat_delta 0.05 of its first value 0.45; rung 3: 0.45 "
+        "below the study's top quarter at this epoch (cutoff 0.475)")
     # Flat at 0.55, in the top quarter at rung 3: not stopped until it leaves its start.
     late = ForecastMonitor(run_id="late", **kw)
     decisions = feed(late, [0.55, 0.55, 0.55, 0.55, 0.55, 0.62])
     assert [d.stop for d in decisions] == [False] * 5 + [True]
-    assert decisions[2].reason.endswith("rung 3: in the study's top quarter (cutoff 0.475)")
+    assert decisions[2].reason.endswith(
+        "rung 3: 0.55 in the study's top quarter (cutoff 0.475)")
     assert decisions[4].reason.startswith("flat: best 0.55 within flat_delta 0.05")
     # 0.05 x (0.62 - 0.55) / 3 an epoch x 14 epochs left: 0.0163 of credit.
     assert late.stopped["reason"] == "forecast q0.95 0.6 + climb credit 0.0163 < incumbent 0.9"
@@ -752,7 +753,33 @@ def test_a_flat_run_waits_for_the_rung_and_a_climbing_one_gets_credit(tmp_path):
     with Ledger(path) as led:
         rows = {r.run_id: r for r in led.records("s")}
     assert rows["late"].stopped["epoch"] == 6 and rows["flat"].stopped["epoch"] == 3
-    assert "rung 3: in the study's top quarter" in rows["late"].forecasts[2]["reason"]
+    assert "rung 3: 0.55 in the study's top quarter" in rows["late"].forecasts[2]["reason"]
+
+
+def test_the_rung_rule_compares_values_at_the_rung_as_asha_does(tmp_path):
+    """ASHA records each trial's value at a rung and cuts below the top quarter of
+    those: a noisy study whose best so far at epoch 3 (0.6, 0.58) is above its values
+    there (0.5, 0.5) does not stop a flat run at 0.52, which a comparison of bests
+    would; a run whose best came early and whose value at the rung is 0.49 stops."""
+    path = tmp_path / "l.db"
+    for run_id, values in (("a", [0.6, 0.4, 0.5] + [0.9] * 17),
+                           ("b", [0.58, 0.42, 0.5] + [0.8] * 17)):
+        m = ForecastMonitor(target_epoch=20, study="s", ledger=path, run_id=run_id,
+                            model=constant(1.0))
+        feed(m, values)
+        m.end()
+    kw = {"target_epoch": 20, "study": "s", "ledger": path, "min_delta": None,
+          "model": constant(0.6)}  # doomed by its forecast against the incumbent 0.9
+    steady = ForecastMonitor(run_id="steady", **kw)
+    decisions = feed(steady, [0.52, 0.52, 0.52, 0.52])
+    assert not any(d.stop for d in decisions[:3])
+    assert decisions[2].reason.endswith("rung 3: 0.52 in the study's top quarter (cutoff 0.5)")
+    # "steady" is a peer now too (0.5, 0.5, 0.52 at epoch 3: the top quarter from 0.51).
+    dipped = ForecastMonitor(run_id="dipped", **kw)
+    feed(dipped, [0.54, 0.5, 0.49])
+    assert dipped.stopped["epoch"] == 3 and dipped.stopped["reason"] == (
+        "flat: best 0.54 within flat_delta 0.05 of its first value 0.54; rung 3: 0.49 "
+        "below the study's top quarter at this epoch (cutoff 0.51)")
 
 
 def test_observe_study_curves_hands_in_the_evidence():

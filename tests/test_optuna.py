@@ -302,7 +302,7 @@ def test_a_flat_trial_is_judged_at_the_rung_against_the_finished_trials() -> Non
     states, rec = got[0.05]
     assert states == [P.COMPLETE, P.PRUNED] and rec.stopped["epoch"] == 3
     assert rec.stopped["reason"] == ("flat: best 0.5 within flat_delta 0.05 of its first "
-                                     "value 0.5; rung 3: below the study's top quarter at "
+                                     "value 0.5; rung 3: 0.5 below the study's top quarter at "
                                      "this epoch (cutoff 0.7)")
     states, rec = got[None]
     assert states == [P.COMPLETE, P.COMPLETE] and rec.stopped is None

@@ -440,10 +440,17 @@ def test_a_flat_run_in_a_study_is_judged_at_the_rungs_not_by_its_forecast():
                         "judged at the rung epochs (min_epochs x 4**k) against the study's runs")
     # At a rung: kept in the study's top quarter, stopped below it.
     d = pol.decide(POOR, epoch=12, rung_cutoff=0.52, **flat)
-    assert not d.stop and d.reason.endswith("rung 12: in the study's top quarter (cutoff 0.52)")
+    assert not d.stop and d.reason.endswith(
+        "rung 12: 0.52 in the study's top quarter (cutoff 0.52)")
     d = pol.decide(GOOD, epoch=12, rung_cutoff=0.6, **flat)  # whatever the forecast says
     assert d.stop and d.poor and d.reason.endswith(
-        "rung 12: below the study's top quarter at this epoch (cutoff 0.6)")
+        "rung 12: 0.52 below the study's top quarter at this epoch (cutoff 0.6)")
+    # ASHA compares the value at the rung, not the best: a run whose best (0.52) came
+    # before its value now (0.49) is judged on 0.49.
+    d = pol.decide(POOR, epoch=12, rung_cutoff=0.5, value=0.49, **flat)
+    assert d.stop and d.reason.endswith(
+        "rung 12: 0.49 below the study's top quarter at this epoch (cutoff 0.5)")
+    assert not pol.decide(POOR, epoch=12, rung_cutoff=0.5, value=0.51, **flat).stop
     # With no study runs at this epoch (a single run, a study's first), the forecast
     # rules decide as before; a run that left its start (0.56) too.
     assert pol.decide(POOR, epoch=5, **flat).stop
@@ -470,6 +477,8 @@ def test_the_rung_rule_in_min_mode_and_with_min_epochs():
     flat = {"first": 0.70, "best": 0.68, "incumbent": 0.3}
     assert pol.decide(loss, epoch=8, rung_cutoff=0.6, **flat).stop  # 0.68 > 0.6: worse
     assert not pol.decide(loss, epoch=8, rung_cutoff=0.7, **flat).stop
+    assert not pol.decide(loss, epoch=8, rung_cutoff=0.6, value=0.59, **flat).stop
+    assert pol.decide(loss, epoch=8, rung_cutoff=0.7, value=0.71, **flat).stop
     assert not pol.decide(loss, epoch=5, rung_cutoff=0.6, **flat).stop
 
 

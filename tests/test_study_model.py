@@ -187,6 +187,26 @@ def test_the_guard_serves_a_study_model_that_beats_the_base_and_refuses_one_that
     assert model is None and "too few" in why
 
 
+def test_one_record_s_point_is_the_batch_s_point_for_accuracies_and_losses():
+    """``point`` (a callback's epoch) is ``points`` of a batch of one, to the last bit:
+    accuracies clipped to [0, 1], losses back from log space, NaN where nothing is seen."""
+    model, why = fit_study_model(over(), _study(40))
+    assert model is not None, why
+    rng = np.random.default_rng(1)
+    losses = [RunRecord(f"l{i}", metric="val_loss",
+                        epochs=[{"epoch": e, "val_loss": float(v)}
+                                for e, v in enumerate(rng.uniform(0.1, 3.0, n), 1)],
+                        hparams={"learning_rate": 0.5}, meta={"max_epochs": 20})
+              for i, n in enumerate((1, 4, 12))]
+    unseen = RunRecord("none", epochs=[{"epoch": 1, "val_accuracy": float("nan")}])
+    for rec in _study(6, seed=3) + losses + [unseen]:
+        for target in (5, 20, 60):
+            batch = model.points([rec], [target])[0]
+            np.testing.assert_array_equal(model.point(rec, target), batch)
+    assert np.isnan(model.point(unseen, 20))
+    assert all(model.point(rec, 20) > 0 for rec in losses)
+
+
 def test_a_real_keras_search_is_served_by_the_study_model_after_enough_finished_runs(tmp_path):
     """30 short Keras runs of a learnable task at learning rates from 0 (flat) to fast:
     the scripted base forecaster knows nothing of the learning rate; from the 10th run

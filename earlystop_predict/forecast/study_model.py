@@ -46,10 +46,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ from earlystop_predict.forecast.history import (
     grow_history,
     weight_errors,
 )
-from earlystop_predict.forecast.lgbm import from_space, metric_kind, record_matrix
+from earlystop_predict.forecast.lgbm import RowPredictor, from_space, metric_kind, record_matrix
 from earlystop_predict.forecast.study import MIN_STUDY_RUNS, StudyContext, finished_runs
 from earlystop_predict.records.record import RunRecord
 
@@ -101,6 +102,10 @@ class StudyModel:
     weight: float
     runs: int
     error_ratio: float
+    _predict: RowPredictor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_predict", RowPredictor(self.booster))
 
     def points(self, records: Sequence[RunRecord], targets: Sequence[int]) -> np.ndarray:
         """The study model's own point forecasts of ``records`` at ``targets`` (NaN
@@ -113,17 +118,26 @@ class StudyModel:
             kind = np.array([kinds[i] for i in ok])
             x = record_matrix([records[i] for i in ok], [targets[i] for i in ok], kind,
                               aux=True)
-            gain = self.booster.predict(x, num_threads=1)
+            gain = self._predict(x)
             out[ok] = from_space(x[:, LAST_COL] + gain, kind)
         return out
+
+    def point(self, record: RunRecord, target: int) -> float:
+        """:meth:`points` of one record (a callback's epoch: without the batch's arrays)."""
+        kind = metric_kind(record)
+        if kind is None or not record.n_epochs or not record.has_finite(record.metric):
+            return math.nan
+        x = record_matrix([record], [target], (kind,), aux=True)
+        v = float(x[0, LAST_COL] + self._predict(x)[0])
+        return math.exp(min(max(v, -30.0), 30.0)) if kind == 1 else min(max(v, 0.0), 1.0)
 
     def apply(self, record: RunRecord, target: int, forecast: Forecast) -> Forecast:
         """``forecast`` (what serves now, of ``record`` at ``target``) blended with this
         model's point forecast; as it is where the study model cannot serve."""
         if forecast.model == "observed":
             return forecast
-        point = float(self.points([record], [target])[0])
-        if not np.isfinite(point):
+        point = self.point(record, target)
+        if not math.isfinite(point):
             return forecast
         lo, hi = forecast.bounds if forecast.bounds is not None else (-np.inf, np.inf)
         shift = (1.0 - self.weight) * (point - forecast.mean)

@@ -94,16 +94,19 @@ def epoch_curve(record: RunRecord, metric: str) -> list[Any]:
     return curve
 
 
-def _best_curve(values: Iterable[Any], mode: str) -> list[float]:
-    """The best value so far at each epoch of ``values`` (NaN before the first value)."""
+def _peer_curve(values: Iterable[Any], mode: str) -> tuple[list[float], list[float]]:
+    """A peer's value at each epoch of ``values`` (NaN where missing) and its best so
+    far there (NaN before the first value)."""
+    raw: list[float] = []
     out: list[float] = []
     best = math.nan
     for v in values:
         v = finite_or_none(v)
         if v is not None and (math.isnan(best) or (v > best if mode == "max" else v < best)):
             best = v
+        raw.append(math.nan if v is None else float(v))
         out.append(best)
-    return out
+    return raw, out
 
 
 def _resolve_model(model: str | os.PathLike[str] | Forecaster) -> Forecaster:
@@ -234,7 +237,8 @@ class ForecastMonitor:
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
         self._study_best: float | None = None
-        self._peer_curves: list[list[float]] = []  # best so far per epoch, other runs
+        # The study's other runs: (value, best so far) per epoch.
+        self._peer_curves: list[tuple[list[float], list[float]]] = []
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -335,18 +339,21 @@ class ForecastMonitor:
         """Hand in the study's other runs as they went (``keep_top``): one sequence per
         run of its metric at epochs 1, 2, ... (None or NaN where missing; a stopped run
         up to its stop). Replaces the curves held; returns how many are held."""
-        self._peer_curves = [_best_curve(c, self.mode) for c in curves]
+        self._peer_curves = [_peer_curve(c, self.mode) for c in curves]
         return len(self._peer_curves)
 
     def add_study_curves(self, curves: Iterable[Iterable[Any]]) -> int:
         """Add runs to those :meth:`observe_study_curves` handed in (runs of the study
         that ended since); returns how many are held."""
-        self._peer_curves.extend(_best_curve(c, self.mode) for c in curves)
+        self._peer_curves.extend(_peer_curve(c, self.mode) for c in curves)
         return len(self._peer_curves)
 
-    def _peers_at(self, epoch: int) -> list[float]:
-        """The study's other runs' best so far at ``epoch`` (those that reached it)."""
-        return [c[epoch - 1] for c in self._peer_curves if len(c) >= epoch]
+    def _peers_at(self, epoch: int) -> tuple[list[float], list[float]]:
+        """The study's other runs' values and best so far at ``epoch`` (those that
+        reached it)."""
+        got = [(raw[epoch - 1], best[epoch - 1]) for raw, best in self._peer_curves
+               if len(raw) >= epoch]
+        return [v for v, _ in got], [b for _, b in got]
 
     def _peer_cutoff(self, at: list[float]) -> float | None:
         """``keep_top``'s cutoff of the peers' values ``at`` this epoch."""
@@ -478,13 +485,14 @@ class ForecastMonitor:
         and why there is none); record the decision and write the ledger."""
         epoch, diverged = self._pending
         row = self.record.epochs[-1]
-        at = self._peers_at(int(epoch))
+        values, bests = self._peers_at(int(epoch))
         decision = self.policy.decide(forecast, epoch=epoch, poor_streak=self.poor_streak,
                                       incumbent=self.incumbent, diverged=diverged,
                                       best=self.best, since_best=self._since_best(epoch),
-                                      peer_cutoff=self._peer_cutoff(at),
+                                      peer_cutoff=self._peer_cutoff(bests),
                                       first=self.first, climb=self._climb(int(epoch)),
-                                      rung_cutoff=self._rung_cutoff(at))
+                                      rung_cutoff=self._rung_cutoff(values),
+                                      value=row.get(self.metric))
         if why and not decision.stop and not diverged:
             decision = replace(decision, reason=f"no forecast: {why}")
         self.diverged = self.diverged or diverged
@@ -571,7 +579,7 @@ class ForecastMonitor:
 
     def _rung_cutoff(self, at: list[float]) -> float | None:
         """For a flat run: the top quarter's cutoff of the peers' values ``at`` this
-        epoch."""
+        epoch (their value there, as ASHA's rung records it)."""
         if not at or not self.policy.is_flat(self.first, self.best):
             return None
         return top_cutoff(at, 1.0 / RUNG_FACTOR, self.mode)

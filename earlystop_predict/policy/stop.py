@@ -55,7 +55,8 @@ DEFAULT_CLIMB_CREDIT = 0.05
 #: Epochs over which ``climb`` (the best's gain per epoch) is measured.
 CLIMB_WINDOW = 3
 #: ASHA's reduction factor for the rung rule (Ray Tune's default): rungs at
-#: ``min_epochs x 4**k``, a flat run below the study's top quarter there stops.
+#: ``min_epochs x 4**k``, a flat run whose value there is below the top quarter of the
+#: study's values there stops.
 RUNG_FACTOR = 4
 
 
@@ -123,10 +124,11 @@ def _check_range(name: str, value: float, lo: float, hi: float, *, open_lo: bool
 def top_cutoff(peers: Sequence[float], keep_top: float, mode: str = "max") -> float | None:
     """The value a run must reach to be in the ``keep_top`` best fraction of ``peers``.
 
-    ``peers`` are the best values so far, at this epoch, of the study's earlier runs
-    (non-finite ones are left out); the cutoff is their ``1 - keep_top`` quantile
-    (``keep_top`` for ``"min"``), linearly interpolated as ``numpy.percentile`` does,
-    as Ray Tune's ASHA takes its rung cutoff. None when no peer is finite.
+    ``peers`` are the study's earlier runs' values at this epoch (their best so far for
+    ``keep_top``, their value there for the rung rule; non-finite ones are left out);
+    the cutoff is their ``1 - keep_top`` quantile (``keep_top`` for ``"min"``), linearly
+    interpolated as ``numpy.percentile`` does, as Ray Tune's ASHA takes its rung cutoff.
+    None when no peer is finite.
 
     Args:
         peers: the study's values at this epoch.
@@ -188,10 +190,11 @@ class StopPolicy:
             (``first`` of :meth:`decide`; metric units) has not left its start: where the
             study has earlier runs to compare with (``rung_cutoff``), no forecast rule
             stops it; ASHA's rule does (at the rung epochs ``min_epochs x 4**k``,
-            :meth:`is_rung`, a best below the top quarter of what the study's earlier
-            runs had reached by then stops it). The threshold rule still applies. A
-            single run (no study), or one with ``use_incumbent=False`` (never stopped
-            against the study), is decided as before. None: off. Default
+            :meth:`is_rung`, its value there below the top quarter of the values the
+            study's earlier runs had at that epoch stops it, as Ray Tune's
+            ``ASHAScheduler`` compares a trial's result at a rung). The threshold rule
+            still applies. A single run (no study), or one with ``use_incumbent=False``
+            (never stopped against the study), is decided as before. None: off. Default
             :data:`DEFAULT_FLAT_DELTA` (0.05).
         climb_credit: the incumbent rule credits a run that is still climbing: the
             forecast's quantile plus ``climb_credit x climb x (target - epoch)``
@@ -353,7 +356,8 @@ class StopPolicy:
                incumbent: float | None = None, diverged: bool = False,
                best: float | None = None, since_best: int | None = None,
                peer_cutoff: float | None = None, first: float | None = None,
-               climb: float | None = None, rung_cutoff: float | None = None) -> Decision:
+               climb: float | None = None, rung_cutoff: float | None = None,
+               value: float | None = None) -> Decision:
         """Decide for one epoch; pure (the caller keeps ``poor_streak``).
 
         Args:
@@ -372,9 +376,11 @@ class StopPolicy:
             first: the run's first value of the metric (``flat_delta``), None if none.
             climb: the best's gain per epoch over the last :data:`CLIMB_WINDOW` epochs
                 (``climb_credit``), None if unknown.
-            rung_cutoff: the top quarter's cutoff of what the study's earlier runs had
-                reached by this epoch (``top_cutoff(peers, 0.25)``), for a flat run;
-                None: no earlier run reached it.
+            rung_cutoff: for a flat run, the top quarter's cutoff of the values the
+                study's earlier runs had at this epoch (``top_cutoff(values, 0.25)``, as
+                ASHA's rung); None: no earlier run reached it.
+            value: the run's value of the metric this epoch, which the rung rule
+                compares with ``rung_cutoff`` (None: ``best`` stands for it).
         """
         if diverged:
             fire = self.stop_on_divergence
@@ -384,7 +390,8 @@ class StopPolicy:
         if self.use_incumbent and rung_cutoff is not None and self.is_flat(first, best) \
                 and not (self.threshold is not None
                          and self._short_of(forecast, float(self.threshold))[0]):
-            return self._rung(forecast, epoch, float(first), float(best), rung_cutoff)
+            return self._rung(forecast, epoch, float(first), float(best), rung_cutoff,
+                              best if value is None else value)
         credit = self.credit(climb, epoch, forecast.target_epoch)
         poor, text = self.is_poor(forecast, incumbent, best, since_best, credit)
         if poor and self._kept_by_study(forecast, best, peer_cutoff):
@@ -403,19 +410,20 @@ class StopPolicy:
         return self._finish(True, text, forecast, epoch, poor=True)
 
     def _rung(self, forecast: Forecast, epoch: int, first: float, best: float,
-              cutoff: float) -> Decision:
-        """A flat run in a study: ASHA's rule at the rung epochs, nothing in between."""
+              cutoff: float, value: float) -> Decision:
+        """A flat run in a study: ASHA's rule at the rung epochs, nothing in between
+        (its ``value`` at the rung against the top quarter of the study's values there)."""
         flat = f"flat: best {best:.4g} within flat_delta {self.flat_delta:g} of its first " \
                f"value {first:.4g}"
         if not self.is_rung(epoch) or epoch < self.min_epochs:
             return Decision(False, f"{flat}; judged at the rung epochs (min_epochs x "
                             f"{RUNG_FACTOR}**k) against the study's runs", forecast, epoch)
-        below = best < cutoff if self.mode == "max" else best > cutoff
+        below = value < cutoff if self.mode == "max" else value > cutoff
         if not below:
-            return Decision(False, f"{flat}; rung {epoch}: in the study's top quarter "
-                            f"(cutoff {cutoff:.4g})", forecast, epoch)
-        return self._finish(True, f"{flat}; rung {epoch}: below the study's top quarter "
-                            f"at this epoch (cutoff {cutoff:.4g})", forecast, epoch,
+            return Decision(False, f"{flat}; rung {epoch}: {value:.4g} in the study's top "
+                            f"quarter (cutoff {cutoff:.4g})", forecast, epoch)
+        return self._finish(True, f"{flat}; rung {epoch}: {value:.4g} below the study's top "
+                            f"quarter at this epoch (cutoff {cutoff:.4g})", forecast, epoch,
                             poor=True)
 
     def _kept_by_study(self, forecast: Forecast, best: float | None,

@@ -490,7 +490,7 @@ class _StopEpochs:
               study: StudyContext | None = None, rungs: np.ndarray | None = None) -> int:
         """Run ``r``'s stop epoch; ``cutoffs[e - 1]``: ``keep_top``'s peer cutoff;
         ``study``: the finished runs that correct its forecasts; ``rungs[e - 1]``: the
-        top quarter's cutoff of the earlier runs (``flat_delta``)."""
+        top quarter's cutoff of the earlier runs' values at epoch e (``flat_delta``)."""
         streak = 0
         best = self.task.best_so_far[r]
         since = self.task.since_best[r]
@@ -509,7 +509,8 @@ class _StopEpochs:
                                    peer_cutoff=_cutoff_at(cutoffs, e),
                                    first=None if math.isnan(first) else float(first),
                                    climb=None if math.isnan(climb[e - 1]) else float(climb[e - 1]),
-                                   rung_cutoff=_cutoff_at(rungs, e) if flat else None)
+                                   rung_cutoff=_cutoff_at(rungs, e) if flat else None,
+                                   value=None if diverged else float(v))
             if d.stop:
                 return e
             streak = streak + 1 if d.poor else 0
@@ -643,7 +644,8 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
     quarter = 1.0 / RUNG_FACTOR
     rq = None if stops.policy.flat_delta is None else (
         1.0 - quarter if task.mode == "max" else quarter)
-    seen = np.full((len(order), task.values.shape[1]), np.nan)
+    seen = np.full((len(order), task.values.shape[1]), np.nan)  # best so far
+    raw = np.full_like(seen, np.nan) if rq is not None else None  # the values (rungs)
     stop: dict[int, int] = {}
     incumbent: float | None = None
     done: list[tuple[Any, ...]] = []
@@ -652,10 +654,10 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
         if study and context is None and len(done) >= MIN_STUDY_RUNS:
             context = StudyContext.from_curves(done[-MAX_STUDY_RUNS:])
         cutoffs = rungs = None
-        if i and (q is not None or rq is not None):  # one sort of the earlier runs
-            got = iter(_nan_quantiles(seen[:i], [x for x in (q, rq) if x is not None]))
-            cutoffs = next(got) if q is not None else None
-            rungs = next(got) if rq is not None else None
+        if i and q is not None:
+            cutoffs = _nan_quantile(seen[:i], q)
+        if i and raw is not None:
+            rungs = _nan_quantile(raw[:i], rq)
         s = stops._walk(r, incumbent, cutoffs, study=context, rungs=rungs)
         if s != _NO_STOP:
             stop[r] = s
@@ -664,6 +666,8 @@ def _run_walked(task: _Task, order: np.ndarray, stops: _StopEpochs, *,
             context = None
         trained = min(s, int(task.ends[r]))
         seen[i, :trained] = task.best_so_far[r, :trained]
+        if raw is not None:
+            raw[i, :trained] = task.values[r, :trained]
         value = task.value_at(r, s)
         if math.isfinite(value) and (incumbent is None or task.better(value, incumbent)):
             incumbent = value
