@@ -61,7 +61,8 @@ PREVIOUS = {"keep_top": DEFAULT_KEEP_TOP}
 #: its value at its last epoch), ``patience`` (poor forecasts in a row), ``at``
 #: (epochs where a stop may happen), ``keep_top``; ``rung``: ASHA's rungs, ranked by
 #: ``score`` ("value", as ASHA; "mean": the forecast's mean), ``veto``: a rung stop is
-#: vetoed while the forecast's ``veto`` quantile is above the incumbent.
+#: vetoed while the forecast's ``veto`` quantile is above the incumbent; ``keep_q``:
+#: ``keep_top`` vetoes only where the forecast's ``keep_q`` quantile reaches the incumbent.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("the callbacks' default: the incumbent and gain rules, keep_top 0.15, "
                 "flat_delta 0.05 (a run within 5 points of its first value judged by "
@@ -72,6 +73,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "climb-only": ("previous + climb_credit 0.05", {**PREVIOUS, "climb": 0.05}),
     "flat-and-poor": ("default, a flat run stopped at a rung only where its forecast is "
                       "poor too", {**DEFAULT, "flat_and_poor": True}),
+    "keep-veto-q0.99": ("default, keep_top vetoes a stop only where the forecast's q0.99 "
+                        "plus the climb credit still reaches the incumbent",
+                        {**DEFAULT, "keep_q": 0.99}),
     "before": ("two releases ago: the incumbent and gain rules alone (the variants "
                "below up to confidence-0.9 change it)", {}),
     "keep-top-0.25": ("before, a run in the study's top quarter at this epoch kept",
@@ -126,12 +130,13 @@ def _yielded(task: rp._Task, r: int, stop: int | None, kind: str) -> float:
     return float(task.values[r, min(stop or int(task.ends[r]), int(task.ends[r])) - 1])
 
 
-def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
-                  ) -> rp._OrderResult:
+def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict,
+                  q_keep: np.ndarray | None = None) -> rp._OrderResult:
     """One order under a variant of the default (max mode). ``flat``: a run within that
-    of its first value is judged by ASHA's rungs against the earlier runs' best so far
+    of its first value is judged by ASHA's rungs against the earlier runs' values there
     (``flat_delta``; ``flat_and_poor``: and its forecast must be poor too); ``climb``:
-    the incumbent rule's ``climb_credit``."""
+    the incumbent rule's ``climb_credit``; ``q_keep``: ``keep_top`` vetoes a stop only
+    where this quantile of the forecast (plus the credit) still reaches the incumbent."""
     bsf, since = task.best_so_far, task.since_best
     at, patience, keep = rule.get("at"), rule.get("patience", 1), rule.get("keep_top")
     flat_delta, credit = rule.get("flat"), rule.get("climb") or 0.0
@@ -173,7 +178,10 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict
             delta = 0.001 if incumbent is not None else 0.03
             poor = (incumbent is not None and v + margin < incumbent) or \
                 (since[r, e - 1] >= 3 and v < bsf[r, e - 1] + delta)
-            if poor and keep_cut is not None and math.isfinite(keep_cut[e - 1]):
+            hopeless = q_keep is not None and incumbent is not None and \
+                q_keep[r, e - 1] + margin < incumbent
+            if poor and keep_cut is not None and math.isfinite(keep_cut[e - 1]) \
+                    and not hopeless:
                 poor = not bsf[r, e - 1] >= keep_cut[e - 1]
             if flat:  # flat_and_poor: at a rung, below its cutoff and a poor forecast
                 if poor and e in rungs and task.values[r, e - 1] < rung_cut[e - 1]:
@@ -275,8 +283,10 @@ def per_task(pairs: list, rules: dict[str, dict], orders: int, rpo: int
         for name, rule in rules.items():
             conf = rule.get("conf", 0.95)
             q = qs.setdefault(conf, quantile_table(table, conf))
+            kq = rule.get("keep_q")
+            q_keep = qs.setdefault(kq, quantile_table(table, kq)) if kq else None
             s = rp._summarise([rung_rule(task, table, q, o, rule) if rule.get("rung")
-                               else forecast_rule(task, q, o, rule) for o in ords])
+                               else forecast_rule(task, q, o, rule, q_keep) for o in ords])
             out[name][task.name] = (s["epochs_saved_pct"], s["mean_regret"])
     return out
 
