@@ -113,6 +113,20 @@ def test_a_booster_without_the_fast_api_is_asked_through_predict():
     np.testing.assert_array_equal(rows(np.zeros((1, 3))), [0.25])
 
 
+def test_a_multi_output_booster_is_asked_through_predict():
+    """A multiclass booster gives several values a row: the fast path's one-value buffer
+    would be overrun, so it is not used (an artifact of any objective must not crash)."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 4))
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1,
+                         "num_threads": 1}, lgb.Dataset(x, rng.integers(0, 3, 300)), 5)
+    rows = lgbm.RowPredictor(booster)
+    assert rows._config is None
+    np.testing.assert_array_equal(rows(x[:1]), booster.predict(x[:1], num_threads=1))
+
+
 def test_the_fallback_forecasts_one_run_as_it_does_in_a_batch():
     """The bundled LightGBM fallback's forecast of one run (the fast path) is the one it
     makes of the same run in a batch (Booster.predict), quantile for quantile."""

@@ -344,9 +344,11 @@ class RowPredictor:
             from lightgbm.basic import _LIB, _c_str
 
             self._ncol = int(booster.num_feature())
-
+            # one output a row (regression, quantile): a multi-output booster would write
+            # past the one-value buffer
+            single = int(booster.num_model_per_iteration()) == 1
             config = ctypes.c_void_p()
-            ok = _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            ok = single and _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),
                 ctypes.c_int(1), ctypes.c_int32(self._ncol), _c_str("num_threads=1"),
                 ctypes.byref(config)) == 0  # C_API_PREDICT_NORMAL, C_API_DTYPE_FLOAT64
