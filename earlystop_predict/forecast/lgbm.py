@@ -72,10 +72,21 @@ def to_space(y: np.ndarray, kind: np.ndarray) -> np.ndarray:
     return np.where(k == 1, np.log(np.clip(y, 1e-6, None)), y)
 
 
+#: Log-losses are clipped to +-this before :func:`from_space` exponentiates them.
+LOG_CLIP = 30.0
+
+
 def from_space(v: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_space`, accuracies clipped to [0, 1]."""
     k = np.asarray(kind).reshape(-1, *([1] * (np.ndim(v) - 1)))
-    return np.where(k == 1, np.exp(np.clip(v, -30, 30)), np.clip(v, 0.0, 1.0))
+    return np.where(k == 1, np.exp(np.clip(v, -LOG_CLIP, LOG_CLIP)), np.clip(v, 0.0, 1.0))
+
+
+def from_space_one(v: float, kind: int) -> float:
+    """:func:`from_space` of one value (a callback's forecast: no arrays)."""
+    if kind == 1:
+        return math.exp(min(max(v, -LOG_CLIP), LOG_CLIP))
+    return min(max(v, 0.0), 1.0)
 
 
 def _at(filled: np.ndarray, idx: np.ndarray) -> np.ndarray:

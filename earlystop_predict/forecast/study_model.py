@@ -65,7 +65,13 @@ from earlystop_predict.forecast.history import (
     grow_history,
     weight_errors,
 )
-from earlystop_predict.forecast.lgbm import RowPredictor, from_space, metric_kind, record_matrix
+from earlystop_predict.forecast.lgbm import (
+    RowPredictor,
+    from_space,
+    from_space_one,
+    metric_kind,
+    record_matrix,
+)
 from earlystop_predict.forecast.study import MIN_STUDY_RUNS, StudyContext, finished_runs
 from earlystop_predict.records.record import RunRecord
 
@@ -84,6 +90,12 @@ GUARD = 0.95
 """Held-out error the blend must stay under, as a multiple of what serves now's."""
 
 FitFn = Callable[[Forecaster, list[RunRecord]], "tuple[StudyModel | None, str]"]
+
+
+def _servable(record: RunRecord, kind: int | None) -> bool:
+    """Whether the study model can forecast ``record`` (metric ``kind`` known, a finite
+    value seen)."""
+    return kind is not None and bool(record.n_epochs) and record.has_finite(record.metric)
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ class StudyModel:
         where it cannot serve: a metric neither accuracy- nor loss-like, none finite)."""
         kinds = [metric_kind(r) for r in records]
         ok = [i for i, (r, k) in enumerate(zip(records, kinds, strict=True))
-              if k is not None and r.n_epochs and r.has_finite(r.metric)]
+              if _servable(r, k)]
         out = np.full(len(records), np.nan)
         if ok:
             kind = np.array([kinds[i] for i in ok])
@@ -125,11 +137,10 @@ class StudyModel:
     def point(self, record: RunRecord, target: int) -> float:
         """:meth:`points` of one record (a callback's epoch: without the batch's arrays)."""
         kind = metric_kind(record)
-        if kind is None or not record.n_epochs or not record.has_finite(record.metric):
+        if not _servable(record, kind):
             return math.nan
         x = record_matrix([record], [target], (kind,), aux=True)
-        v = float(x[0, LAST_COL] + self._predict(x)[0])
-        return math.exp(min(max(v, -30.0), 30.0)) if kind == 1 else min(max(v, 0.0), 1.0)
+        return from_space_one(float(x[0, LAST_COL] + self._predict(x)[0]), kind)
 
     def apply(self, record: RunRecord, target: int, forecast: Forecast) -> Forecast:
         """``forecast`` (what serves now, of ``record`` at ``target``) blended with this
