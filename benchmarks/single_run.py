@@ -18,7 +18,9 @@ HF ``EarlyStoppingCallback(early_stopping_patience=1)`` is ``patience-1``, Light
 ``EarlyStopping(patience=3)`` is ``patience-3``.
 
 Prints per family and pooled (every run counted once): epochs saved, mean and p90
-regret, and the done-when checks of issue 13.
+regret, and the done-when checks of issue 13, each beside its **hindsight ceiling**:
+what a rule that knew every run's whole curve could reach at best (see
+:func:`hindsight`), so a target above it is out of reach for any stopping rule.
 """
 
 from __future__ import annotations
@@ -116,6 +118,57 @@ def lcbench_groups(model: str, limit: int, load: bool = True) -> list[tuple[list
     return [(recs, load_model(model) if load else None)]
 
 
+#: Lagrange multipliers (epochs per point of regret) for :func:`hindsight`'s bound.
+LAMBDAS = np.geomspace(1e-3, 1e4, 400)
+
+
+def hindsight(records: list) -> np.ndarray:
+    """(L, 2) per multiplier of :data:`LAMBDAS`: the summed epochs trained and points
+    lost when every run stops where it would with hindsight (the epoch minimising
+    ``epochs + lambda x regret`` over its whole curve), and the pooled epochs (last row,
+    first column) and runs (last row, second column) of ``records``.
+
+    By weak duality these rows bound every stopping rule, clairvoyant ones included:
+    a rule whose runs train ``T`` epochs in all at a mean regret ``R`` over ``N`` runs
+    has ``T >= min_e-sum(lambda) - lambda x N x R`` for every ``lambda``
+    (:func:`ceiling_saved`, :func:`floor_regret`)."""
+    from earlystop_predict.tools.replay import build_tasks
+
+    tasks, _ = build_tasks(records)
+    costs = np.zeros((len(LAMBDAS), 2))
+    total = runs = 0
+    for t in tasks:
+        width = int(t.ends.max())
+        b = t.best_so_far[:, :width]
+        reg = (t.kept[:, None] - b) if t.mode == "max" else (b - t.kept[:, None])
+        reg = np.nan_to_num(reg * t.scale, nan=np.inf)
+        reg[np.arange(width)[None, :] >= t.ends[:, None]] = np.inf  # past a run's end
+        epochs = np.arange(1, width + 1)[None, :]
+        for i, lam in enumerate(LAMBDAS):
+            pick = np.argmin(epochs + lam * reg, axis=1)
+            costs[i, 0] += float((pick + 1).sum())
+            costs[i, 1] += float(reg[np.arange(len(pick)), pick].sum())
+        total += int(t.ends.sum())
+        runs += len(t.records)
+    return np.vstack([costs, [total, runs]])
+
+
+def ceiling_saved(bound: np.ndarray, regret: float) -> float:
+    """The most epochs saved (% pooled) any rule can reach at a mean regret <= regret."""
+    rows, (total, runs) = bound[:-1], bound[-1]
+    lagrangian = rows[:, 0] + LAMBDAS * rows[:, 1]
+    trained = max(1.0 * runs, float(np.max(lagrangian - LAMBDAS * runs * regret)))
+    return 100 * (1 - trained / total)
+
+
+def floor_regret(bound: np.ndarray, saved_pct: float) -> float:
+    """The least mean regret any rule can have while saving >= saved_pct % pooled."""
+    rows, (total, runs) = bound[:-1], bound[-1]
+    budget = total * (1 - saved_pct / 100)
+    lagrangian = rows[:, 0] + LAMBDAS * rows[:, 1]
+    return max(0.0, float(np.max((lagrangian - budget) / (LAMBDAS * runs))))
+
+
 def table(title: str, details: dict[str, dict], names: list[str]) -> dict[str, dict]:
     tasks = sorted(details)
     pooled = {n: _pool([row for t in tasks for row in details[t][n]]) for n in names}
@@ -134,8 +187,9 @@ def table(title: str, details: dict[str, dict], names: list[str]) -> dict[str, d
     return {"pooled": pooled, "per_task": per}
 
 
-def checks(result: dict[str, dict], label: str) -> None:
-    """Issue 13's single-run targets against patience 10 and the best patience setting."""
+def checks(result: dict[str, dict], label: str, bound: np.ndarray) -> None:
+    """Issue 13's single-run targets against patience 10 and the best patience setting,
+    each beside the hindsight ceiling (``bound``: :func:`hindsight`)."""
     pooled, per = result["pooled"], result["per_task"]
     d, p10 = pooled["default"], pooled["patience-10"]
 
@@ -149,6 +203,10 @@ def checks(result: dict[str, dict], label: str) -> None:
           f"at {d['mean_regret']:.3f} vs patience 10 {p10['epochs_saved_pct']:.1f} % at "
           f"{p10['mean_regret']:.3f}: pooled {'PASS' if beats(d, p10) else 'FAIL'}; "
           f"families {fams}/{len(per)} (need {math.ceil(5 / 7 * len(per))}: 5 of 7)")
+    floor = floor_regret(bound, p10["epochs_saved_pct"])
+    print(f"  hindsight: at patience 10's {p10['epochs_saved_pct']:.1f} % saved, the least "
+          f"mean regret any rule can have is {floor:.3f} "
+          f"({floor / p10['mean_regret']:.2f}x patience 10's)")
     gains = [n for n in pooled if n.startswith("gain-") or n == "default"]
     for n in [x for x in pooled if x.startswith("patience-")]:
         pat = pooled[n]
@@ -158,9 +216,11 @@ def checks(result: dict[str, dict], label: str) -> None:
             continue
         g = max(ok, key=lambda x: pooled[x]["epochs_saved_pct"])
         ratio = pooled[g]["epochs_saved_pct"] / pat["epochs_saved_pct"]
+        top = ceiling_saved(bound, pat["mean_regret"])
         print(f"  at {n}'s regret {pat['mean_regret']:.3f}: {g} saves "
               f"{pooled[g]['epochs_saved_pct']:.1f} % vs {pat['epochs_saved_pct']:.1f} % "
-              f"= {ratio:.2f}x ({'PASS' if ratio >= 1.5 else 'FAIL'} 1.5x)")
+              f"= {ratio:.2f}x ({'PASS' if ratio >= 1.5 else 'FAIL'} 1.5x); hindsight "
+              f"ceiling {top:.1f} % = {top / pat['epochs_saved_pct']:.2f}x")
 
 
 def main() -> None:
@@ -175,14 +235,15 @@ def main() -> None:
     t0 = time.perf_counter()
     out = {}
     if not args.no_real:
+        groups = real_groups(args.model)
         out["real"] = table("Single runs, real families out of fold",
-                            replay_groups(real_groups(args.model), names), names)
-        checks(out["real"], "real families")
+                            replay_groups(groups, names), names)
+        checks(out["real"], "real families", hindsight([r for g, _ in groups for r in g]))
     if args.lcbench_limit:
+        groups = lcbench_groups(args.model, args.lcbench_limit)
         out["lcbench"] = table("Single runs, held-out LCBench tasks",
-                               replay_groups(lcbench_groups(args.model, args.lcbench_limit),
-                                             names), names)
-        checks(out["lcbench"], "LCBench")
+                               replay_groups(groups, names), names)
+        checks(out["lcbench"], "LCBench", hindsight([r for g, _ in groups for r in g]))
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
