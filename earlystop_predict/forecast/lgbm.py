@@ -174,45 +174,51 @@ def aux_features(val_loss: np.ndarray, train_acc: np.ndarray | None,
                      tl_slope], axis=1)
 
 
-def _filled_at(x: np.ndarray, i: int) -> float:
+def _filled_at(x: Sequence[float], i: int) -> float:
     """``forward_fill(x, leading=nan)[i]``: the last non-NaN value at or before ``i``."""
     while i >= 0 and x[i] != x[i]:
         i -= 1
     return float(x[i]) if i >= 0 else math.nan
 
 
-def _slope(x: np.ndarray, last: float, n: int, k: int) -> float:
+def _slope(x: Sequence[float], last: float, n: int, k: int) -> float:
     """What :func:`curve_features`'s slopes compute for one row: over ``k`` epochs back."""
     steps = min(k, n - 1)
     return (last - _filled_at(x, max(n - 1 - k, 0))) / steps if steps > 0 else 0.0
+
+
+def _log1p_pos(x: list[float]) -> list[float]:
+    """``log1p(max(x, 0))`` of each value (NaN stays NaN), as the batch path takes a loss."""
+    return [math.log1p(v) if v > 0.0 else (0.0 if v == v else v) for v in x]
 
 
 def _one_row(rec: RunRecord, target: float, kind: int, planned: float,
              aux: bool) -> np.ndarray:
     """:func:`record_matrix` of one record of n >= 1 rows, as a ``(1, F)`` matrix: the
     same values (``tests/test_lgbm_features.py`` checks them against the batch path)
-    at about a fifth of its cost, reading only the rows each feature needs. A
-    callback forecasts one run an epoch: this is its hot path (the study model's, the
-    fallback's). Values come from :meth:`RunRecord.matrix`: NaN or finite, never inf.
+    at about a tenth of its cost, in Python floats over lists (a numpy call on a few
+    values costs more than its arithmetic), reading only the rows each feature needs.
+    A callback forecasts one run an epoch: this is its hot path (the study model's,
+    the fallback's). Values come from :meth:`RunRecord.matrix`: NaN or finite, never
+    inf.
     """
     names = (rec.metric, "val_loss", "train_accuracy", "train_loss") if aux else (rec.metric,)
-    cols = rec.matrix(names)
-    n = cols.shape[0]
-    y = cols[:, 0]
-    if kind == 1:
-        y = np.log(np.maximum(y, 1e-6))  # to_space; NaN stays NaN
-    fin = y[y == y]
+    cols = rec.matrix(names).T.tolist()
+    y = cols[0]
+    n = len(y)
+    if kind == 1:  # to_space; NaN stays NaN
+        y = [math.log(v if v > 1e-6 else 1e-6) if v == v else v for v in y]
+    fin = [v for v in y if v == v]
     last = _filled_at(y, n - 1)
-    if fin.size:
-        best_max, best_min, first = float(fin.max()), float(fin.min()), float(fin[0])
+    if fin:
+        best_max, best_min, first = max(fin), min(fin), fin[0]
     else:
         best_max, best_min, first = -math.inf, math.inf, math.nan
-    tail3 = [_filled_at(y, i) for i in range(max(n - 3, 0), n)]
-    tail3 = [v for v in tail3 if v == v]
+    tail3 = [v for i in range(max(n - 3, 0), n) if (v := _filled_at(y, i)) == v]
     mean3 = sum(tail3) / len(tail3) if tail3 else math.nan
     tail6 = [_filled_at(y, i) for i in range(max(n - 6, 0), n)]
     d = [b - a for a, b in zip(tail6[:-1], tail6[1:], strict=True) if a == a and b == b]
-    if d:  # numpy's std (ddof 0), without its per-call cost on five values
+    if d:  # numpy's std (ddof 0)
         mu = sum(d) / len(d)
         noise = math.sqrt(sum((x - mu) ** 2 for x in d) / len(d))
     else:
@@ -222,29 +228,23 @@ def _one_row(rec: RunRecord, target: float, kind: int, planned: float,
     static = record_static(rec)
     num = static[:N_NUMERIC_STATIC].astype(np.float64)
     num[~(static[N_NUMERIC_STATIC:2 * N_NUMERIC_STATIC] > 0)] = math.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = float(np.log(t / max(e, 1.0)))
+    ratio = t / max(e, 1.0)
+    log_ratio = math.log(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
     row = [float(kind), last, best_max, best_min, first, mean3, s1, s3, s5, s1 - s3, noise,
            e, t, p, e / p, t / p, (t - e) / p, log_ratio, float(n)]
-    parts = [np.array(row), num, static[2 * N_NUMERIC_STATIC:].astype(np.float64)]
     if aux:
-        with np.errstate(invalid="ignore"):
-            vl = np.log1p(np.maximum(cols[:, 1], 0.0))
-            tl = np.log1p(np.maximum(cols[:, 3], 0.0))
-        ta = cols[:, 2]
-
-        def last_and_slope(x: np.ndarray) -> tuple[float, float]:
-            lx = _filled_at(x, n - 1)
-            return lx, _slope(x, lx, n, 3)
-
-        vl_last, vl_slope = last_and_slope(vl)
+        vl, ta, tl = _log1p_pos(cols[1]), cols[2], _log1p_pos(cols[3])
+        vl_last = _filled_at(vl, n - 1)
+        tl_last = _filled_at(tl, n - 1)
         ta_last = _filled_at(ta, n - 1)
-        tl_last, tl_slope = last_and_slope(tl)
-        vfin = vl[vl == vl]
-        vl_best = float(vfin.min()) if vfin.size else math.nan
-        gap = ta_last - last if kind == 0 else math.nan
-        parts.append(np.array([vl_last, vl_slope, vl_best, ta_last, gap, tl_last, tl_slope]))
-    return np.concatenate(parts)[None, :]
+        vfin = [v for v in vl if v == v]
+        row_aux = [vl_last, _slope(vl, vl_last, n, 3), min(vfin) if vfin else math.nan,
+                   ta_last, ta_last - last if kind == 0 else math.nan, tl_last,
+                   _slope(tl, tl_last, n, 3)]
+        return np.concatenate([np.array(row), num, static[2 * N_NUMERIC_STATIC:],
+                               np.array(row_aux)])[None, :]
+    return np.concatenate([np.array(row), num, static[2 * N_NUMERIC_STATIC:]]
+                          ).astype(np.float64)[None, :]
 
 
 def _planned(rec: RunRecord, target: float) -> float:
