@@ -76,6 +76,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "keep-veto-q0.99": ("default, keep_top vetoes a stop only where the forecast's q0.99 "
                         "plus the climb credit still reaches the incumbent",
                         {**DEFAULT, "keep_q": 0.99}),
+    **{f"rung-gate-q{g:g}": (f"default, and a run that is not flat is stopped at a rung "
+                             f"where its value is under the rung's cutoff and its "
+                             f"forecast's q{g:g} under the incumbent", {**DEFAULT, "gate_q": g})
+       for g in (0.5, 0.75, 0.9)},
+    **{f"rung-gate-q{g:g}-cut{c:g}": (f"rung-gate-q{g:g}, the value under the rung's "
+                                      f"{c:g} quantile", {**DEFAULT, "gate_q": g, "gate_cut": c})
+       for g in (0.5, 0.75) for c in (0.25, 0.5)},
     "before": ("two releases ago: the incumbent and gain rules alone (the variants "
                "below up to confidence-0.9 change it)", {}),
     "keep-top-0.25": ("before, a run in the study's top quarter at this epoch kept",
@@ -131,12 +138,15 @@ def _yielded(task: rp._Task, r: int, stop: int | None, kind: str) -> float:
 
 
 def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict,
-                  q_keep: np.ndarray | None = None) -> rp._OrderResult:
+                  q_keep: np.ndarray | None = None, q_gate: np.ndarray | None = None
+                  ) -> rp._OrderResult:
     """One order under a variant of the default (max mode). ``flat``: a run within that
     of its first value is judged by ASHA's rungs against the earlier runs' values there
     (``flat_delta``; ``flat_and_poor``: and its forecast must be poor too); ``climb``:
     the incumbent rule's ``climb_credit``; ``q_keep``: ``keep_top`` vetoes a stop only
-    where this quantile of the forecast (plus the credit) still reaches the incumbent."""
+    where this quantile of the forecast (plus the credit) still reaches the incumbent;
+    ``q_gate``: a run that is not flat is stopped at a rung too where its value there is
+    under the rung's cutoff and this quantile of its forecast under the incumbent."""
     bsf, since = task.best_so_far, task.since_best
     at, patience, keep = rule.get("at"), rule.get("patience", 1), rule.get("keep_top")
     flat_delta, credit = rule.get("flat"), rule.get("climb") or 0.0
@@ -159,6 +169,8 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict,
             keep_cut = rp._nan_quantile(seen[:i], 1 - keep)
         if i and flat_delta is not None:
             rung_cut = rp._nan_quantile(raw[:i], 0.75)
+        gate_cut = rung_cut if not rule.get("gate_cut") or not i else \
+            rp._nan_quantile(raw[:i], rule["gate_cut"])
         for e in range(3, end):
             if not math.isfinite(task.values[r, e - 1]):
                 s = e
@@ -170,6 +182,11 @@ def forecast_rule(task: rp._Task, q: np.ndarray, order: np.ndarray, rule: dict,
                     s = e
                     break
                 continue
+            if q_gate is not None and e in rungs and incumbent is not None and \
+                    gate_cut is not None and task.values[r, e - 1] < gate_cut[e - 1] and \
+                    q_gate[r, e - 1] < incumbent:
+                s = e
+                break
             v = q[r, e - 1] + shift
             if not math.isfinite(v):
                 continue
@@ -285,8 +302,11 @@ def per_task(pairs: list, rules: dict[str, dict], orders: int, rpo: int
             q = qs.setdefault(conf, quantile_table(table, conf))
             kq = rule.get("keep_q")
             q_keep = qs.setdefault(kq, quantile_table(table, kq)) if kq else None
+            gq = rule.get("gate_q")
+            q_gate = qs.setdefault(gq, quantile_table(table, gq)) if gq else None
             s = rp._summarise([rung_rule(task, table, q, o, rule) if rule.get("rung")
-                               else forecast_rule(task, q, o, rule, q_keep) for o in ords])
+                               else forecast_rule(task, q, o, rule, q_keep, q_gate)
+                               for o in ords])
             out[name][task.name] = (s["epochs_saved_pct"], s["mean_regret"])
     return out
 
