@@ -83,6 +83,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     **{f"rung-gate-q{g:g}-cut{c:g}": (f"rung-gate-q{g:g}, the value under the rung's "
                                       f"{c:g} quantile", {**DEFAULT, "gate_q": g, "gate_cut": c})
        for g in (0.5, 0.75) for c in (0.25, 0.5)},
+    "lcbench-pick": ("confidence 0.85, keep_top 0.15, flat_delta 0.1, no climb_credit: the "
+                     "setting that meets issue 13's 88 % at 0.2 on LCBench",
+                     {"conf": 0.85, "keep_top": 0.15, "flat": 0.1, "climb": 0.0}),
     "before": ("two releases ago: the incumbent and gain rules alone (the variants "
                "below up to confidence-0.9 change it)", {}),
     "keep-top-0.25": ("before, a run in the study's top quarter at this epoch kept",
