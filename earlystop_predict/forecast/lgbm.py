@@ -196,7 +196,7 @@ def _one_row(rec: RunRecord, target: float, kind: int, planned: float,
              aux: bool) -> np.ndarray:
     """:func:`record_matrix` of one record of n >= 1 rows, as a ``(1, F)`` matrix: the
     same values (``tests/test_lgbm_features.py`` checks them against the batch path)
-    at about a tenth of its cost, in Python floats over lists (a numpy call on a few
+    at about a sixth of its cost, in Python floats over lists (a numpy call on a few
     values costs more than its arithmetic), reading only the rows each feature needs.
     A callback forecasts one run an epoch: this is its hot path (the study model's,
     the fallback's). Values come from :meth:`RunRecord.matrix`: NaN or finite, never
@@ -232,19 +232,18 @@ def _one_row(rec: RunRecord, target: float, kind: int, planned: float,
     log_ratio = math.log(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
     row = [float(kind), last, best_max, best_min, first, mean3, s1, s3, s5, s1 - s3, noise,
            e, t, p, e / p, t / p, (t - e) / p, log_ratio, float(n)]
+    parts = [np.array(row), num, static[2 * N_NUMERIC_STATIC:].astype(np.float64)]
     if aux:
         vl, ta, tl = _log1p_pos(cols[1]), cols[2], _log1p_pos(cols[3])
         vl_last = _filled_at(vl, n - 1)
         tl_last = _filled_at(tl, n - 1)
         ta_last = _filled_at(ta, n - 1)
         vfin = [v for v in vl if v == v]
-        row_aux = [vl_last, _slope(vl, vl_last, n, 3), min(vfin) if vfin else math.nan,
-                   ta_last, ta_last - last if kind == 0 else math.nan, tl_last,
-                   _slope(tl, tl_last, n, 3)]
-        return np.concatenate([np.array(row), num, static[2 * N_NUMERIC_STATIC:],
-                               np.array(row_aux)])[None, :]
-    return np.concatenate([np.array(row), num, static[2 * N_NUMERIC_STATIC:]]
-                          ).astype(np.float64)[None, :]
+        parts.append(np.array([vl_last, _slope(vl, vl_last, n, 3),
+                               min(vfin) if vfin else math.nan, ta_last,
+                               ta_last - last if kind == 0 else math.nan, tl_last,
+                               _slope(tl, tl_last, n, 3)]))
+    return np.concatenate(parts)[None, :]
 
 
 def _planned(rec: RunRecord, target: float) -> float:
