@@ -5,7 +5,9 @@ Run: python benchmarks/single_run.py --json single.json
      python benchmarks/plot_tradeoff.py single.json search.json [--output docs/]
 
 Writes ``stopping_tradeoff.png`` (single runs: the gain rule's ``min_delta`` settings
-as one line per ``gain_patience``, patience 1-20 as another, the default marked) and
+as one line per ``gain_patience``, patience 1-20 as another, the default marked, and
+the hindsight ceiling where ``single.json`` holds it: the most any rule could save at
+each regret, knowing every run's whole curve) and
 ``search_tradeoff.png`` (a search: the default rule against the pruners).
 """
 
@@ -45,13 +47,19 @@ def _lines(rows: dict) -> list[tuple[list[str], str, str, object]]:
 
 
 def single(data: dict, out: Path) -> None:
-    panels = [(f"{t}", rows) for t, rows in sorted(data["real"]["per_task"].items())]
-    panels.append(("real families pooled", data["real"]["pooled"]))
+    ceil = data["real"].get("hindsight", {})
+    panels = [(f"{t}", rows, ceil.get(t))
+              for t, rows in sorted(data["real"]["per_task"].items())]
+    panels.append(("real families pooled", data["real"]["pooled"], ceil.get("pooled")))
     if "lcbench" in data:
-        panels.append(("LCBench held out, pooled", data["lcbench"]["pooled"]))
+        panels.append(("LCBench held out, pooled", data["lcbench"]["pooled"],
+                       data["lcbench"].get("hindsight", {}).get("pooled")))
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
-    for ax, (title, rows) in zip(axes.flat, panels, strict=False):
+    for ax, (title, rows, top) in zip(axes.flat, panels, strict=False):
+        if top:
+            ax.plot([x for x, _ in top], [y for _, y in top], "-", color="0.6", lw=1,
+                    label="hindsight ceiling (any rule)")
         for names, style, label, tag in _lines(rows):
             xs = [rows[n]["mean_regret"] for n in names]
             ys = [rows[n]["epochs_saved_pct"] for n in names]

@@ -169,6 +169,26 @@ def floor_regret(bound: np.ndarray, saved_pct: float) -> float:
     return max(0.0, float(np.max((lagrangian - budget) / (LAMBDAS * runs))))
 
 
+#: Mean regrets (points) at which :func:`frontier` states the ceiling, for the picture.
+FRONTIER_REGRETS = np.concatenate([[0.0], np.geomspace(0.01, 40, 60)])
+
+
+def frontier(records: list) -> dict[str, list[list[float]]]:
+    """Per task of ``records`` and pooled (``"pooled"``): the hindsight ceiling as
+    ``[mean regret, saved %]`` points (``plot_tradeoff.py`` draws it)."""
+    by_task: dict[str, list] = {}
+    for r in records:
+        by_task.setdefault(str(r.task), []).append(r)
+
+    def points(recs: list) -> list[list[float]]:
+        bound = hindsight(recs)
+        return [[float(x), ceiling_saved(bound, float(x))] for x in FRONTIER_REGRETS]
+
+    out = {t: points(recs) for t, recs in sorted(by_task.items())}
+    out["pooled"] = points(records)
+    return out
+
+
 def table(title: str, details: dict[str, dict], names: list[str]) -> dict[str, dict]:
     tasks = sorted(details)
     pooled = {n: _pool([row for t in tasks for row in details[t][n]]) for n in names}
@@ -238,12 +258,16 @@ def main() -> None:
         groups = real_groups(args.model)
         out["real"] = table("Single runs, real families out of fold",
                             replay_groups(groups, names), names)
-        checks(out["real"], "real families", hindsight([r for g, _ in groups for r in g]))
+        recs = [r for g, _ in groups for r in g]
+        checks(out["real"], "real families", hindsight(recs))
+        out["real"]["hindsight"] = frontier(recs)
     if args.lcbench_limit:
         groups = lcbench_groups(args.model, args.lcbench_limit)
         out["lcbench"] = table("Single runs, held-out LCBench tasks",
                                replay_groups(groups, names), names)
-        checks(out["lcbench"], "LCBench", hindsight([r for g, _ in groups for r in g]))
+        recs = [r for g, _ in groups for r in g]
+        checks(out["lcbench"], "LCBench", hindsight(recs))
+        out["lcbench"]["hindsight"] = frontier(recs)
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
