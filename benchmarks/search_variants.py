@@ -369,6 +369,20 @@ def grid(args: argparse.Namespace) -> None:
                  "held-out LCBench"], rows)
 
 
+def misses(pairs: list, q: float = 0.85) -> list[list[object]]:
+    """Per task: the share of (run, epoch 3-9) forecasts whose q quantile the run's final
+    value exceeds, over all runs and over the best fifth (the runs a study sees finish):
+    what a confidence adapted to the study's evidence would go by."""
+    rows = []
+    for task, table in pairs:
+        if task.mode != "max":
+            continue
+        above = task.finals[:, None] > quantile_table(table, q)[:, 2:9]
+        best = task.finals >= np.quantile(task.finals, 0.8)
+        rows.append([task.name, float(above.mean()), float(above[best].mean())])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orders", type=int, default=20)
@@ -379,7 +393,16 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true",
                     help="score the flat_delta x climb_credit x keep_top x confidence grid "
                          "and the selection instead (about 15 minutes)")
+    ap.add_argument("--misses", action="store_true",
+                    help="print per task how often finals exceed the forecasts' q0.85 at "
+                         "epochs 3-9 instead")
     args = ap.parse_args()
+    if args.misses:
+        rows = misses(tables(real_groups("auto"))) + misses(
+            tables(lcbench_groups("auto", args.lcbench_limit)))
+        print_table("Finals above the forecast's q0.85 at epochs 3-9 (share of forecasts)",
+                    ["task", "all runs", "best fifth of runs"], rows)
+        return
     if args.grid:
         t0 = time.perf_counter()
         grid(args)
