@@ -17,6 +17,9 @@ it does). Variants, each at a few settings:
 * ``learned-D-L-K``: the gain rule at D, and a run whose best is within L points of its
   first value (it has not left chance) stops only once its best has stood K epochs;
 * ``or-patience-D-N``: the gain rule at D, or patience N, whichever fires first;
+* ``flatpat-D-L-K``: the gain rule at D, or a run within L points of its first value
+  (not yet off chance, where a forecast of a family never seen often over-forecasts)
+  stopped once its best has stood K epochs, whatever its forecast;
 * ``regret-model-T``: no hand-made rule at all but one learned for this very score: a
   LightGBM model of the 0.8 quantile of the points a run loses if it stops now (its
   best over all its epochs less its best so far), from the epoch, the fraction of the
@@ -72,10 +75,17 @@ def patience(a: dict, n: int) -> np.ndarray:
     return a["since"] >= n
 
 
+def _flat(a: dict, points: float) -> np.ndarray:
+    """(R, E) the run's best is still within ``points`` of its first value."""
+    return np.abs(a["bsf"] - a["first"][:, None]) * a["task"].scale < points
+
+
 def learned(a: dict, delta: float, points: float, k: int) -> np.ndarray:
-    task = a["task"]
-    flat = np.abs(a["bsf"] - a["first"][:, None]) * task.scale < points
-    return gain(a, delta) & (~flat | (a["since"] >= k))
+    return gain(a, delta) & (~_flat(a, points) | (a["since"] >= k))
+
+
+def flat_patience(a: dict, delta: float, points: float, k: int) -> np.ndarray:
+    return gain(a, delta) | (_flat(a, points) & (a["since"] >= k))
 
 
 RULES = {
@@ -87,6 +97,8 @@ RULES = {
         a["epoch"] >= f * a["task"].targets[:, None])) for d in (0.03, 0.05) for f in (0.1, 0.3)},
     **{f"learned-{d:g}-{p:g}-{k}": (lambda a, d=d, p=p, k=k: learned(a, d, p, k))
        for d in (0.03, 0.05) for p in (2, 10) for k in (8, 15)},
+    **{f"flatpat-{d:g}-{p:g}-{k}": (lambda a, d=d, p=p, k=k: flat_patience(a, d, p, k))
+       for d, p, k in ((0.02, 2, 8), (0.02, 2, 12), (0.03, 2, 12))},
     **{f"or-patience-{d:g}-{n}": (lambda a, d=d, n=n: gain(a, d) | patience(a, n))
        for d in (0.02, 0.03) for n in (10, 15)},
 }
