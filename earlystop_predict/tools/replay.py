@@ -527,23 +527,15 @@ def _nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     """Column ``q`` quantiles ignoring NaN, linearly interpolated (``np.nanquantile``,
     as :func:`~earlystop_predict.policy.stop.top_cutoff` takes them); NaN where a column
     has none."""
-    return _nan_quantiles(x, [q])[0]
-
-
-def _nan_quantiles(x: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
-    """:func:`_nan_quantile` for each of ``qs``, from one sort of ``x``."""
     valid = (~np.isnan(x)).sum(axis=0)
     s = np.sort(x, axis=0)  # NaN sorts last
     cols = np.arange(x.shape[1])
     top = np.maximum(valid - 1, 0)
-    out = []
-    for q in qs:
-        pos = q * top
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, top)
-        got = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
-        out.append(np.where(valid > 0, got, np.nan))
-    return out
+    pos = q * top
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, top)
+    got = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
+    return np.where(valid > 0, got, np.nan)
 
 
 def patience_stop(values: np.ndarray, end: int, patience: int, mode: str = "max") -> int:
