@@ -122,11 +122,12 @@ def lcbench_groups(model: str, limit: int, load: bool = True) -> list[tuple[list
 LAMBDAS = np.geomspace(1e-3, 1e4, 400)
 
 
-def hindsight(records: list) -> np.ndarray:
-    """(L, 2) per multiplier of :data:`LAMBDAS`: the summed epochs trained and points
-    lost when every run stops where it would with hindsight (the epoch minimising
-    ``epochs + lambda x regret`` over its whole curve), and the pooled epochs (last row,
-    first column) and runs (last row, second column) of ``records``.
+def hindsight(records: list) -> dict[str, np.ndarray]:
+    """Per task of ``records``, an (L + 1, 2) array: per multiplier of :data:`LAMBDAS`,
+    the summed epochs trained and points lost when every run stops where it would with
+    hindsight (the epoch minimising ``epochs + lambda x regret`` over its whole curve);
+    last row, the task's epochs and runs. The arrays add up: their sum is the bound
+    of the runs pooled.
 
     By weak duality these rows bound every stopping rule, clairvoyant ones included:
     a rule whose runs train ``T`` epochs in all at a mean regret ``R`` over ``N`` runs
@@ -135,8 +136,7 @@ def hindsight(records: list) -> np.ndarray:
     from earlystop_predict.tools.replay import build_tasks
 
     tasks, _ = build_tasks(records)
-    costs = np.zeros((len(LAMBDAS), 2))
-    total = runs = 0
+    out = {}
     for t in tasks:
         width = int(t.ends.max())
         b = t.best_so_far[:, :width]
@@ -144,13 +144,13 @@ def hindsight(records: list) -> np.ndarray:
         reg = np.nan_to_num(reg * t.scale, nan=np.inf)
         reg[np.arange(width)[None, :] >= t.ends[:, None]] = np.inf  # past a run's end
         epochs = np.arange(1, width + 1)[None, :]
+        costs = np.zeros((len(LAMBDAS) + 1, 2))
         for i, lam in enumerate(LAMBDAS):
             pick = np.argmin(epochs + lam * reg, axis=1)
-            costs[i, 0] += float((pick + 1).sum())
-            costs[i, 1] += float(reg[np.arange(len(pick)), pick].sum())
-        total += int(t.ends.sum())
-        runs += len(t.records)
-    return np.vstack([costs, [total, runs]])
+            costs[i] = (pick + 1).sum(), reg[np.arange(len(pick)), pick].sum()
+        costs[-1] = t.ends.sum(), len(t.records)
+        out[t.name] = costs
+    return out
 
 
 def ceiling_saved(bound: np.ndarray, regret: float) -> float:
@@ -173,19 +173,15 @@ def floor_regret(bound: np.ndarray, saved_pct: float) -> float:
 FRONTIER_REGRETS = np.concatenate([[0.0], np.geomspace(0.01, 40, 60)])
 
 
-def frontier(records: list) -> dict[str, list[list[float]]]:
-    """Per task of ``records`` and pooled (``"pooled"``): the hindsight ceiling as
-    ``[mean regret, saved %]`` points (``plot_tradeoff.py`` draws it)."""
-    by_task: dict[str, list] = {}
-    for r in records:
-        by_task.setdefault(str(r.task), []).append(r)
-
-    def points(recs: list) -> list[list[float]]:
-        bound = hindsight(recs)
+def frontier(bounds: dict[str, np.ndarray]) -> dict[str, list[list[float]]]:
+    """Per task of ``bounds`` (:func:`hindsight`) and pooled (``"pooled"``): the
+    hindsight ceiling as ``[mean regret, saved %]`` points (``plot_tradeoff.py`` draws
+    it)."""
+    def points(bound: np.ndarray) -> list[list[float]]:
         return [[float(x), ceiling_saved(bound, float(x))] for x in FRONTIER_REGRETS]
 
-    out = {t: points(recs) for t, recs in sorted(by_task.items())}
-    out["pooled"] = points(records)
+    out = {t: points(b) for t, b in sorted(bounds.items())}
+    out["pooled"] = points(sum(bounds.values()))
     return out
 
 
@@ -209,7 +205,7 @@ def table(title: str, details: dict[str, dict], names: list[str]) -> dict[str, d
 
 def checks(result: dict[str, dict], label: str, bound: np.ndarray) -> None:
     """Issue 13's single-run targets against patience 10 and the best patience setting,
-    each beside the hindsight ceiling (``bound``: :func:`hindsight`)."""
+    each beside the hindsight ceiling (``bound``: :func:`hindsight`'s, pooled)."""
     pooled, per = result["pooled"], result["per_task"]
     d, p10 = pooled["default"], pooled["patience-10"]
 
@@ -258,16 +254,16 @@ def main() -> None:
         groups = real_groups(args.model)
         out["real"] = table("Single runs, real families out of fold",
                             replay_groups(groups, names), names)
-        recs = [r for g, _ in groups for r in g]
-        checks(out["real"], "real families", hindsight(recs))
-        out["real"]["hindsight"] = frontier(recs)
+        bounds = hindsight([r for g, _ in groups for r in g])
+        checks(out["real"], "real families", sum(bounds.values()))
+        out["real"]["hindsight"] = frontier(bounds)
     if args.lcbench_limit:
         groups = lcbench_groups(args.model, args.lcbench_limit)
         out["lcbench"] = table("Single runs, held-out LCBench tasks",
                                replay_groups(groups, names), names)
-        recs = [r for g, _ in groups for r in g]
-        checks(out["lcbench"], "LCBench", hindsight(recs))
-        out["lcbench"]["hindsight"] = frontier(recs)
+        bounds = hindsight([r for g, _ in groups for r in g])
+        checks(out["lcbench"], "LCBench", sum(bounds.values()))
+        out["lcbench"]["hindsight"] = frontier(bounds)
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -58,10 +58,8 @@ MIN_EPOCHS = 3
 
 def _arrays(task, table) -> dict:  # noqa: ANN001 - replay's _Task and ForecastTable
     v = task.values
-    first = np.array([row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan
-                      for row in v])
     return {"task": task, "table": table, "bsf": task.best_so_far, "since": task.since_best,
-            "q": quantile_table(table, 0.95), "first": first,
+            "q": quantile_table(table, 0.95), "first": task.firsts,
             "epoch": np.arange(1, v.shape[1] + 1)[None, :]}
 
 
