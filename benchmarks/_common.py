@@ -45,6 +45,19 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
         print("| " + " | ".join(cells) + " |")
 
 
+def lstm_alone(path):  # noqa: ANN001, ANN201 - a Forecaster
+    """A model directory's LSTM with its LightGBM fallback but no ensemble (the served
+    ``auto`` before the two were averaged): the LSTM's half of ours, for comparison."""
+    from earlystop_predict.forecast.artifacts import read_manifest
+    from earlystop_predict.forecast.compose import AutoForecaster
+    from earlystop_predict.forecast.lgbm import LGBMForecaster
+    from earlystop_predict.forecast.lstm import LSTMForecaster
+
+    manifest = read_manifest(path)
+    return AutoForecaster(LSTMForecaster.from_dir(path, manifest),
+                          LGBMForecaster.from_dir(path, manifest), lstm_weight=1.0)
+
+
 def model_dir(model: str):  # noqa: ANN201 - pathlib.Path
     """The directory of a ``--model`` argument ("auto"/"bundled"...: the bundled one)."""
     from pathlib import Path

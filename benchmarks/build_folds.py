@@ -1,6 +1,7 @@
 """Build only the cross-validation fold models that the replay benchmarks need.
 
-Run: python benchmarks/build_folds.py [--output models] [--lstm-epochs 16] [--lgbm-draws 5]
+Run: python benchmarks/build_folds.py [--output models] [--corpus PATH] [--lstm-epochs 16]
+     [--lgbm-draws 5]
 
 ``earlystop-predict train`` writes ``OUTPUT/folds/foldK`` (a model trained without
 each group of real families) and then the bundled model on every family, and scores
@@ -34,6 +35,9 @@ def main() -> None:
     base = read_manifest(bundled_dir())
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default=str(bundled_dir()))
+    ap.add_argument("--corpus", default="bundled",
+                    help="real runs (default: models/corpus/runs.jsonl.gz); a snapshot "
+                         "lets the folds build while `collect` appends to the corpus")
     ap.add_argument("--lstm-epochs", type=int, default=int(base["lstm"]["epochs"]))
     ap.add_argument("--lgbm-draws", type=int, default=int(base["lightgbm"]["draws"]))
     ap.add_argument("--seed", type=int, default=int(base.get("seed", 0)))
@@ -46,7 +50,7 @@ def main() -> None:
     tr = np.where(np.isin(data.task_id, train_tasks(data)))[0]
     va = np.where(np.isin(data.task_id, VAL_TASKS))[0]
     real, records, early, folds, _ = pl._real_split(
-        "bundled", pl.FAMILY_FOLDS, val_fraction=0.15, real_weight=4, seed=args.seed)
+        args.corpus, pl.FAMILY_FOLDS, val_fraction=0.15, real_weight=4, seed=args.seed)
     kw = {"lstm_epochs": args.lstm_epochs, "lgbm_draws": args.lgbm_draws, "seed": args.seed,
           "threads": args.threads, "progress": print}
     rows: dict = {"lstm": {"lcbench": [], "real": []}, "lightgbm": {"lcbench": [], "real": []}}

@@ -62,13 +62,18 @@ def main() -> None:
             nz.epochs[-1]["val_accuracy"] = clean.epochs[-1]["val_accuracy"]
         records = noisy
     auto = load_model(args.model if args.model != "auto" else "auto")
-    lgbm = load_model("lightgbm") if args.model == "auto" else load_model(args.model)
+    lstm, lgbm = load_model("lstm"), load_model("lightgbm")
     if args.model != "auto":
         from earlystop_predict.forecast.artifacts import read_manifest
+        from earlystop_predict.forecast.compose import StrictForecaster
         from earlystop_predict.forecast.lgbm import LGBMForecaster
+        from earlystop_predict.forecast.lstm import LSTMForecaster
 
-        lgbm = LGBMForecaster.from_dir(args.model, read_manifest(args.model))
-    methods = {"LSTM (ours)": forecaster_fn(auto), "LightGBM (ours)": forecaster_fn(lgbm),
+        manifest = read_manifest(args.model)
+        lgbm = LGBMForecaster.from_dir(args.model, manifest)
+        lstm = StrictForecaster(LSTMForecaster.from_dir(args.model, manifest))
+    methods = {"ours (LSTM + LightGBM)": forecaster_fn(auto), "LSTM alone": forecaster_fn(lstm),
+               "LightGBM alone": forecaster_fn(lgbm),
                "last value": last_value_fn, "best so far": best_so_far_fn, "pow3 fit": pow3_fn}
     print(f"{len(records)} runs from {len(TEST_TASKS)} held-out tasks, target epoch "
           f"{MAX_EPOCHS}" + (f", inputs with binomial noise n={args.noise}" if args.noise else ""))

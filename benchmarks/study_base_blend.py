@@ -2,7 +2,8 @@
 
 Run: python benchmarks/study_base_blend.py [--contexts 5,10,20,40] [--draws 5] [--guard 0.95]
 
-Not served yet: this measures whether it should be. Out of fold on the real corpus
+Measured, not served (the served base is now the equal ensemble, ``w`` = 0.5, for
+every study; this measures what a weight the study chooses would add). Out of fold on the real corpus
 (each family forecast by the fold model that never saw it, ``models/folds/``), the
 LSTM and the LightGBM fallback err in different families (LightGBM is the better of
 the two on images-cnn, lightning-sched, synthetic; the LSTM on the HF fine-tunes and
@@ -11,11 +12,10 @@ times per family) chooses the weight ``w`` of ``w x LSTM + (1 - w) x LightGBM``
 (0, 0.1 ... 1) of least absolute error on its runs' finals from 10-50 % of each run,
 and serves it only where the weight, chosen again with each finished run left out,
 scores at most ``--guard`` times the LSTM's error on the left-out runs (else ``w``
-= 1: the LSTM as today). The family's other runs are scored at 20 % observed: MAE as
+= 1: the LSTM alone, the served base before the ensemble). The family's other runs are scored at 20 % observed: MAE as
 a multiple of last value's, per family and pooled (every run of every draw), without
 and with the study correction (``StudyContext``'s guarded gain correction, fitted on
-the context runs' forecasts of the base served: the LSTM as the callbacks do today,
-or the study's blend), all on the same draws.
+the context runs' forecasts of the base: the LSTM alone, or the study's blend), all on the same draws.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import folds, print_table  # noqa: E402
+from _common import folds, lstm_alone, print_table  # noqa: E402
 from real_curves import CORPUS  # noqa: E402
 
-from earlystop_predict import load_model  # noqa: E402
 from earlystop_predict.forecast.artifacts import read_manifest  # noqa: E402
 from earlystop_predict.forecast.lgbm import LGBMForecaster  # noqa: E402
 from earlystop_predict.forecast.study import StudyContext  # noqa: E402
@@ -71,7 +70,7 @@ def prefix_curves(runs: list, fam: np.ndarray) -> dict[str, list]:
     if not plan:
         raise SystemExit("no fold models in models/folds (python benchmarks/build_folds.py)")
     for fams, path in plan:
-        models = {"lstm": load_model(path),
+        models = {"lstm": lstm_alone(path),
                   "lgbm": LGBMForecaster.from_dir(path, read_manifest(path))}
         idx = [i for i in range(len(runs)) if fam[i] in fams]
         pre = [runs[i].truncated(e) for i in idx for e in range(1, runs[i].n_epochs)]

@@ -2,7 +2,7 @@
 
 Example:
     >>> import earlystop_predict as esp
-    >>> model = esp.load_model()          # bundled LSTM, LightGBM fallback
+    >>> model = esp.load_model()          # bundled LSTM and LightGBM averaged
     >>> rec = esp.RunRecord("r", epochs=[{"epoch": 1, "val_accuracy": 0.4}])
     >>> fc = model.forecast(rec, target_epoch=50)
 """

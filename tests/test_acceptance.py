@@ -31,7 +31,7 @@ def export(ledger: Path, tmp_path: Path) -> list[dict]:
 def check_run(rows: list[dict], *, stopped: bool) -> list[float]:
     (run,) = rows
     forecasts = [f for f in run["forecasts"] if "mean" in f]
-    assert forecasts and {f["model"] for f in forecasts} == {"lstm"}
+    assert forecasts and {f["model"] for f in forecasts} == {"lstm+lightgbm"}
     assert all(f["target_epoch"] == EPOCHS for f in forecasts)
     if stopped:
         assert run["stopped"]["epoch"] == MIN_EPOCHS

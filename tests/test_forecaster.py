@@ -52,7 +52,7 @@ def test_bundled_manifest_lists_checksummed_artifacts() -> None:
 
 def test_lstm_serves_and_quantiles_are_monotone(auto) -> None:
     fc = auto.forecast(rising(10), 50)
-    assert fc.model == "lstm" and fc.reason == ""
+    assert fc.model == "lstm+lightgbm" and fc.reason == ""
     qs = [fc.quantiles[k] for k in ("0.1", "0.25", "0.5", "0.75", "0.9")]
     assert qs == sorted(qs) and 0.0 <= qs[0] and qs[-1] <= 1.0
     assert fc.observed_epochs == 10 and fc.target_epoch == 50
@@ -82,7 +82,7 @@ def test_large_batches_in_chunks_match_one_by_one(auto, monkeypatch) -> None:
     targets[3] = 2          # already observed: the observation itself
     targets[7] = 500        # beyond the LSTM's range: LightGBM
     many = auto.forecast_many(recs, targets)
-    assert [fc.model for fc in many].count("lstm") == len(recs) - 2
+    assert [fc.model for fc in many].count("lstm+lightgbm") == len(recs) - 2
     assert many[3].model == "observed" and many[7].model == "lightgbm"
     for rec, t, fc in zip(recs, targets, many, strict=True):
         one = auto.forecast(rec, t)
@@ -198,7 +198,7 @@ def test_cli_forecast_writes_one_line_per_run(tmp_path: Path) -> None:
     assert [r["run_id"] for r in rows] == ["run-5-val_accuracy", "run-12-val_accuracy"]
     assert [r["observed_epochs"] for r in rows] == [5, 12]
     for r in rows:
-        assert r["target_epoch"] == 50 and r["model"] == "lstm"
+        assert r["target_epoch"] == 50 and r["model"] == "lstm+lightgbm"
         assert {"0.1", "0.5", "0.9"} <= set(r["quantiles"])
         assert r["quantiles"]["0.1"] <= r["quantiles"]["0.5"] <= r["quantiles"]["0.9"]
 
@@ -265,6 +265,57 @@ def test_blend_averages_mean_and_quantiles_and_keeps_the_primary_on_failure() ->
     assert (fc.model, fc.mean) == ("lstm", 0.6) and "history failed: RuntimeError" in fc.reason
     with pytest.raises(ConfigError):
         BlendForecaster(primary, history, 1.5)
+
+
+def test_auto_serves_the_lstm_and_lightgbm_averaged(auto) -> None:
+    """The bundled choice is the quantile average of the two models at the manifest's
+    share; LightGBM's point in the mean is its median."""
+    from earlystop_predict.forecast.compose import ensemble_weight
+
+    rec = rising(10)
+    fc = auto.forecast(rec, 50)
+    lstm, lgbm = load_model("lstm").forecast(rec, 50), load_model("lightgbm").forecast(rec, 50)
+    w = ensemble_weight(read_manifest(bundled_dir()))
+    assert w == read_manifest(bundled_dir())["ensemble"]["lstm_weight"] == auto.lstm_weight
+    assert fc.model == "lstm+lightgbm" and lstm.model == "lstm" and lgbm.model == "lightgbm"
+    assert 0 < w < 1 and lstm.mean != pytest.approx(lgbm.quantile(0.5), abs=1e-4)
+    assert fc.mean == pytest.approx(w * lstm.mean + (1 - w) * lgbm.quantile(0.5))
+    for k in ("0.1", "0.5", "0.9"):
+        assert fc.quantiles[k] == pytest.approx(w * lstm.quantiles[k] + (1 - w) * lgbm.quantiles[k])
+    assert (fc.observed_epochs, fc.target_epoch, fc.bounds) == (10, 50, (0.0, 1.0))
+
+
+def test_manifest_ensemble_weight_one_serves_the_lstm_alone_and_bad_weights_are_typed(
+        model_copy: Path) -> None:
+    m = json.loads((model_copy / "manifest.json").read_text())
+    (model_copy / "manifest.json").write_text(json.dumps({**m, "ensemble": {"lstm_weight": 1.0}}))
+    rec = rising(10)
+    fc = load_model(model_copy).forecast(rec, 50)
+    assert fc.model == "lstm" and fc.mean == load_model("lstm").forecast(rec, 50).mean
+    for bad in ({"lstm_weight": 1.5}, {"lstm_weight": "0.5"}, {"lstm_weight": True}, {}, 0.5):
+        (model_copy / "manifest.json").write_text(json.dumps({**m, "ensemble": bad}))
+        with pytest.raises(ModelArtifactError, match="ensemble.lstm_weight"):
+            load_model(model_copy)
+
+
+def test_auto_keeps_the_lstm_forecast_with_why_when_lightgbm_fails() -> None:
+    from earlystop_predict.forecast.base import ScriptedForecaster
+    from earlystop_predict.forecast.compose import AutoForecaster
+
+    lstm = ScriptedForecaster(lambda rec, m: (0.6, {0.1: 0.5, 0.5: 0.6, 0.9: 0.7}), name="lstm")
+    lgbm = ScriptedForecaster(lambda rec, m: (0.9, {0.1: 0.7, 0.5: 0.8, 0.9: 0.9}),
+                              name="lightgbm")
+    fc = AutoForecaster(lstm, lgbm, lstm_weight=0.25).forecast(rising(5), 30)
+    assert fc.model == "lstm+lightgbm" and fc.mean == pytest.approx(0.25 * 0.6 + 0.75 * 0.8)
+    assert fc.quantiles == pytest.approx({"0.1": 0.65, "0.5": 0.75, "0.9": 0.85})
+
+    def broken(rec, m):
+        raise RuntimeError("boom")
+
+    for other in (ScriptedForecaster(broken, name="lightgbm"),
+                  ScriptedForecaster(lambda rec, m: float("nan"), name="lightgbm")):
+        fc = AutoForecaster(lstm, other, lstm_weight=0.25).forecast(rising(5), 30)
+        assert (fc.model, fc.mean) == ("lstm", 0.6) and "lightgbm" in fc.reason
 
 
 def test_blend_serves_an_observed_target_as_observed() -> None:

@@ -253,7 +253,7 @@ def test_a_fine_tuned_directory_serves_its_blend_and_the_ledger_says_so(tmp_path
     assert len(hist.history["loss"]) == EPOCHS
     (rec,) = Ledger(tmp_path / "l.db").records(study="b")
     assert len(rec.forecasts) == EPOCHS
-    assert {f["model"] for f in rec.forecasts} == {"lstm+history"}
+    assert {f["model"] for f in rec.forecasts} == {"lstm+lightgbm+history"}
     for f in rec.forecasts:
         q = f["quantiles"]
         assert 0.0 <= q["0.1"] <= q["0.5"] <= q["0.9"] <= 1.0

@@ -256,7 +256,7 @@ def test_bundled_model_forecasts_every_epoch():
     fcs = cb.monitor.record.forecasts
     assert [f["at_epoch"] for f in fcs] == list(range(1, EPOCHS + 1))
     for f in fcs[:-1]:                                       # the last epoch is the target
-        assert f["model"] in ("lstm", "lightgbm") and f["target_epoch"] == EPOCHS
+        assert f["model"] in ("lstm+lightgbm", "lightgbm") and f["target_epoch"] == EPOCHS
         q = f["quantiles"]
         assert 0.0 <= q["0.1"] <= q["0.5"] <= q["0.9"] <= 1.0
 

@@ -59,7 +59,7 @@ def test_hopeless_trials_are_pruned_at_min_epochs_and_recorded(tmp_path) -> None
     rec = pruner.records[1]
     assert rec.hparams["learning_rate"] == 0.01 and rec.meta["max_epochs"] == EPOCHS
     assert rec.stopped["epoch"] == 3 and "incumbent" in rec.stopped["reason"]
-    assert rec.forecasts[-1]["model"] == "lstm" and rec.forecasts[-1]["stop"] is True
+    assert rec.forecasts[-1]["model"] == "lstm+lightgbm" and rec.forecasts[-1]["stop"] is True
     with Ledger(ledger) as led:
         runs = {r.run_id: r for r in led.records()}
     assert set(runs) == {f"s-trial-{i}" for i in range(4)}

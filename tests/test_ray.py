@@ -79,7 +79,7 @@ def test_hopeless_trials_are_stopped_at_min_epochs_and_recorded(tmp_path) -> Non
     assert recs[0.3].hparams["learning_rate"] == 0.01 and recs[0.3].hparams["width"] == 64
     assert recs[0.3].meta["max_epochs"] == EPOCHS
     assert recs[0.3].stopped["epoch"] == 3 and "incumbent" in recs[0.3].stopped["reason"]
-    assert recs[0.3].forecasts[-1]["model"] == "lstm"
+    assert recs[0.3].forecasts[-1]["model"] == "lstm+lightgbm"
     assert "val_loss" in recs[0.9].epochs[0]  # the other curve columns are fed too
     assert sched.incumbent == pytest.approx(accuracy(0.9, EPOCHS))
     # Tune's own results carry the forecast and the decision.
@@ -234,7 +234,7 @@ def test_batched_decisions_with_the_lstm_equal_one_at_a_time() -> None:
         assert (a.epoch, a.stop, a.poor) == (b.epoch, b.stop, b.poor)
         if a.forecast is not None:
             assert b.forecast.mean == pytest.approx(a.forecast.mean, abs=1e-6)
-            assert b.forecast.model == a.forecast.model == "lstm"
+            assert b.forecast.model == a.forecast.model == "lstm+lightgbm"
     assert sum(d.stop for d in decided["one"]) > 10 and one.finals == pytest.approx(many.finals)
 
 

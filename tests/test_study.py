@@ -147,8 +147,8 @@ def test_cli_forecast_with_context(tmp_path):
     assert plain.returncode == 0 and ctx.returncode == 0, ctx.stderr
     plain_rows = [json.loads(x) for x in plain.stdout.splitlines()]
     rows = [json.loads(x) for x in ctx.stdout.splitlines()]
-    assert [r["model"] for r in plain_rows] == ["lstm", "lstm"]
-    assert [r["model"] for r in rows] == ["lstm+study", "lstm+study"]
+    assert [r["model"] for r in plain_rows] == ["lstm+lightgbm", "lstm+lightgbm"]
+    assert [r["model"] for r in rows] == ["lstm+lightgbm+study", "lstm+lightgbm+study"]
     assert "8 finished runs" in rows[0]["reason"] and "7 finished runs" in rows[1]["reason"]
     # flat runs: the study pulls the forecast towards staying flat
     assert abs(rows[0]["mean"] - 0.31) < abs(plain_rows[0]["mean"] - 0.31)

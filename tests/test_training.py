@@ -4,6 +4,7 @@ bundle training with real runs split by family, fine-tuning with --from, and ran
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +104,13 @@ def test_real_curves_keep_every_metric_and_the_family(corpus) -> None:
     assert curves.horizon[0] == records[0].meta["max_epochs"]
 
 
+def _served(bundle) -> str:
+    """What the tiny bundle (or a directory fine-tuned from it) serves: the ensemble,
+    or the LSTM alone where its validation tasks chose a share of 1."""
+    w = json.loads((Path(bundle) / "manifest.json").read_text())["ensemble"]["lstm_weight"]
+    return "lstm" if w == 1.0 else "lstm+lightgbm"
+
+
 def test_bundle_cross_validates_whole_families_and_writes_a_model_card(bundle) -> None:
     from pathlib import Path
 
@@ -116,19 +124,36 @@ def test_bundle_cross_validates_whole_families_and_writes_a_model_card(bundle) -
     for fold in manifest["folds"]:
         fold_manifest = json.loads((Path(bundle) / fold["dir"] / "manifest.json").read_text())
         assert fold_manifest["training_data"]["real"]["held_out_families"] == fold["families"]
+        served = "lstm" if fold_manifest["ensemble"]["lstm_weight"] == 1.0 else "lstm+lightgbm"
         assert load_model(Path(bundle) / fold["dir"]).forecast(
-            RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5), 30).model == "lstm"
+            RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5), 30).model == served
     cv = manifest["held_out_families"]
     assert set(cv) == {"sequence-gru", "digits-cnn", "all"}
     assert cv["sequence-gru"]["runs"] == 20 and cv["all"]["runs"] == 40
     row = cv["all"]["20%"]
-    assert set(row) == {"lstm", "lightgbm", "last_value"} and 0 <= row["lstm"]["coverage80"] <= 100
+    assert set(row) == {"ensemble", "lstm", "lightgbm", "last_value"}
+    assert 0 <= row["ensemble"]["coverage80"] <= 100 and 0 <= row["lstm"]["coverage80"] <= 100
     assert len(manifest["lstm"]["shrink"]) == 4 and len(manifest["lightgbm"]["shrink"]) == 4
     card = (Path(bundle) / "MODEL_CARD.md").read_text()
     assert "| sequence-gru | 20 | 20% |" in card and "| all | 40 | 20% |" in card
+    assert "| served MAE | x last value | LSTM x last value | LightGBM x last value |" in card
+    # The LSTM's share of the ensemble is chosen on the LCBench validation tasks, for the
+    # bundled model and each fold, and served.
+    from earlystop_predict.training.pipeline import ENSEMBLE_WEIGHTS
+
+    for entry in [manifest["ensemble"]] + [json.loads(
+            (Path(bundle) / f["dir"] / "manifest.json").read_text())["ensemble"]
+            for f in manifest["folds"]]:
+        errors = entry["validation_mae"]
+        assert len(errors) == 11 and entry["lstm_weight"] in ENSEMBLE_WEIGHTS
+        assert errors[f"{entry['lstm_weight']:.1f}"] == min(errors.values())
+    w = manifest["ensemble"]["lstm_weight"]
+    assert f"Served: the LSTM and LightGBM averaged ({w:.1f} : {1 - w:.1f}" in card
+    assert load_model(bundle).lstm_weight == w
     rec = RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5)
     fc = load_model(bundle).forecast(rec, 30)
-    assert fc.model == "lstm" and 0 <= fc.quantile(0.1) <= fc.mean <= 1
+    assert fc.model == ("lstm" if w == 1.0 else "lstm+lightgbm")
+    assert 0 <= fc.quantile(0.1) <= fc.mean <= 1
 
 
 def test_rank_orders_candidates_by_zero_epoch_forecast(bundle, tmp_path, capsys) -> None:
@@ -192,7 +217,7 @@ def test_fine_tune_from_history_writes_a_usable_model_dir(bundle, tmp_path, caps
         manifest["blend"]["rule"]
     assert "history" not in manifest["artifacts"] and not (out / "history.txt.gz").exists()
     fc = load_model(out).forecast(history[0].truncated(4), 20)
-    assert fc.model == "lstm"
+    assert fc.model == _served(bundle)
     assert load_prior(out).forecast_configs([{"hparams": {}}], 20)[0].model == "prior"
     # The base model directory is untouched.
     assert "fine_tuned" not in json.loads((Path(bundle) / "manifest.json").read_text())
@@ -218,14 +243,14 @@ def test_fine_tune_on_enough_runs_serves_the_lstm_blended_with_a_history_model(
     fc = served.forecast(prefix, 20)
     alone = served.primary.forecast(prefix, 20)
     grown = HistoryForecaster.from_dir(out, manifest).forecast(prefix, 20)
-    assert fc.model == "lstm+history" and alone.model == "lstm"
+    assert fc.model == f"{_served(bundle)}+history" and alone.model == _served(bundle)
     assert fc.mean == pytest.approx(w * alone.mean + (1 - w) * grown.mean)
     assert fc.quantiles["0.9"] == pytest.approx(
         w * alone.quantiles["0.9"] + (1 - w) * grown.quantiles["0.9"])
     # A corrupt history model: the directory still serves, each forecast says why.
     (out / "history.txt.gz").write_bytes(b"\x1f\x8bbroken")
     fc = load_model(out).forecast(prefix, 20)
-    assert fc.model == "lstm" and "history model unavailable" in fc.reason
+    assert fc.model == _served(bundle) and "history model unavailable" in fc.reason
     assert "sha256 mismatch" in fc.reason
 
 
@@ -318,5 +343,5 @@ def test_a_fine_tune_that_does_not_beat_the_base_serves_the_base(bundle, tmp_pat
     probe = RunRecord.from_dict(_runs("x", 1, 9)[0]).truncated(5)
     assert load_model(out).forecast(probe, 30).mean == load_model(bundle).forecast(probe, 30).mean
     # the fine-tuned model is kept, loadable, beside it
-    assert load_model(out / "rejected").forecast(probe, 30).model == "lstm"
+    assert load_model(out / "rejected").forecast(probe, 30).model == _served(bundle)
     assert "Fine-tuned from" in (out / "MODEL_CARD.md").read_text()

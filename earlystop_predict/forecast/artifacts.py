@@ -47,7 +47,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     Checked: a JSON object of schema :data:`SCHEMA`; ``artifacts`` an object whose
     entries are objects with a string ``file`` (a relative path inside the directory)
     and a string ``sha256``; ``blend``, where present, an object whose ``weight`` is a
-    number in [0, 1].
+    number in [0, 1], and ``ensemble`` one whose ``lstm_weight`` is.
 
     Raises:
         ModelArtifactError: missing, unreadable, of an unknown schema or malformed
@@ -71,7 +71,8 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _manifest_problem(data: dict[str, Any]) -> str:
-    """What is malformed in a manifest's ``artifacts`` and ``blend``, or ``""``."""
+    """What is malformed in a manifest's ``artifacts``, ``blend`` and ``ensemble``, or
+    ``""``."""
     arts = data.get("artifacts")
     if not isinstance(arts, dict):
         return "field 'artifacts' must be an object"
@@ -84,13 +85,14 @@ def _manifest_problem(data: dict[str, Any]) -> str:
         if not _relative_inside(entry["file"]):
             return (f"field 'artifacts.{name}.file' {entry['file']!r} must be a relative "
                     "path inside the model directory")
-    blend = data.get("blend")
-    if blend is None:
-        return ""
-    weight = blend.get("weight", 1.0) if isinstance(blend, dict) else None
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-            or not 0.0 <= weight <= 1.0:
-        return "field 'blend.weight' must be a number in [0, 1]"
+    for field, key, default in (("blend", "weight", 1.0), ("ensemble", "lstm_weight", None)):
+        entry = data.get(field)
+        if entry is None:
+            continue
+        weight = entry.get(key, default) if isinstance(entry, dict) else None
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0.0 <= weight <= 1.0:
+            return f"field '{field}.{key}' must be a number in [0, 1]"
     return ""
 
 

@@ -7,7 +7,7 @@ model served and why.
 
 Example:
     >>> from earlystop_predict import load_model, RunRecord
-    >>> model = load_model()                      # bundled LSTM, LightGBM fallback
+    >>> model = load_model()                      # bundled LSTM and LightGBM averaged
     >>> rec = RunRecord(run_id="r", epochs=[{"epoch": 1, "val_accuracy": 0.4},
     ...                                     {"epoch": 2, "val_accuracy": 0.5}])
     >>> fc = model.forecast(rec, target_epoch=50)

@@ -1,4 +1,5 @@
-"""Composite forecasters: the bundled choice (LSTM, LightGBM fallback), the fine-tuned
+"""Composite forecasters: the bundled choice (LSTM and LightGBM averaged, LightGBM
+alone where the LSTM cannot serve), the fine-tuned
 blend, a strict single model, and :func:`load_model`, which builds them from a model
 directory.
 
@@ -28,23 +29,54 @@ from earlystop_predict.forecast.lgbm import HistoryForecaster, LGBMForecaster
 from earlystop_predict.forecast.lstm import LSTMForecaster
 from earlystop_predict.records.record import RunRecord
 
+#: The LSTM's share of the bundled ensemble where a manifest does not set one
+#: (``"ensemble": {"lstm_weight": w}``); 1.0 serves the LSTM alone.
+ENSEMBLE_LSTM_WEIGHT = 0.5
+
+
+def mix_forecasts(first: Forecast, second: Forecast, weight: float, model: str, *,
+                  second_point: float | None = None) -> Forecast:
+    """``weight`` of ``first`` and ``1 - weight`` of ``second``, for each of ``first``'s
+    quantile levels (quantile averaging), and for the mean: ``first``'s mean with
+    ``second_point`` (default ``second``'s mean). The result keeps ``first``'s epochs
+    and bounds and reads ``model``."""
+    keys = sorted(first.quantiles, key=float)
+    qs = sorted(weight * first.quantiles[k] + (1.0 - weight) * second.quantile(float(k))
+                for k in keys)
+    point = second.mean if second_point is None else second_point
+    # Averages of coherent forecasts are coherent; the clip only absorbs rounding.
+    mean = min(max(weight * first.mean + (1.0 - weight) * point, qs[0]), qs[-1])
+    return replace(first, mean=mean, quantiles=dict(zip(keys, qs, strict=True)), model=model)
+
 
 class AutoForecaster(Forecaster):
-    """The LSTM where it can serve, LightGBM where it cannot; each forecast says why.
+    """The LSTM and LightGBM averaged where both serve, LightGBM alone where the LSTM
+    cannot; each forecast says which served and why.
+
+    Where both serve, a forecast is ``lstm_weight`` of the LSTM's and the rest of
+    LightGBM's (:func:`mix_forecasts`; ``model="lstm+lightgbm"``): out of fold they err
+    on different families, and their average errs less than either on LCBench's
+    held-out tasks and on the real families (``benchmarks/real_curves.py``). Where
+    LightGBM fails on a query the LSTM's forecast stands, with why.
 
     Args:
         primary: the first choice (the LSTM), or None if it failed to load.
-        fallback: the model that serves the rest (LightGBM).
+        fallback: the model that serves the rest (LightGBM), and the ensemble's other half.
         primary_error: why the primary is unavailable (recorded as the reason).
+        lstm_weight: the primary's share where both serve, in [0, 1]; 1.0 serves the
+            primary alone.
     """
 
     name = "auto"
 
     def __init__(self, primary: Forecaster | None, fallback: Forecaster,
-                 primary_error: str = "") -> None:
+                 primary_error: str = "", *, lstm_weight: float = 1.0) -> None:
+        if not 0.0 <= lstm_weight <= 1.0:
+            raise ConfigError("ensemble lstm_weight", "in [0, 1]", lstm_weight)
         self.primary = primary
         self.fallback = fallback
         self.primary_error = primary_error
+        self.lstm_weight = float(lstm_weight)
 
     def forecast_many(self, records: Sequence[RunRecord],
                       target_epoch: int | Sequence[int]) -> list[Forecast]:
@@ -55,6 +87,8 @@ class AutoForecaster(Forecaster):
         serve = self._triage(records, targets, out, reasons)
         if serve:
             self._serve_primary(records, targets, serve, out, reasons)
+            if self.lstm_weight < 1.0:
+                self._mix(records, targets, [i for i in serve if out[i] is not None], out)
         rest = [i for i in range(len(records)) if out[i] is None]
         if rest:
             got = self.fallback.forecast_many([records[i] for i in rest],
@@ -107,6 +141,32 @@ class AutoForecaster(Forecaster):
                 reasons[i] = f"{name} forecast is not finite"
 
 
+    def _mix(self, records: Sequence[RunRecord], targets: list[int], idx: list[int],
+             out: list[Forecast | None]) -> None:
+        """Average the primary's forecasts ``out[idx]`` with the fallback's; where the
+        fallback fails or is not finite, the primary's forecast stands, with why."""
+        if not idx:
+            return
+        name = self.fallback.name
+        try:
+            got: list[Forecast | None] = list(self.fallback.forecast_many(
+                [records[i] for i in idx], [targets[i] for i in idx]))
+        except Exception as exc:  # noqa: BLE001 - the primary's forecasts stand
+            why = f"{name} failed: {type(exc).__name__}: {exc}"
+            got = [None] * len(idx)
+        for i, other in zip(idx, got, strict=True):
+            fc = out[i]
+            assert fc is not None
+            if other is not None and is_finite(other):
+                # A booster's median errs less than its mean (an L2 fit chases the
+                # runs that jump), so LightGBM's point in the mean is its median.
+                out[i] = mix_forecasts(fc, other, self.lstm_weight, f"{fc.model}+{name}",
+                                       second_point=other.quantile(0.5))
+            else:
+                out[i] = replace(fc, reason=why if other is None else
+                                 f"{name} forecast is not finite")
+
+
 class BlendForecaster(Forecaster):
     """A fine-tuned model directory's forecasts: its own (LSTM, LightGBM fallback)
     averaged with those of a model grown on the user's history alone.
@@ -114,8 +174,8 @@ class BlendForecaster(Forecaster):
     ``weight`` of the first and ``1 - weight`` of the second, for the mean and each
     quantile (the history model's point forecast is its median); ``earlystop-predict
     train --from`` chooses the weight (:func:`~earlystop_predict.training.finetune.
-    fit_blend_weight`). A forecast of both reads ``"lstm+history"`` (or
-    ``"lightgbm+history"``); a target already observed is served as it is, and where the
+    fit_blend_weight`). A forecast of both reads ``"lstm+lightgbm+history"`` (or
+    ``"lightgbm+history"`` where the LSTM cannot serve); a target already observed is served as it is, and where the
     history model cannot serve or fails, the first model's forecast stands, with why.
 
     Args:
@@ -151,16 +211,8 @@ class BlendForecaster(Forecaster):
             for i in idx:
                 out[i] = replace(out[i], reason=out[i].reason or why)
             return out
-        w = self.weight
         for i, h in zip(idx, got, strict=True):
-            fc = out[i]
-            keys = sorted(fc.quantiles, key=float)
-            qs = sorted(w * fc.quantiles[k] + (1.0 - w) * h.quantile(float(k)) for k in keys)
-            # Averages of coherent forecasts are coherent; the clip only absorbs rounding.
-            mean = min(max(w * fc.mean + (1.0 - w) * h.mean, qs[0]), qs[-1])
-            out[i] = replace(fc, mean=mean,
-                             quantiles=dict(zip(keys, qs, strict=True)),
-                             model=f"{fc.model}+{self.history.name}")
+            out[i] = mix_forecasts(out[i], h, self.weight, f"{out[i].model}+{self.history.name}")
         return out
 
 
@@ -168,7 +220,9 @@ def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
     """Load an accModel.
 
     Args:
-        kind: ``"auto"`` (bundled LSTM, LightGBM fallback), ``"lstm"`` (LSTM only:
+        kind: ``"auto"`` (the bundled LSTM and LightGBM averaged, LightGBM alone where
+            the LSTM cannot serve; a manifest's ``"ensemble": {"lstm_weight": w}`` sets
+            the LSTM's share, default :data:`ENSEMBLE_LSTM_WEIGHT`), ``"lstm"`` (LSTM only:
             queries it cannot serve raise :class:`ForecastUnavailableError`),
             ``"lightgbm"`` (LightGBM only), or the path of a model directory holding
             a ``manifest.json`` (as ``earlystop-predict train`` writes), served as auto;
@@ -198,7 +252,7 @@ def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
         error = ""
     except ModelArtifactError as exc:
         primary, error = None, f"lstm unavailable: {exc}"
-    auto = AutoForecaster(primary, fallback, error)
+    auto = AutoForecaster(primary, fallback, error, lstm_weight=ensemble_weight(manifest))
     blend = manifest.get("blend")
     if not blend or blend.get("weight", 1.0) >= 1.0 or "history" not in manifest["artifacts"]:
         return auto
@@ -207,6 +261,14 @@ def load_model(kind: str | os.PathLike[str] = "auto") -> Forecaster:
     except ModelArtifactError as exc:  # served without the blend; every forecast says why
         return _Unblended(auto, f"history model unavailable: {exc}")
     return BlendForecaster(auto, history, float(blend["weight"]))
+
+
+def ensemble_weight(manifest: dict) -> float:
+    """The LSTM's share of a model directory's ensemble: its manifest's
+    ``"ensemble": {"lstm_weight": w}`` (checked by ``read_manifest``), else
+    :data:`ENSEMBLE_LSTM_WEIGHT`."""
+    entry = manifest.get("ensemble")
+    return ENSEMBLE_LSTM_WEIGHT if entry is None else float(entry["lstm_weight"])
 
 
 class _Unblended(Forecaster):

@@ -555,7 +555,7 @@ def run_demo(framework: str = "keras", *, configs: int | Sequence[DemoConfig] = 
         patience: consecutive poor forecasts before a stop, >= 1. Default 1.
         seed: seed of data split, weights and variations. Default 0.
         ledger: SQLite ledger path (kept); None: a temporary one. Default None.
-        model: the forecaster: ``"auto"`` (bundled LSTM, LightGBM fallback), a model
+        model: the forecaster: ``"auto"`` (bundled LSTM and LightGBM averaged), a model
             directory or a :class:`~earlystop_predict.forecast.base.Forecaster`.
             Default ``"auto"``.
         audit: train stopped runs on to the end, to show what they would have

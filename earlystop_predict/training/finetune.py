@@ -36,7 +36,7 @@ from earlystop_predict.forecast.artifacts import (
     write_manifest,
 )
 from earlystop_predict.forecast.base import Forecaster
-from earlystop_predict.forecast.compose import AutoForecaster, load_model
+from earlystop_predict.forecast.compose import AutoForecaster, ensemble_weight, load_model
 from earlystop_predict.forecast.history import (  # noqa: F401 - BLEND_FRACTIONS: its old home
     BLEND_FRACTIONS,
     BLEND_WEIGHTS,
@@ -116,7 +116,7 @@ def _grow_history(records: Sequence[RunRecord], tr: np.ndarray, va: np.ndarray,
                           threads=threads)
     grown.calibration = history.calibration
     grown.save(out / "history.txt.gz")
-    return {"weight": weight, "of": "lstm (or its lightgbm fallback) and history", **info,
+    return {"weight": weight, "of": "the served ensemble (lstm + lightgbm) and history", **info,
             "file": "history.txt.gz"}
 
 
@@ -219,7 +219,8 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
                      "format": "LightGBM text models, gzip"},
     }
     new_weights = LSTMWeights.load(out / "lstm.npz")
-    served = AutoForecaster(LSTMForecaster(new_weights), lgbm)
+    served = AutoForecaster(LSTMForecaster(new_weights), lgbm,
+                            lstm_weight=ensemble_weight(base_manifest))
     blend = _grow_history(records, tr, va, val, served, out, seed=seed, threads=threads)
     if blend.pop("file", None):
         artifacts["history"] = {
@@ -258,7 +259,9 @@ def fine_tune(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     progress("scoring base and fine-tuned models on the held-out runs...")
     m = read_manifest(out)
     new = {"lstm": load_model(out), "lightgbm": LGBMForecaster.from_dir(out, m)}
-    old = {"lstm": AutoForecaster(base_lstm, base_lgbm), "lightgbm": base_lgbm}
+    old = {"lstm": AutoForecaster(base_lstm, base_lgbm,
+                                   lstm_weight=ensemble_weight(base_manifest)),
+           "lightgbm": base_lgbm}
     test_records = [records[i] for i in te]
     report = {}
     for name, models in (("base", old), ("fine-tuned", new)):

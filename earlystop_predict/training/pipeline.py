@@ -26,7 +26,7 @@ from earlystop_predict.forecast.artifacts import (
     write_manifest,
 )
 from earlystop_predict.forecast.base import Forecaster
-from earlystop_predict.forecast.compose import AutoForecaster
+from earlystop_predict.forecast.compose import AutoForecaster, ensemble_weight, mix_forecasts
 from earlystop_predict.forecast.lgbm import LGBMForecaster
 from earlystop_predict.forecast.lstm import LSTMForecaster, LSTMWeights
 from earlystop_predict.records.record import RunRecord
@@ -65,8 +65,8 @@ def bundled_corpus() -> Path:
 def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
                     models: dict[str, Any] | None = None,
                     lcbench: str | None = None) -> dict[str, Any]:
-    """Errors of the models in ``model_dir`` (LSTM with its fallback, and LightGBM)
-    and of last value on the LCBench tasks held out of training."""
+    """Errors of the models in ``model_dir`` (the served ensemble, the LSTM with its
+    fallback, and LightGBM) and of last value on the LCBench tasks held out of training."""
     records = lcbench_records(TEST_TASKS, path=lcbench, limit_per_task=runs_per_task)
     models = models or _models(Path(model_dir))
     out: dict[str, Any] = {}
@@ -78,6 +78,40 @@ def held_out_report(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
         row["last_value"] = evaluate(last_value_fn, records, e, MAX_EPOCHS)
         out[f"{int(frac * 100)}%"] = row
     return out
+
+
+#: The LSTM shares :func:`choose_ensemble_weight` tries.
+ENSEMBLE_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
+
+
+def choose_ensemble_weight(model_dir: str | os.PathLike[str], runs_per_task: int = 300,
+                           lcbench: str | None = None) -> dict[str, Any]:
+    """The manifest's ``ensemble`` entry of a model directory: the LSTM's share of least
+    MAE (mean over 10, 20 and 40 % observed) forecasting the last epoch of the LCBench
+    validation tasks' curves (never the held-out tasks or a real family), ties to the
+    larger share; with each share's MAE in points."""
+    directory = Path(model_dir)
+    records = lcbench_records(VAL_TASKS, path=lcbench, limit_per_task=runs_per_task)
+    m = read_manifest(directory)
+    lgbm = LGBMForecaster.from_dir(directory, m)
+    lstm = AutoForecaster(LSTMForecaster.from_dir(directory, m), lgbm)
+    errors = np.zeros(len(ENSEMBLE_WEIGHTS))
+    for frac in FRACTIONS:
+        e = max(1, int(round(frac * MAX_EPOCHS)))
+        prefixes = [r.truncated(e) for r in records]
+        truth = np.array([r.series(r.metric)[MAX_EPOCHS - 1] for r in records])
+        a = lstm.forecast_many(prefixes, MAX_EPOCHS)
+        b = lgbm.forecast_many(prefixes, MAX_EPOCHS)
+        for k, w in enumerate(ENSEMBLE_WEIGHTS):
+            mixed = [mix_forecasts(x, y, w, "", second_point=y.quantile(0.5)).mean
+                     if x.model == "lstm" else x.mean for x, y in zip(a, b, strict=True)]
+            errors[k] += 100 * float(np.mean(np.abs(np.array(mixed) - truth))) / len(FRACTIONS)
+    best = min(range(len(errors)), key=lambda k: (round(errors[k], 6), -ENSEMBLE_WEIGHTS[k]))
+    return {"lstm_weight": ENSEMBLE_WEIGHTS[best],
+            "rule": f"least MAE on the LCBench validation tasks ({len(records)} curves) "
+                    "at 10, 20 and 40 % observed",
+            "validation_mae": {f"{w:.1f}": round(float(v), 4)
+                               for w, v in zip(ENSEMBLE_WEIGHTS, errors, strict=True)}}
 
 
 def family_report(records: Sequence[RunRecord], models: dict[str, Forecaster],
@@ -144,10 +178,12 @@ def _write(out: Path, fitted: Fitted, lstm_post: tuple[np.ndarray, np.ndarray],
 
 
 def _models(directory: Path) -> dict[str, Forecaster]:
+    """The served ensemble and each half (the LSTM with its fallback, LightGBM)."""
     m = read_manifest(directory)
     lgbm = LGBMForecaster.from_dir(directory, m)
-    return {"lstm": AutoForecaster(LSTMForecaster.from_dir(directory, m), lgbm),
-            "lightgbm": lgbm}
+    lstm = LSTMForecaster.from_dir(directory, m)
+    return {"ensemble": AutoForecaster(lstm, lgbm, lstm_weight=ensemble_weight(m)),
+            "lstm": AutoForecaster(lstm, lgbm), "lightgbm": lgbm}
 
 
 def _post(rows: dict[str, list[ForecastRows]], skip: int | None = None
@@ -208,7 +244,8 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
                  f"tasks; real: {len(records)} runs of {len(real_info['families'])} "
                  f"families, {len(folds)} family folds")
         cv, fold_info = _cross_validate(out, (lcb, tr, va), (real, records, early), folds,
-                                        rows, real_weight=real_weight, kw=kw)
+                                        rows, real_weight=real_weight, kw=kw,
+                                        lcbench_path=lcbench)
         parts.append((real, np.repeat(np.where(~early)[0], real_weight)))
         val.append((real, np.where(early)[0]))
         real_info["train_runs"] = int((~early).sum())
@@ -222,6 +259,10 @@ def train_bundle(output: str | os.PathLike[str], *, lcbench: str | None = None,
                                 fit_tasks=fit_tasks, real_info=real_info, fold_info=fold_info,
                                 lstm_epochs=lstm_epochs, lgbm_draws=lgbm_draws, seed=seed)
     write_manifest(out, manifest)
+    manifest["ensemble"] = choose_ensemble_weight(out, lcbench=lcbench)
+    write_manifest(out, manifest)
+    progress(f"ensemble: {manifest['ensemble']['lstm_weight']:.1f} LSTM, "
+             f"{1 - manifest['ensemble']['lstm_weight']:.1f} LightGBM (LCBench validation tasks)")
     progress("scoring on held-out tasks...")
     manifest["held_out"] = held_out_report(out, models=_models(out), lcbench=lcbench)
     if cv:
@@ -262,10 +303,13 @@ def _real_split(corpus: str | os.PathLike[str], folds: Sequence[Sequence[str]], 
 def _cross_validate(out: Path, lcbench: tuple[Any, np.ndarray, np.ndarray],
                     real_data: tuple[RealCurves, list[RunRecord], np.ndarray],
                     folds: list[tuple[str, ...]], rows: dict[str, dict[str, list[ForecastRows]]],
-                    *, real_weight: int, kw: dict[str, Any]
+                    *, real_weight: int, kw: dict[str, Any],
+                    lcbench_path: str | None = None
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train one model per family fold (``out/folds/foldK``), collect its held-out
-    calibration rows into ``rows``; (the per-family report, the folds' entries)."""
+    calibration rows into ``rows``; (the per-family report, the folds' entries). Each
+    fold's ensemble weight is chosen on the LCBench validation tasks (``lcbench_path``:
+    the corpus file, default the shared one)."""
     from earlystop_predict.training.lgbm_train import lgbm_rows
     from earlystop_predict.training.lstm_train import calibration_rows
 
@@ -291,12 +335,16 @@ def _cross_validate(out: Path, lcbench: tuple[Any, np.ndarray, np.ndarray],
         artifacts = _write(fold_dir, info.pop("fitted"),
                            _post(rows["lstm"], skip=k),
                            _post(rows["lightgbm"], skip=k))
-        write_manifest(fold_dir, {
+        fold_manifest = {
             "version": _dt.date.today().isoformat(), "artifacts": artifacts,
             "training_data": {"real": {"held_out_families": info["families"]},
                               "held_out_tasks": list(TEST_TASKS)},
             "note": f"cross-validation fold of {out}: trained without "
-                    f"{', '.join(info['families'])}; not the bundled model"})
+                    f"{', '.join(info['families'])}; not the bundled model"}
+        write_manifest(fold_dir, fold_manifest)
+        fold_manifest["ensemble"] = choose_ensemble_weight(fold_dir,
+                                                           lcbench=lcbench_path)
+        write_manifest(fold_dir, fold_manifest)
         cv.update({name: rep for name, rep in family_report(
             [records[i] for i in info.pop("held")], _models(fold_dir)).items()
             if name != "all"})
@@ -344,9 +392,11 @@ def _print_summary(manifest: dict[str, Any], cv: dict[str, Any],
     if cv:
         for frac in ("10%", "20%", "40%"):
             r = cv["all"][frac]
-            progress(f"real families out of fold {frac}: lstm MAE {r['lstm']['mae']:.2f} "
-                     f"({r['lstm']['mae'] / r['last_value']['mae']:.2f} x last value), "
-                     f"coverage {r['lstm']['coverage80']:.0f} %")
+            served = r.get("ensemble", r["lstm"])
+            progress(f"real families out of fold {frac}: served MAE {served['mae']:.2f} "
+                     f"({served['mae'] / r['last_value']['mae']:.2f} x last value; lstm "
+                     f"{r['lstm']['mae'] / r['last_value']['mae']:.2f}), "
+                     f"coverage {served['coverage80']:.0f} %")
 
 
 def _pool(report: dict[str, Any]) -> dict[str, Any]:
@@ -393,38 +443,49 @@ def write_model_card(directory: str | os.PathLike[str], manifest: dict[str, Any]
     lines.append(f"- {td.get('augmentation', '')}")
 
     def table(title: str, report: dict[str, Any], key_name: str,
-              served: str = "LSTM") -> None:
+              served: str = "served") -> None:
+        # A report of the ensemble and its halves (train); else of the served model,
+        # under "lstm", and LightGBM (fine-tuning, and manifests before the ensemble).
+        halves = any("ensemble" in rows.get(f, {}) for rows in report.values()
+                     for f in ("10%", "20%", "40%"))
         lines.extend(["", f"## {title}", "",
                       "Forecasting the last epoch: MAE in accuracy points, the ratio to "
                       "last value's MAE, and how often the 0.1-0.9 interval held the "
                       "outcome.", "",
                       f"| {key_name} | runs | observed | {served} MAE | x last value | "
-                      "LightGBM x last value | coverage 0.1-0.9 |",
-                      "|---|---|---|---|---|---|---|"])
+                      + ("LSTM x last value | " if halves else "")
+                      + "LightGBM x last value | coverage 0.1-0.9 |",
+                      "|" + "---|" * (8 if halves else 7)])
         for name, rows in report.items():
             for frac in ("10%", "20%", "40%"):
                 r = rows.get(frac)
                 if not r:
                     continue
                 last = r["last_value"]["mae"]
+                top = r["ensemble"] if halves else r["lstm"]
                 lines.append(
-                    f"| {name} | {rows.get('runs', '')} | {frac} | {r['lstm']['mae']:.2f} | "
-                    f"{r['lstm']['mae'] / last:.2f} | {r['lightgbm']['mae'] / last:.2f} | "
-                    f"{r['lstm']['coverage80']:.0f} % |")
+                    f"| {name} | {rows.get('runs', '')} | {frac} | {top['mae']:.2f} | "
+                    f"{top['mae'] / last:.2f} | "
+                    + (f"{r['lstm']['mae'] / last:.2f} | " if halves else "")
+                    + f"{r['lightgbm']['mae'] / last:.2f} | {top['coverage80']:.0f} % |")
 
+    weight = ensemble_weight(manifest)
+    rule = (manifest.get("ensemble") or {}).get("rule", "the default share")
+    lines.extend(["", f"Served: the LSTM and LightGBM averaged ({weight:.1f} : {1 - weight:.1f}, "
+                  f"quantile by quantile) where the LSTM can serve, else LightGBM; the share: {rule}."])
     if manifest.get("held_out_families"):
         table("Real runs, each family scored by the fold model trained without it",
               manifest["held_out_families"], "family")
     if manifest.get("fine_tune_report"):
         table("The user's held-out runs, after fine-tuning", manifest["fine_tune_report"],
-              "model", "served")
+              "model")
         blend = manifest.get("blend") or {}
         weight = blend.get("weight", 1.0)
         how = "not blended" if weight >= 1.0 else \
             f"blended {weight:.1f} : {1 - weight:.1f} with the history model (boosters " \
             "grown on these runs alone)"
-        lines.extend(["", "Served: the LSTM where it can serve, else LightGBM; after "
-                      f"fine-tuning {how}: {blend.get('rule', 'no history model')}."])
+        lines.extend(["", f"After fine-tuning {how}: "
+                      f"{blend.get('rule', 'no history model')}."])
     if manifest.get("held_out"):
         lcb = {"LCBench held-out tasks": {"runs": "", **manifest["held_out"]}}
         table("LCBench held-out tasks", lcb, "corpus")
